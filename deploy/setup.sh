@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install what hubkeeper's local stack and its tests need, on a fresh Debian machine, as root.
+# Idempotent: what is already there is left alone. Python packages go into ./.venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for pair in dockerd:docker.io nginx:nginx debootstrap:debootstrap npm:npm; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+command -v configurable-http-proxy >/dev/null 2>&1 || npm install -g --silent configurable-http-proxy
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[hub,test]'
+echo "setup: ok"

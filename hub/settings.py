@@ -1,0 +1,108 @@
+"""Turn hubkeeper's ``[jupyterhub]`` section into JupyterHub configuration.
+
+Both hub instances (active and standby) apply the same settings: one database, one cookie
+secret, one proxy token, the same services and spawner. Only the ports differ. User
+servers reach the hub API through ``hub_connect_url``, NGINX's internal listener, which
+follows the active hub, so servers started by one instance keep working under the other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hubkeeper.config import Config
+
+#: Least-privilege scopes per hubkeeper service. A service is registered only when its
+#: token file ``<services_token_dir>/<name>.token`` exists.
+SERVICE_SCOPES: dict[str, list[str]] = {
+    "hubkeeper-watcher": ["read:hub"],
+    "hubkeeper-containers": ["list:users", "read:servers"],
+    "hubkeeper-culler": [
+        "list:users",
+        "read:users:activity",
+        "read:servers",
+        "delete:servers",
+        "users:activity",
+    ],
+    "hubkeeper-prometheus": ["read:metrics"],
+    # The local stack's and the tests' own identity: manages users and reaches their servers.
+    "hubkeeper-operator": [
+        "admin:users",
+        "admin:servers",
+        "list:users",
+        "read:metrics",
+        "access:servers",
+    ],
+}
+
+
+def service_tokens(token_dir: str | None) -> dict[str, str]:
+    if token_dir is None:
+        return {}
+    tokens = {}
+    for name in SERVICE_SCOPES:
+        path = Path(token_dir) / f"{name}.token"
+        if path.is_file():
+            tokens[name] = path.read_text(encoding="utf-8").strip()
+    return tokens
+
+
+def apply(c: Any, config: Config, instance_name: str) -> None:
+    """Fill the traitlets config object ``c`` for the named hub instance."""
+    hub = config.jupyterhub
+    instance = hub.instance(instance_name)
+    state_dir = Path(hub.state_dir)
+
+    c.JupyterHub.bind_url = f"http://127.0.0.1:{instance.proxy_port}"
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{instance.hub_port}"
+    # Only user servers go through NGINX's internal listener; this hub's own proxy route
+    # (JupyterHub.hub_connect_url would change it too) must stay on this instance.
+    c.Spawner.hub_connect_url = hub.hub_connect_url
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{instance.proxy_api_port}"
+    c.ConfigurableHTTPProxy.pid_file = str(state_dir / f"proxy-{instance.name}.pid")
+    if hub.proxy_token is not None:
+        c.ConfigurableHTTPProxy.auth_token = hub.proxy_token.reveal()
+
+    c.JupyterHub.db_url = hub.database_url
+    c.JupyterHub.pid_file = str(state_dir / f"jupyterhub-{instance.name}.pid")
+    if hub.cookie_secret is not None:
+        c.JupyterHub.cookie_secret = bytes.fromhex(hub.cookie_secret.reveal())
+    # A stopping hub must leave user servers running: the standby adopts them.
+    c.JupyterHub.cleanup_servers = False
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = hub.named_server_limit
+
+    c.JupyterHub.authenticator_class = "dummy"
+    c.Authenticator.allow_all = True
+    c.Authenticator.admin_users = set(hub.admin_users)
+    if hub.dummy_password is not None:
+        c.DummyAuthenticator.password = hub.dummy_password.reveal()
+
+    c.JupyterHub.spawner_class = "hub.spawner.HostNetworkDockerSpawner"
+    c.DockerSpawner.client_kwargs = {"base_url": config.docker.url}
+    c.DockerSpawner.image = hub.image
+    c.DockerSpawner.allowed_images = list(hub.allowed_images)
+    c.DockerSpawner.mem_limit = hub.mem_limit
+    c.DockerSpawner.cpu_limit = hub.cpu_limit
+    c.DockerSpawner.remove = True
+    c.DockerSpawner.ip = hub.server_ip
+    c.HostNetworkDockerSpawner.server_address = hub.server_ip
+    c.Spawner.start_timeout = int(hub.spawn_timeout)
+    c.Spawner.http_timeout = int(hub.spawn_timeout)
+    labels = config.labels
+    c.DockerSpawner.extra_create_kwargs = {
+        "labels": {
+            labels.user: "{raw_username}",
+            labels.server: "{raw_servername}",
+            labels.hub: hub.name,
+            labels.image: "{raw_image}",
+        }
+    }
+
+    tokens = service_tokens(hub.services_token_dir)
+    c.JupyterHub.services = [{"name": name, "api_token": token} for name, token in tokens.items()]
+    c.JupyterHub.load_roles = [
+        {"name": f"{name}-role", "scopes": SERVICE_SCOPES[name], "services": [name]}
+        for name in tokens
+    ]

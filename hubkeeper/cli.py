@@ -1,0 +1,76 @@
+"""``hubkeeper <command>``: the one entry point of the suite."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from hubkeeper import __version__
+from hubkeeper.config import ConfigError, load
+
+EXIT_CONFIG = 2
+
+
+def check_config(args: argparse.Namespace) -> int:
+    try:
+        load(args.file)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{args.file}: ok")
+    return 0
+
+
+def up(args: argparse.Namespace) -> int:
+    """Run the local stack until Ctrl-C or SIGTERM."""
+    from deploy.stack import running_stack
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="hubkeeper-stack-"))
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+
+    def progress(message: str) -> None:
+        print(f"[hubkeeper up] {message}", flush=True)
+
+    with running_stack(workdir, progress=progress) as stack:
+        print(stack.describe(), flush=True)
+        try:
+            stopping.wait()
+        except KeyboardInterrupt:
+            pass
+        progress("stopping")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hubkeeper", description="Monitoring and reliability suite for JupyterHub."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("version", help="print the version").set_defaults(
+        func=lambda _args: print(__version__) or 0
+    )
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("file", help="path of hubkeeper.toml")
+    check.set_defaults(func=check_config)
+    run = commands.add_parser(
+        "up", help="run the local stack (Docker engine, images, hub, NGINX) until Ctrl-C"
+    )
+    run.add_argument("--workdir", help="folder for state and logs (default: a new temp folder)")
+    run.set_defaults(func=up)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

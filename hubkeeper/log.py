@@ -1,0 +1,94 @@
+"""Structured logging: JSON lines on stdout, secrets redacted from every event.
+
+Records from the standard library's ``logging`` (urllib3, APScheduler, docker, ...) are
+routed through the same pipeline, so every line on stdout has the same shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+
+from hubkeeper.config import Secret
+from hubkeeper.redact import MASK, redact
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return MASK
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {key: _scrub(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(item) for item in value]
+    return redact(repr(value))  # what the JSON renderer would print, redacted
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Processor: mask :class:`Secret` values and credentials inside any value."""
+    return {key: _scrub(value) for key, value in event_dict.items()}
+
+
+class _NamedPrintLogger(structlog.PrintLogger):
+    """Prints to the current ``sys.stdout``, remembering the name given to :func:`get_logger`."""
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(sys.stdout)
+        self.name = name
+
+
+def _add_logger_name(
+    logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    name = getattr(logger, "name", None)
+    if name is not None:
+        event_dict.setdefault("logger", name)
+    return event_dict
+
+
+class _ToStructlog(logging.Handler):
+    """Forward standard-library log records into the structlog pipeline."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            get_logger(record.name).log(
+                record.levelno, record.getMessage(), exc_info=record.exc_info or False
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def configure(level: str) -> None:
+    """Log events at ``level`` (debug, info, warning, error) and above as JSON to stdout."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            _add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level.lower()),
+        logger_factory=_NamedPrintLogger,
+        cache_logger_on_first_use=False,
+    )
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not isinstance(h, _ToStructlog)]
+    root.addHandler(_ToStructlog())
+    root.setLevel(level.upper())
+
+
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    """A structlog logger whose events carry ``logger=name``."""
+    return structlog.get_logger(name)

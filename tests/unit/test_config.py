@@ -1,0 +1,228 @@
+from pathlib import Path
+
+import pytest
+
+from hubkeeper.config import Config, ConfigError, Secret, load
+
+FULL = """
+[hub]
+url = "http://127.0.0.1:8000"
+token_file = "secrets/hub.token"
+timeout = 5
+retries = 2
+backoff = 0.25
+backoff_max = 4.0
+page_size = 100
+
+[logging]
+level = "debug"
+
+[docker]
+url = "unix:///run/docker.sock"
+
+[labels]
+user = "example.user"
+
+[jupyterhub]
+name = "lab-1"
+database_url = "sqlite:///state/jupyterhub.sqlite"
+cookie_secret_file = "secrets/cookie"
+hub_connect_url = "http://127.0.0.1:8081"
+allowed_images = ["hubkeeper/singleuser:latest", "hubkeeper/alt:latest"]
+mem_limit = "512M"
+cpu_limit = 0.5
+admin_users = ["admin"]
+spawn_timeout = 90
+
+[[jupyterhub.instances]]
+name = "a"
+proxy_port = 8001
+proxy_api_port = 8002
+hub_port = 8003
+
+[[jupyterhub.instances]]
+name = "b"
+proxy_port = 8011
+proxy_api_port = 8012
+hub_port = 8013
+
+[nginx]
+public_port = 8000
+internal_port = 8081
+"""
+
+HUB_TOKEN = "hub-token-1b7c9e"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hubkeeper.toml"
+    path.write_text(text)
+    return path
+
+
+def problems(path: Path, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as error:
+        load(path, environ=environ or {})
+    return error.value.problems
+
+
+@pytest.fixture
+def secrets_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "secrets"
+    folder.mkdir()
+    (folder / "hub.token").write_text(HUB_TOKEN + "\n")
+    (folder / "cookie").write_text("ab" * 32)
+    return folder
+
+
+def test_full_example_parses(tmp_path: Path, secrets_dir: Path) -> None:
+    config = load(write(tmp_path, FULL), environ={})
+    assert config.hub.timeout == 5.0 and isinstance(config.hub.timeout, float)
+    assert (config.hub.retries, config.hub.page_size, config.hub.backoff_max) == (2, 100, 4.0)
+    assert config.hub.token == Secret(HUB_TOKEN)  # relative to the file, stripped
+    assert config.logging.level == "debug"
+    assert config.docker.url == "unix:///run/docker.sock"
+    assert config.labels.user == "example.user"
+    assert [i.name for i in config.jupyterhub.instances] == ["a", "b"]
+    assert config.jupyterhub.instance("b").hub_port == 8013
+    assert config.jupyterhub.cookie_secret.reveal() == "ab" * 32
+    assert config.jupyterhub.allowed_images[1] == "hubkeeper/alt:latest"
+    assert config.nginx.internal_port == 8081
+
+
+def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
+    config = load(write(tmp_path, ""), environ={})
+    assert config == Config()
+    assert config.hub.url == "http://127.0.0.1:8000"
+    assert config.hub.token is None
+    assert config.logging.level == "info"
+
+
+def test_wrong_type_names_key_value_and_expectation(tmp_path: Path) -> None:
+    path = write(tmp_path, '[hub]\ntimeout = "ten"\n')
+    assert problems(path) == ['hub.timeout: got "ten", expected a number of seconds > 0']
+
+
+def test_unknown_key_is_reported_with_its_path(tmp_path: Path) -> None:
+    path = write(tmp_path, '[hub]\ntimout = 3\n[[jupyterhub.instances]]\nnmae = "a"\n')
+    found = problems(path)
+    assert any(p.startswith("hub.timout: unknown key, expected one of: ") for p in found)
+    assert any(p.startswith("jupyterhub.instances[0].nmae: unknown key") for p in found)
+
+
+def test_secret_value_cannot_be_written_inline(tmp_path: Path) -> None:
+    (problem,) = problems(write(tmp_path, '[hub]\ntoken = "inline"\n'))
+    assert problem.startswith("hub.token: unknown key") and "token_file" in problem
+    assert "inline" not in problem
+
+
+def test_invalid_toml_reports_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, '[hub]\nurl = "http://x"\ntimeout = \n')
+    assert problems(path) == [f"{path}: invalid TOML: Invalid value (at line 3, column 11)"]
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    (problem,) = problems(tmp_path / "absent.toml")
+    assert problem.endswith("absent.toml: cannot read: No such file or directory")
+
+
+def test_environment_overrides_a_key(tmp_path: Path) -> None:
+    config = load(write(tmp_path, "[hub]\ntimeout = 5\n"), environ={"HUBKEEPER_HUB_TIMEOUT": "3"})
+    assert config.hub.timeout == 3.0
+
+
+def test_bad_environment_override_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    assert problems(path, {"HUBKEEPER_HUB_TIMEOUT": "ten"}) == [
+        'HUBKEEPER_HUB_TIMEOUT: got "ten", expected a TOML value for a number'
+    ]
+    assert problems(path, {"HUBKEEPER_HUB_TIMEOUT": "-1"}) == [
+        "hub.timeout: got -1, expected a number of seconds > 0"
+    ]
+
+
+def test_secret_from_token_file(tmp_path: Path, secrets_dir: Path) -> None:
+    config = load(write(tmp_path, f'[hub]\ntoken_file = "{secrets_dir}/hub.token"\n'), environ={})
+    assert config.hub.token.reveal() == HUB_TOKEN
+
+
+def test_secret_from_environment_wins_over_the_file(tmp_path: Path, secrets_dir: Path) -> None:
+    path = write(tmp_path, '[hub]\ntoken_file = "secrets/hub.token"\n')
+    config = load(path, environ={"HUBKEEPER_HUB_TOKEN": "from-env"})
+    assert config.hub.token.reveal() == "from-env"
+
+
+def test_unreadable_or_empty_secret_file_is_reported(tmp_path: Path, secrets_dir: Path) -> None:
+    (secrets_dir / "empty").write_text("\n")
+    text = """
+[hub]
+token_file = "secrets/nope"
+[jupyterhub]
+cookie_secret_file = "secrets/empty"
+"""
+    assert problems(write(tmp_path, text)) == [
+        'hub.token_file: got "secrets/nope", expected a readable file (No such file or directory)',
+        'jupyterhub.cookie_secret_file: got "secrets/empty", expected a file that is not empty',
+    ]
+
+
+def test_repr_never_shows_a_secret(tmp_path: Path, secrets_dir: Path) -> None:
+    config = load(write(tmp_path, FULL), environ={"HUBKEEPER_JUPYTERHUB_PROXY_TOKEN": "proxy-tok"})
+    assert config.jupyterhub.proxy_token.reveal() == "proxy-tok"
+    for text in (repr(config), str(config), repr(config.hub), f"{config.hub.token}"):
+        assert HUB_TOKEN not in text and "proxy-tok" not in text and "ab" * 32 not in text
+    assert "Secret('***')" in repr(config.hub)
+
+
+def test_bad_port_in_a_list_of_instances(tmp_path: Path) -> None:
+    text = """
+[[jupyterhub.instances]]
+name = "a"
+[[jupyterhub.instances]]
+name = "b"
+hub_port = 0
+"""
+    assert problems(write(tmp_path, text)) == [
+        "jupyterhub.instances[1].hub_port: got 0, expected a TCP port (1-65535)"
+    ]
+
+
+def test_several_problems_are_all_reported(tmp_path: Path) -> None:
+    text = """
+[hub]
+url = "ftp://hub"
+retries = -1
+[logging]
+level = "loud"
+[jupyterhub]
+mem_limit = "lots"
+[nginx]
+public_port = 70000
+"""
+    found = problems(write(tmp_path, text))
+    for expected in [
+        'hub.url: got "ftp://hub", expected an http(s) URL',
+        "hub.retries: got -1, expected a number of retries >= 0",
+        'logging.level: got "loud", expected "debug" or "info" or "warning" or "error"',
+        'jupyterhub.mem_limit: got "lots", expected a size such as "512M" or "2G"',
+        "nginx.public_port: got 70000, expected a TCP port (1-65535)",
+    ]:
+        assert expected in found
+    assert len(found) == 5
+
+
+# --- known bugs in hubkeeper/config.py (strict: these start failing once fixed) -----------
+
+
+def test_secret_from_environment_without_a_section(tmp_path: Path) -> None:
+    config = load(write(tmp_path, ""), environ={"HUBKEEPER_HUB_TOKEN": "from-env"})
+    assert config.hub.token is not None
+
+
+def test_environment_override_of_a_choice(tmp_path: Path) -> None:
+    config = load(write(tmp_path, ""), environ={"HUBKEEPER_LOGGING_LEVEL": "debug"})
+    assert config.logging.level == "debug"
+
+
+def test_section_that_is_not_a_table_is_reported(tmp_path: Path) -> None:
+    assert problems(write(tmp_path, "hub = 5\n")) == ["hub: got 5, expected a table"]

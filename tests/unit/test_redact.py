@@ -1,0 +1,41 @@
+import pytest
+
+from hubkeeper.redact import redact
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("GET /hub/api/users?token=abc123&x=1", "GET /hub/api/users?token=***&x=1"),
+        ("access_token=abc123 other", "access_token=*** other"),
+        ("Authorization: token abc123", "Authorization: token ***"),
+        ("authorization: Bearer abc.def-123", "authorization: Bearer ***"),
+        ("Authorization: Basic dXNlcjpwdw==", "Authorization: Basic ***"),
+        ("{'Authorization': 'token abc123', 'X': 1}", "{'Authorization': 'token ***', 'X': 1}"),
+        ('{"authorization": "Bearer abc123"}', '{"authorization": "Bearer ***"}'),
+        ("https://alice:s3cr3t@hub.example.org/x", "https://alice:***@hub.example.org/x"),
+        ("postgresql://hub:p%40ss@127.0.0.1:5432/db", "postgresql://hub:***@127.0.0.1:5432/db"),
+    ],
+)
+def test_credentials_are_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain message without secrets",
+        "http://127.0.0.1:8000/hub/api/users?offset=50&limit=50",
+        "user alice@example.org logged in",
+        "tokens issued: 3",
+    ],
+)
+def test_harmless_text_is_unchanged(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_several_secrets_in_one_string() -> None:
+    text = "url=https://u:pw1@h/?token=t1 header Authorization: Bearer t2"
+    redacted = redact(text)
+    for secret in ("pw1", "t1", "t2"):
+        assert secret not in redacted
