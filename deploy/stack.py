@@ -28,13 +28,27 @@ import requests
 
 from hub.images import ALT_IMAGE, SINGLEUSER_IMAGE, ensure_images
 from hub.settings import SERVICE_SCOPES
-from hubkeeper.config import Config, HubClientConfig, Secret, load
+from hubkeeper.config import Config, HubClientConfig, HubInstance, NginxConfig, Secret, load
 from hubkeeper.hubapi import HubClient
 from hubkeeper.nginx import Nginx
 
 HUB_CONFIG = Path(__file__).resolve().parent.parent / "hub" / "jupyterhub_config.py"
 DOCKERD_FLAGS = ("--bridge=none", "--iptables=false", "--ip-masq=false")
 OPERATOR_SERVICE = "hubkeeper-operator"
+PORT_NAMES = ("public", "internal", "proxy_a", "proxy_api_a", "hub_a")
+
+
+def default_ports() -> dict[str, int]:
+    """The configuration model's default ports, for a stack at predictable addresses."""
+    nginx, hub = NginxConfig(), HubInstance()
+    values = (
+        nginx.public_port,
+        nginx.internal_port,
+        hub.proxy_port,
+        hub.proxy_api_port,
+        hub.hub_port,
+    )
+    return dict(zip(PORT_NAMES, values, strict=True))
 
 
 def free_ports(count: int) -> list[int]:
@@ -118,8 +132,7 @@ class Stack:
         self.workdir = self.workdir.resolve()
         self.logs = self.workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        names = ("public", "internal", "proxy_a", "proxy_api_a", "hub_a")
-        self.ports = self.ports or dict(zip(names, free_ports(len(names)), strict=True))
+        self.ports = self.ports or dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
 
     # -- files ------------------------------------------------------------------------
 
@@ -302,9 +315,12 @@ def _stop_pid(pid: int, timeout: float = 10.0) -> None:
 
 @contextlib.contextmanager
 def running_stack(
-    workdir: Path, hub_name: str = "lab", progress: Callable[[str], None] = print
+    workdir: Path,
+    hub_name: str = "lab",
+    ports: dict[str, int] | None = None,
+    progress: Callable[[str], None] = print,
 ) -> Iterator[Stack]:
-    stack = Stack(workdir, hub_name=hub_name, progress=progress)
+    stack = Stack(workdir, hub_name=hub_name, ports=ports, progress=progress)
     try:
         yield stack.up()
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import tempfile
@@ -29,7 +30,7 @@ def check_config(args: argparse.Namespace) -> int:
 
 def up(args: argparse.Namespace) -> int:
     """Run the local stack until Ctrl-C or SIGTERM."""
-    from deploy.stack import running_stack
+    from deploy.stack import default_ports, running_stack
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="hubkeeper-stack-"))
     stopping = threading.Event()
@@ -38,12 +39,10 @@ def up(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"[hubkeeper up] {message}", flush=True)
 
-    with running_stack(workdir, progress=progress) as stack:
+    with running_stack(workdir, ports=default_ports(), progress=progress) as stack:
         print(stack.describe(), flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stopping.wait()
-        except KeyboardInterrupt:
-            pass
         progress("stopping")
     return 0
 

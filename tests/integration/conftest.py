@@ -1,4 +1,4 @@
-"""The real stack (Docker engine, images, JupyterHub with DockerSpawner, NGINX), once per session."""
+"""The real stack (Docker engine, images, hub with DockerSpawner, NGINX), once per session."""
 
 import secrets
 from collections.abc import Iterator

@@ -1,0 +1,71 @@
+from pathlib import Path
+
+from traitlets.config import Config as TraitletsConfig
+
+from hub.settings import SERVICE_SCOPES, apply
+from hubkeeper.config import from_dict
+
+
+def configure(tmp_path: Path, **jupyterhub: object) -> TraitletsConfig:
+    tokens = tmp_path / "services"
+    tokens.mkdir()
+    (tokens / "hubkeeper-culler.token").write_text("culler-token\n")
+    (tmp_path / "cookie").write_text("ab" * 32)
+    config = from_dict(
+        {
+            "jupyterhub": {
+                "name": "lab",
+                "cookie_secret_file": "cookie",
+                "services_token_dir": str(tokens),
+                "instances": [
+                    {"name": "a", "proxy_port": 9001, "proxy_api_port": 9002, "hub_port": 9003},
+                    {"name": "b", "proxy_port": 9011, "proxy_api_port": 9012, "hub_port": 9013},
+                ],
+                **jupyterhub,
+            }
+        },
+        base=tmp_path,
+    )
+    c = TraitletsConfig()
+    apply(c, config, "b")
+    return c
+
+
+def test_instance_ports_and_shared_state(tmp_path: Path) -> None:
+    c = configure(tmp_path)
+    assert c.JupyterHub.bind_url == "http://127.0.0.1:9011"
+    assert c.JupyterHub.hub_bind_url == "http://127.0.0.1:9013"
+    assert c.ConfigurableHTTPProxy.api_url == "http://127.0.0.1:9012"
+    assert c.JupyterHub.cookie_secret == bytes.fromhex("ab" * 32)
+    assert c.JupyterHub.cleanup_servers is False
+    # user servers reach the hub through NGINX; the hub's own proxy route does not
+    assert c.Spawner.hub_connect_url == "http://127.0.0.1:8081"
+    assert "hub_connect_url" not in c.JupyterHub
+
+
+def test_labels_templates_and_limits(tmp_path: Path) -> None:
+    c = configure(tmp_path, mem_limit="2G", cpu_limit=0.5)
+    assert c.DockerSpawner.extra_create_kwargs == {
+        "labels": {
+            "org.hubkeeper.user": "{raw_username}",
+            "org.hubkeeper.server": "{raw_servername}",
+            "org.hubkeeper.hub": "lab",
+            "org.hubkeeper.image": "{raw_image}",
+        }
+    }
+    assert c.DockerSpawner.mem_limit == "2G"
+    assert c.DockerSpawner.cpu_limit == 0.5
+    assert c.DockerSpawner.remove is True
+
+
+def test_only_services_with_a_token_file_are_registered(tmp_path: Path) -> None:
+    c = configure(tmp_path)
+    assert c.JupyterHub.services == [{"name": "hubkeeper-culler", "api_token": "culler-token"}]
+    assert c.JupyterHub.load_roles == [
+        {
+            "name": "hubkeeper-culler-role",
+            "scopes": SERVICE_SCOPES["hubkeeper-culler"],
+            "services": ["hubkeeper-culler"],
+        }
+    ]
+    assert "delete:users" not in SERVICE_SCOPES["hubkeeper-culler"]
