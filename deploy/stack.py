@@ -206,24 +206,26 @@ internal_port = {ports["internal"]}
 
     def ensure_docker(self) -> docker.DockerClient:
         """Use the running Docker engine, or start one (and stop it again at teardown)."""
-        client = docker.DockerClient(base_url=self.config.docker.url, timeout=120)
-        try:
-            client.ping()
+        client = self._docker_client()
+        if client is not None:
             return client
-        except docker.errors.DockerException:
-            pass
         if shutil.which("dockerd") is None:
             raise RuntimeError("no Docker engine: install docker.io (deploy/setup.sh does)")
         self.progress("starting the Docker engine")
         self.spawn("dockerd", ["dockerd", *DOCKERD_FLAGS])
+        wait_for(lambda: self._docker_client() is not None, 60, "the Docker engine")
+        client = self._docker_client()
+        if client is None:
+            raise RuntimeError(f"the Docker engine stopped answering; see {self.logs}/dockerd.log")
+        return client
 
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except docker.errors.DockerException:
-                return False
-
-        wait_for(answers, 60, "the Docker engine")
+    def _docker_client(self) -> docker.DockerClient | None:
+        """A client of the configured engine, or None while it does not answer."""
+        try:
+            client = docker.DockerClient(base_url=self.config.docker.url, timeout=120)
+            client.ping()
+        except docker.errors.DockerException:
+            return None
         return client
 
     def start_hub(self, instance: str) -> ManagedProcess:
