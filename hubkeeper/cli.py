@@ -4,28 +4,60 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hubkeeper import __version__
-from hubkeeper.config import ConfigError, load
+from hubkeeper import __version__, log
+from hubkeeper.config import Config, ConfigError, load
 
 EXIT_CONFIG = 2
 
 
-def check_config(args: argparse.Namespace) -> int:
+DaemonMain = Callable[[Config, argparse.Namespace], int]
+
+
+def load_config(path: str) -> Config | None:
+    """The validated config, or None after printing one line per problem to stderr."""
     try:
-        load(args.file)
+        return load(path)
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
+        return None
+
+
+def check_config(args: argparse.Namespace) -> int:
+    if load_config(args.file) is None:
         return EXIT_CONFIG
     print(f"{args.file}: ok")
     return 0
+
+
+def add_daemon_command(
+    commands: argparse._SubParsersAction, name: str, help_text: str, run: DaemonMain
+) -> argparse.ArgumentParser:
+    """A subcommand that loads ``--config`` (exit 2 when invalid), sets up logging, runs."""
+    parser = commands.add_parser(name, help=help_text)
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("HUBKEEPER_CONFIG", "hubkeeper.toml"),
+        help="path of hubkeeper.toml (default: $HUBKEEPER_CONFIG or ./hubkeeper.toml)",
+    )
+
+    def start(args: argparse.Namespace) -> int:
+        config = load_config(args.config)
+        if config is None:
+            return EXIT_CONFIG
+        log.configure(config.logging.level)
+        return run(config, args)
+
+    parser.set_defaults(func=start)
+    return parser
 
 
 def up(args: argparse.Namespace) -> int:

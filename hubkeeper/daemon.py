@@ -1,0 +1,80 @@
+"""The shape every hubkeeper daemon shares: endpoint, scheduled jobs, clean stop on SIGTERM.
+
+A daemon registers its periodic jobs with :meth:`Daemon.every` and calls :meth:`Daemon.run`.
+Jobs run on APScheduler with ``max_instances=1`` and ``coalesce=True``: a slow cycle is
+never overlapped by the next one, and missed runs collapse into one.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import CollectorRegistry
+
+from hubkeeper.config import EndpointConfig
+from hubkeeper.endpoint import EndpointServer, Health, Route
+from hubkeeper.log import get_logger
+
+log = get_logger(__name__)
+
+
+class Daemon:
+    def __init__(
+        self,
+        name: str,
+        endpoint: EndpointConfig,
+        registry: CollectorRegistry,
+        health: Health,
+        routes: dict[str, Route] | None = None,
+    ) -> None:
+        self.name = name
+        self.server = EndpointServer(endpoint, registry, health, routes)
+        self.scheduler = BackgroundScheduler(timezone=UTC)
+        self.stopping = threading.Event()
+
+    def every(self, seconds: float, job: Callable[[], object], name: str) -> None:
+        """Run ``job`` now and then every ``seconds``; exceptions are logged, not fatal."""
+        self.scheduler.add_job(
+            self._guarded(job, name),
+            "interval",
+            seconds=seconds,
+            id=name,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+            misfire_grace_time=None,
+        )
+
+    def _guarded(self, job: Callable[[], object], name: str) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                job()
+            except Exception:
+                log.exception("job_failed", daemon=self.name, job=name)
+
+        return run
+
+    def run(self, on_stop: Callable[[], None] | None = None) -> int:
+        """Serve and schedule until SIGTERM or SIGINT; then stop within seconds."""
+
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("stop_requested", daemon=self.name, signal=signal.Signals(signum).name)
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        self.server.start()
+        self.scheduler.start()
+        log.info("daemon_started", daemon=self.name, port=self.server.port)
+        self.stopping.wait()
+        self.scheduler.shutdown(wait=False)
+        if on_stop is not None:
+            on_stop()
+        self.server.stop()
+        log.info("daemon_stopped", daemon=self.name)
+        return 0
