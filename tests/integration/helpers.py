@@ -1,0 +1,83 @@
+"""Small helpers shared by the integration tests."""
+
+import threading
+from pathlib import Path
+
+import requests
+
+from deploy.stack import Stack, wait_for
+from hubkeeper.hubapi import HubClient
+
+
+def user_containers(stack: Stack, user: str) -> list:
+    label = f"{stack.config.labels.user}={user}"
+    return stack.docker.containers.list(all=True, filters={"label": label})
+
+
+def start_and_wait(client: HubClient, user: str, options: dict | None = None) -> dict:
+    client.start_server(user, options=options)
+
+    def ready() -> bool:
+        server = client.user(user)["servers"].get("")
+        return bool(server and server["ready"])
+
+    wait_for(ready, 60, f"{user}'s server")
+    return client.user(user)["servers"][""]
+
+
+def stop_and_wait(client: HubClient, user: str) -> None:
+    client.stop_server(user)
+    wait_for(lambda: "" not in client.user(user)["servers"], 60, f"{user}'s server to stop")
+
+
+def server_status(stack: Stack, user: str) -> requests.Response:
+    """GET /user/<user>/api/status through NGINX, authenticated as the operator."""
+    token = stack.client().config.token.reveal()
+    return requests.get(
+        f"{stack.public_url}/user/{user}/api/status",
+        headers={"Authorization": f"token {token}"},
+        timeout=10,
+    )
+
+
+def running_hubs(config_path: Path) -> set[str]:
+    """Names of the JupyterHub processes (not their proxies) of this stack that run now."""
+    marker = f"HUBKEEPER_CONFIG={config_path}".encode()
+    names = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"jupyterhub" not in cmdline or b"configurable-http-proxy" in cmdline:
+            continue
+        if state == "Z" or marker not in environ:
+            continue
+        for item in environ:
+            if item.startswith(b"HUBKEEPER_HUB_INSTANCE="):
+                names.add(item.split(b"=", 1)[1].decode())
+    return names
+
+
+class HubCensus(threading.Thread):
+    """Samples the running hub processes until stopped; ``most`` is the peak count."""
+
+    def __init__(self, config_path: Path) -> None:
+        super().__init__(daemon=True)
+        self.config_path = config_path
+        self.most = 0
+        self.seen: list[set[str]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(0.05):
+            hubs = running_hubs(self.config_path)
+            self.most = max(self.most, len(hubs))
+            if not self.seen or self.seen[-1] != hubs:
+                self.seen.append(hubs)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(5)

@@ -1,0 +1,97 @@
+from watchers.hubs.logic import (
+    HubHealth,
+    Limits,
+    View,
+    after_failover,
+    decide,
+    observe,
+    standbys,
+)
+
+LIMITS = Limits(startup_grace=5, hold_time=300, max_failovers_per_hour=3)
+UP, DOWN, UNKNOWN = HubHealth("up"), HubHealth("down"), HubHealth("unknown")
+
+
+def view(**changes: object) -> View:
+    base = {
+        "now": 10_000.0,
+        "started_at": 0.0,
+        "hubs": ("a", "b"),
+        "active": "a",
+        "health": {"a": DOWN, "b": DOWN},
+    }
+    return View(**{**base, **changes})
+
+
+def run(results: list[bool], rise: int = 2, fall: int = 3) -> HubHealth:
+    health = HubHealth()
+    for ok in results:
+        health = observe(health, ok, rise, fall)
+    return health
+
+
+def test_rise_and_fall_thresholds() -> None:
+    assert run([True]).state == "unknown"
+    assert run([True, True]).state == "up"
+    assert run([True, True, False, False]).state == "up"
+    assert run([True, True, False, False, False]).state == "down"
+    assert run([False, False, False, True]).state == "down"
+    assert run([False, False, False, True, True]).state == "up"
+    # an isolated failure between successes never adds up
+    assert run([True, True, False, True, False, True, False]).state == "up"
+
+
+def test_fails_over_to_the_first_standby_in_priority_order() -> None:
+    three = view(hubs=("a", "b", "c"), health={"a": DOWN, "b": DOWN, "c": DOWN})
+    decision = decide(three, LIMITS)
+    assert (decision.kind, decision.target, decision.reason) == ("failover", "b", "active_down")
+    failed_b = view(hubs=("a", "b", "c"), health=three.health, failed_until={"b": 20_000.0})
+    assert decide(failed_b, LIMITS).target == "c"
+
+
+def test_healthy_or_unknown_active_means_no_action() -> None:
+    assert decide(view(health={"a": UP, "b": DOWN}), LIMITS).kind == "none"
+    assert decide(view(health={"a": UNKNOWN, "b": DOWN}), LIMITS).kind == "none"
+
+
+def test_startup_grace_waits_even_when_the_active_is_down() -> None:
+    decision = decide(view(started_at=9_998.0), LIMITS)
+    assert (decision.kind, decision.reason) == ("wait", "startup_grace")
+
+
+def test_hold_time_between_failovers() -> None:
+    assert decide(view(failover_times=(9_900.0,)), LIMITS).reason == "hold_time"
+    assert decide(view(failover_times=(9_600.0,)), LIMITS).kind == "failover"
+
+
+def test_cap_per_hour_freezes_and_frozen_stays_put() -> None:
+    times = (7_000.0, 8_000.0, 9_000.0)
+    assert decide(view(failover_times=times), LIMITS).kind == "freeze"
+    assert decide(view(failover_times=(1_000.0, 2_000.0, 6_000.0)), LIMITS).kind == "failover"
+    assert decide(view(frozen=True), LIMITS).reason == "frozen"
+
+
+def test_no_standby_left() -> None:
+    decision = decide(view(failed_until={"b": 10_500.0}), LIMITS)
+    assert (decision.kind, decision.reason) == ("wait", "no_standby")
+    assert standbys(view(failed_until={"b": 10_500.0})) == []
+    assert standbys(view(failed_until={"b": 9_000.0})) == ["b"]
+
+
+def test_a_second_hub_answering_is_fenced_not_failed_back_to() -> None:
+    decision = decide(view(health={"a": UP, "b": UP}), LIMITS)
+    assert (decision.kind, decision.target) == ("fence_stray", "b")
+    # even when the active is down: the running stray is fenced, then a clean failover
+    assert decide(view(health={"a": DOWN, "b": UP}), LIMITS).kind == "fence_stray"
+
+
+def test_planned_switch_bypasses_hold_and_freeze() -> None:
+    planned = view(requested="b", frozen=True, failover_times=(9_990.0,))
+    decision = decide(planned, LIMITS)
+    assert (decision.kind, decision.target, decision.reason) == ("switch", "b", "planned")
+    assert decide(view(requested="a"), LIMITS).kind == "none"
+
+
+def test_after_failover_health() -> None:
+    health = after_failover({"a": UP, "b": HubHealth("unknown", 2, 0)}, "a", "b")
+    assert health["a"].state == "down" and health["b"].state == "up"

@@ -1,0 +1,1 @@
+"""Watchers: hub health and failover, per-container metrics with PRTG sensors, idle culling."""

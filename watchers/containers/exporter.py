@@ -1,0 +1,155 @@
+"""Wiring of ``hubkeeper export-containers``: discovery, readers, collector, hub, endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from hubkeeper import prtg
+from hubkeeper.config import Config
+from hubkeeper.daemon import Daemon
+from hubkeeper.endpoint import Response
+from hubkeeper.hubapi import HubClient
+from hubkeeper.log import get_logger
+from watchers.containers import sensors
+from watchers.containers.cgroup import CgroupReader, raise_open_file_limit
+from watchers.containers.collector import Collector, SelfMetrics, render
+from watchers.containers.discovery import Discovery, docker_api
+from watchers.containers.dockerstats import StatsAPIReader
+from watchers.containers.reconcile import Reconciler
+
+log = get_logger(__name__)
+
+
+class ContainerExporter:
+    """Everything the daemon serves, built from the config (nothing runs until started)."""
+
+    def __init__(self, config: Config) -> None:
+        section = config.containers
+        self.config = section
+        self.docker_url = section.docker_url or config.docker.url
+        # stats calls, the events stream and the resync each hold a connection
+        api = docker_api(self.docker_url, section.docker_timeout, section.stats_concurrency + 4)
+        self.discovery = Discovery(api, config.labels)
+        self.cgroups = CgroupReader(section.cgroup_root, section.proc_root)
+        self.api_reader = StatsAPIReader(api, section.stats_concurrency, section.docker_timeout)
+        self.collector = Collector(
+            self.discovery, self.cgroups, self.api_reader, section.source, section.cache_seconds
+        )
+        self.reconciler: Reconciler | None = None
+        token = section.hub_token or config.hub.token
+        if section.reconcile != "off" and token is not None:
+            client = HubClient(dataclasses.replace(config.hub, token=token))
+            self.reconciler = Reconciler(
+                client,
+                self.discovery,
+                config.jupyterhub.name,
+                section.orphan_grace,
+                section.reconcile,
+            )
+        self.settings = sensors.SensorSettings(
+            top=section.prtg_top,
+            memory_warning_percent=section.prtg_memory_warning,
+            memory_error_percent=section.prtg_memory_error,
+            cpu_warning_percent=section.prtg_cpu_warning,
+            docker_url=self.docker_url,
+            hub=config.jupyterhub.name,
+        )
+        self.registry = CollectorRegistry()
+        self.registry.register(SelfMetrics(self.collector, self._hub_families))
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        if self.reconciler is not None:
+            result = self.reconciler.run()
+            if result.hub_up:
+                self.collector.set_known_names(result.known)
+
+    def health(self) -> tuple[bool, str]:
+        """Healthy while the resync job keeps running (a down engine is reported, not fatal)."""
+        age = time.monotonic() - self.discovery.last_sync
+        engine = "up" if self.discovery.up else f"unreachable ({self.discovery.error})"
+        if self.discovery.last_sync and age > 3 * self.config.resync_seconds + 30:
+            return False, f"resync stalled for {age:.0f}s; Docker engine {engine}\n"
+        return True, f"ok; Docker engine {engine}\n"
+
+    # -- endpoint ------------------------------------------------------------------------
+
+    def prtg_route(self, path: str, _query: dict[str, list[str]]) -> Response:
+        snapshot = self.collector.snapshot()
+        if path.rstrip("/") == "/prtg/overview":
+            reconciliation = self.reconciler.last if self.reconciler else None
+            return prtg.response(sensors.overview(snapshot, reconciliation, self.settings))
+        target = sensors.parse_server_path(path) if path.startswith("/prtg/servers/") else None
+        if target is None:
+            return 404, "text/plain; charset=utf-8", b"not found\n"
+        return prtg.response(sensors.server_sensor(snapshot, *target, self.settings))
+
+    def render_metrics(self) -> bytes:
+        """``/metrics``: every container's series, then the exporter's own metrics."""
+        snapshot = self.collector.snapshot()
+        return render(snapshot.samples).encode("utf-8") + generate_latest(self.registry)
+
+    def _hub_families(self) -> list[Metric]:
+        if self.reconciler is None:
+            return []
+        up = GaugeMetricFamily(
+            "hubkeeper_containers_hub_up", "1 if the hub API answered the last reconciliation."
+        )
+        families: list[Metric] = [up]
+        last = self.reconciler.last
+        if last is None:
+            return families
+        up.add_metric([], 1 if last.hub_up else 0)
+        if last.hub_up:
+            for name, help_text, value in (
+                ("hub_servers", "Servers the hub reports ready.", last.hub_servers),
+                (
+                    "orphans",
+                    "Running user-server containers the hub does not know.",
+                    len(last.orphans),
+                ),
+                (
+                    "missing",
+                    "Servers the hub reports ready that have no container.",
+                    len(last.missing),
+                ),
+                ("reconcile_timestamp_seconds", "When the hub was last compared.", last.time),
+            ):
+                families.append(
+                    GaugeMetricFamily(f"hubkeeper_containers_{name}", help_text, value=value)
+                )
+        return families
+
+    def close(self) -> None:
+        self.discovery.close()
+        self.api_reader.close()
+        self.cgroups.close()
+
+
+def export_containers(config: Config, _args: argparse.Namespace) -> int:
+    """Run the exporter until SIGTERM."""
+    exporter = ContainerExporter(config)
+    section = config.containers
+    raise_open_file_limit()  # cgroup files stay open between scrapes
+    daemon = Daemon(
+        "containers",
+        section.endpoint,
+        exporter.registry,
+        exporter.health,
+        {"/prtg/": exporter.prtg_route},
+        exporter.render_metrics,
+    )
+    exporter.discovery.resync()  # before the endpoint answers, so the first scrape is complete
+    daemon.every(section.resync_seconds, exporter.discovery.resync, "resync")
+    if exporter.reconciler is not None:
+        daemon.every(section.reconcile_seconds, exporter.reconcile, "reconcile")
+    else:
+        log.info("reconciliation_off", reason="reconcile = off or no hub token")
+    exporter.discovery.start()
+    return daemon.run(on_stop=exporter.close)

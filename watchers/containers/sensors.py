@@ -1,0 +1,188 @@
+"""PRTG sensors of the container exporter: an overview and one sensor per user server.
+
+``/prtg/overview``                  running servers, orphans, missing, totals, top users
+``/prtg/servers/<user>``            the user's default server
+``/prtg/servers/<user>/<server>``   a named server
+Channel names are stable (top users are ``Memory top 1`` ... with the names in the text),
+since PRTG creates a channel the first time it sees a name and keeps it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from hubkeeper import prtg
+from hubkeeper.prtg import Limits, Payload, channel
+from watchers.containers.model import Sample, Snapshot
+from watchers.containers.reconcile import Reconciliation, server_path
+
+MAX_TOP = 20  # 10 fixed channels + 2 x 20 top channels = 50, PRTG's maximum
+
+
+@dataclass(frozen=True)
+class SensorSettings:
+    top: int = 5
+    memory_warning_percent: float = 80.0
+    memory_error_percent: float = 95.0
+    cpu_warning_percent: float = 90.0
+    docker_url: str = ""
+    hub: str = ""  # prefer this hub's container when a user has servers in several
+
+
+def _mib(value: float) -> str:
+    return f"{value / 2**20:.0f} MiB"
+
+
+def _names(items: list[str], limit: int = 10) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def docker_down(snapshot: Snapshot, settings: SensorSettings) -> Payload:
+    return prtg.error(
+        f"Docker engine unreachable at {settings.docker_url}: {snapshot.docker_error}"
+    )
+
+
+def overview(
+    snapshot: Snapshot, reconciliation: Reconciliation | None, settings: SensorSettings
+) -> Payload:
+    """The overview sensor; PRTG's error form while the Docker engine does not answer."""
+    if not snapshot.docker_up:
+        return docker_down(snapshot, settings)
+    samples = snapshot.samples
+    by_memory = sorted(samples, key=lambda s: s.stats.memory_working_set, reverse=True)
+    by_cpu = sorted(samples, key=lambda s: s.cpu_rate or 0.0, reverse=True)
+    channels = [
+        channel("Running servers", len(samples)),
+        channel("CPU total", 100.0 * sum(s.cpu_rate or 0.0 for s in samples), "CPU"),
+        channel(
+            "Memory total",
+            sum(s.stats.memory_working_set for s in samples),
+            "BytesMemory",
+            volume_size="MegaByte",
+        ),
+    ]
+    texts = [f"{len(samples)} user servers"]
+    if reconciliation is not None:
+        hub_up = reconciliation.hub_up
+        channels.append(channel("Hub API up", int(hub_up), limits=Limits(min_warning=1)))
+        if hub_up:
+            channels += [
+                channel("Hub servers", reconciliation.hub_servers),
+                channel("Orphan containers", len(reconciliation.orphans), limits=_any_warns()),
+                channel("Missing servers", len(reconciliation.missing), limits=_any_warns()),
+            ]
+            orphans = [orphan.describe() for orphan in reconciliation.orphans]
+            missing = [server_path(*server) for server in reconciliation.missing]
+            texts.append(f"orphans: {_names(orphans) or 'none'}")
+            texts.append(f"missing: {_names(missing) or 'none'}")
+        else:
+            texts.append(f"hub API unreachable: {reconciliation.error}")
+    for rank in range(settings.top):
+        memory = by_memory[rank].stats.memory_working_set if rank < len(by_memory) else 0
+        cpu = (by_cpu[rank].cpu_rate or 0.0) if rank < len(by_cpu) else 0.0
+        channels.append(
+            channel(f"Memory top {rank + 1}", memory, "BytesMemory", volume_size="MegaByte")
+        )
+        channels.append(channel(f"CPU top {rank + 1}", 100.0 * cpu, "CPU"))
+    top_memory = [
+        f"{_label(s)} {_mib(s.stats.memory_working_set)}" for s in by_memory[: settings.top]
+    ]
+    top_cpu = [f"{_label(s)} {100 * (s.cpu_rate or 0):.0f}%" for s in by_cpu[: settings.top]]
+    if samples:
+        texts.append(f"top memory: {', '.join(top_memory)}")
+        texts.append(f"top CPU: {', '.join(top_cpu)}")
+    channels += [
+        channel("Docker engine up", 1, limits=Limits(min_error=1)),
+        channel("Scrape time", snapshot.duration * 1000.0, "TimeResponse"),
+    ]
+    return prtg.sensor(channels, "; ".join(texts))
+
+
+def _any_warns() -> Limits:
+    return Limits(max_warning=0, warning_msg="see the sensor text for names")
+
+
+def _label(sample: Sample) -> str:
+    return server_path(sample.user, sample.server)
+
+
+def find(snapshot: Snapshot, user: str, server: str, hub: str) -> Sample | None:
+    matches = [s for s in snapshot.samples if s.user == user and s.server == server]
+    matches.sort(key=lambda s: s.info.hub != hub)  # this deployment's hub first
+    return matches[0] if matches else None
+
+
+def server_sensor(snapshot: Snapshot, user: str, server: str, settings: SensorSettings) -> Payload:
+    """One user server's sensor; the error form when it has no running container."""
+    if not snapshot.docker_up:
+        return docker_down(snapshot, settings)
+    sample = find(snapshot, user, server, settings.hub)
+    if sample is None:
+        return prtg.error(f"no running container for server {server_path(user, server)!r}")
+    stats, info = sample.stats, sample.info
+    limit = stats.memory_limit if stats.memory_limit is not None else info.memory_limit
+    channels = [channel("CPU", 100.0 * (sample.cpu_rate or 0.0), "CPU")]
+    if info.cpu_quota and info.cpu_period:
+        cpus = info.cpu_quota / info.cpu_period
+        channels.append(
+            channel(
+                "CPU of limit",
+                100.0 * (sample.cpu_rate or 0.0) / cpus,
+                "Percent",
+                limits=Limits(max_warning=settings.cpu_warning_percent),
+            )
+        )
+    if sample.throttled_ratio is not None:
+        channels.append(channel("CPU throttled", 100.0 * sample.throttled_ratio, "Percent"))
+    channels.append(
+        channel("Memory", stats.memory_working_set, "BytesMemory", volume_size="MegaByte")
+    )
+    if limit:
+        channels += [
+            channel("Memory limit", limit, "BytesMemory", volume_size="MegaByte"),
+            channel(
+                "Memory of limit",
+                100.0 * stats.memory_working_set / limit,
+                "Percent",
+                limits=Limits(
+                    max_warning=settings.memory_warning_percent,
+                    max_error=settings.memory_error_percent,
+                ),
+            ),
+        ]
+    for name, value in (("RSS", stats.memory_rss), ("Cache", stats.memory_cache)):
+        if value is not None:
+            channels.append(channel(name, value, "BytesMemory", volume_size="MegaByte"))
+    if stats.oom_kills is not None:
+        channels.append(
+            channel("OOM kills", stats.oom_kills, mode="Difference", limits=Limits(max_warning=0))
+        )
+    for name, value in (("Processes", stats.processes), ("Threads", stats.threads)):
+        if value is not None:
+            channels.append(channel(name, value))
+    if stats.io:
+        for name, total in (
+            ("Disk read", sum(d.read_bytes for d in stats.io)),
+            ("Disk write", sum(d.write_bytes for d in stats.io)),
+        ):
+            channels.append(channel(name, total, "SpeedDisk", mode="Difference"))
+    if info.started_at:
+        channels.append(channel("Uptime", int(sample.time - info.started_at), "TimeSeconds"))
+    memory = _mib(stats.memory_working_set) + (f" of {_mib(limit)}" if limit else "")
+    text = (
+        f"{server_path(sample.user, sample.server)}: container {info.name} ({info.image}), "
+        f"CPU {100 * (sample.cpu_rate or 0):.0f}%, memory {memory}"
+    )
+    return prtg.sensor(channels, text)
+
+
+def parse_server_path(path: str) -> tuple[str, str] | None:
+    """``/prtg/servers/<user>[/<server>]`` (percent-encoded) as (user, server)."""
+    parts = path.removeprefix("/prtg/servers/").split("/")
+    if not parts[0] or len(parts) > 2:
+        return None
+    user = unquote(parts[0])
+    return user, unquote(parts[1]) if len(parts) == 2 else ""

@@ -1,0 +1,102 @@
+"""Pure decisions of the hub watcher: rise/fall health, and what to do about it.
+
+Nothing here does I/O; the daemon feeds observations in and carries decisions out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+HealthState = Literal["unknown", "up", "down"]
+ActionKind = Literal["none", "wait", "failover", "switch", "fence_stray", "freeze"]
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class HubHealth:
+    """Consecutive probe outcomes of one hub and the state they add up to."""
+
+    state: HealthState = "unknown"
+    successes: int = 0
+    failures: int = 0
+
+
+def observe(health: HubHealth, ok: bool, rise: int, fall: int) -> HubHealth:
+    """Fold one probe result in: ``rise`` successes make a hub up, ``fall`` failures down."""
+    if ok:
+        successes = health.successes + 1
+        state = "up" if successes >= rise else health.state
+        return HubHealth(state, successes, 0)
+    failures = health.failures + 1
+    state = "down" if failures >= fall else health.state
+    return HubHealth(state, 0, failures)
+
+
+@dataclass(frozen=True)
+class Limits:
+    startup_grace: float
+    hold_time: float
+    max_failovers_per_hour: int
+
+
+@dataclass(frozen=True)
+class View:
+    """Everything a decision depends on, at one instant."""
+
+    now: float
+    started_at: float
+    hubs: tuple[str, ...]  # priority order
+    active: str
+    health: dict[str, HubHealth]
+    failover_times: tuple[float, ...] = ()
+    frozen: bool = False
+    failed_until: dict[str, float] = field(default_factory=dict)
+    requested: str | None = None  # a planned switch asked for by an operator
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: ActionKind
+    reason: str
+    target: str | None = None
+
+
+def standbys(view: View) -> list[str]:
+    """Hubs that may be started in place of the active one, in priority order."""
+    return [
+        hub
+        for hub in view.hubs
+        if hub != view.active and view.failed_until.get(hub, 0.0) <= view.now
+    ]
+
+
+def decide(view: View, limits: Limits) -> Decision:
+    if view.requested is not None:
+        if view.requested == view.active:
+            return Decision("none", "requested hub is already active")
+        return Decision("switch", "planned", view.requested)
+    if view.now < view.started_at + limits.startup_grace:
+        return Decision("wait", "startup_grace")
+    strays = [h for h in view.hubs if h != view.active and view.health[h].state == "up"]
+    if strays:
+        # Two hubs must never run against one database: the one NGINX does not serve goes.
+        return Decision("fence_stray", "stray_hub_answering", strays[0])
+    if view.health[view.active].state != "down":
+        return Decision("none", f"active_{view.health[view.active].state}")
+    if view.frozen:
+        return Decision("wait", "frozen")
+    recent = [t for t in view.failover_times if view.now - t < HOUR]
+    if len(recent) >= limits.max_failovers_per_hour:
+        return Decision("freeze", "failover_cap_reached")
+    if recent and view.now - max(recent) < limits.hold_time:
+        return Decision("wait", "hold_time")
+    candidates = standbys(view)
+    if not candidates:
+        return Decision("wait", "no_standby")
+    return Decision("failover", "active_down", candidates[0])
+
+
+def after_failover(health: dict[str, HubHealth], old: str, new: str) -> dict[str, HubHealth]:
+    """Health once ``new`` passed its probes and ``old`` was fenced."""
+    return {**health, old: HubHealth("down"), new: replace(health[new], state="up")}

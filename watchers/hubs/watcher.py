@@ -1,0 +1,544 @@
+"""The hub watcher: observe (probes) -> decide (logic.py) -> act (fence, start, switch) -> report.
+
+Failover order never lets two hubs run against the database: fence the old hub and
+confirm it is gone, start the standby and wait until it passes the probes, then switch
+NGINX and confirm through NGINX. Each phase is recorded first, so a watcher killed in
+between finishes the failover when it comes back.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from hubkeeper import prtg
+from hubkeeper.alertmanager import Alert, AlertPusher
+from hubkeeper.config import Config, HubInstance
+from hubkeeper.log import get_logger
+from hubkeeper.nginx import Nginx, NginxError
+from watchers.hubs.canary import SpawnCanary
+from watchers.hubs.logic import (
+    Decision,
+    HubHealth,
+    Limits,
+    View,
+    after_failover,
+    decide,
+    observe,
+    standbys,
+)
+from watchers.hubs.probe import port_answers, probe
+from watchers.hubs.state import StateStore, Step, WatcherState
+
+log = get_logger(__name__)
+FAILOVER_ALERT_SECONDS = 3600.0
+
+
+class ActionFailed(Exception):
+    def __init__(self, alert: str, message: str) -> None:
+        super().__init__(message)
+        self.alert = alert
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.hub_up = Gauge(
+            "hubkeeper_watcher_hub_up",
+            "1 when the hub passes its probes",
+            ["hub"],
+            registry=registry,
+        )
+        self.probe_duration = Histogram(
+            "hubkeeper_watcher_probe_duration_seconds",
+            "Duration of each probe check",
+            ["hub", "check"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.active = Gauge(
+            "hubkeeper_watcher_active_hub",
+            "1 for the hub NGINX serves",
+            ["hub"],
+            registry=registry,
+        )
+        self.generation = Gauge(
+            "hubkeeper_watcher_generation", "NGINX config generation", registry=registry
+        )
+        self.failovers = Counter(
+            "hubkeeper_watcher_failovers_total",
+            "Completed failovers",
+            ["reason"],
+            registry=registry,
+        )
+        self.failover_duration = Histogram(
+            "hubkeeper_watcher_failover_duration_seconds",
+            "From decision to confirmed switch",
+            registry=registry,
+            buckets=(1, 2, 5, 10, 20, 30, 60, 120),
+        )
+        self.reloads = Counter(
+            "hubkeeper_watcher_nginx_reloads_total",
+            "NGINX switches by result",
+            ["result"],
+            registry=registry,
+        )
+        self.fence_failures = Counter(
+            "hubkeeper_watcher_fence_failures_total",
+            "Hubs that could not be fenced",
+            ["hub"],
+            registry=registry,
+        )
+        self.frozen = Gauge(
+            "hubkeeper_watcher_failover_frozen",
+            "1 while automatic failover is frozen",
+            registry=registry,
+        )
+
+
+class HubWatcher:
+    def __init__(self, config: Config, config_path: Path, registry: CollectorRegistry) -> None:
+        self.config = config
+        self.settings = config.watcher
+        self.config_path = config_path.resolve()
+        self.hubs = {hub.name: hub for hub in config.jupyterhub.instances}
+        self.order = tuple(self.hubs)
+        self.limits = Limits(
+            self.settings.startup_grace,
+            self.settings.hold_time,
+            self.settings.max_failovers_per_hour,
+        )
+        self.nginx = Nginx(config.nginx, Path(config.nginx.prefix))
+        self.store = StateStore(Path(self.settings.state_file))
+        self.metrics = Metrics(registry)
+        self.alerts = AlertPusher(
+            self.settings.alertmanager_urls, self.settings.alert_resend_interval
+        )
+        self.health = {name: HubHealth() for name in self.order}
+        self.last_probe: dict[str, Any] = {}
+        self.started_at = time.time()
+        self.pool = ThreadPoolExecutor(max_workers=len(self.order), thread_name_prefix="probe")
+        self.events: list[tuple[Alert, float]] = []  # failed actions, alerted for an hour
+        self.last_decision: Decision | None = None
+        self.state = self._reconciled_state()
+        self.canary = (
+            SpawnCanary(self.settings, config.hub, registry)
+            if self.settings.canary_interval > 0
+            else None
+        )
+
+    # -- start-up --------------------------------------------------------------------------
+
+    def _reconciled_state(self) -> WatcherState:
+        """The saved state, corrected by what NGINX actually serves."""
+        state = self.store.load() or WatcherState(active=self.order[0])
+        live = self.nginx.live()
+        if live is not None and (live[0], live[1]) != (state.active, state.generation):
+            log.warning(
+                "state_reconciled",
+                saved_active=state.active,
+                saved_generation=state.generation,
+                nginx_active=live[0],
+                nginx_generation=live[1],
+            )
+            state.active, state.generation = live
+        if state.active not in self.hubs:
+            raise SystemExit(f"watcher: active hub {state.active!r} is not configured")
+        self.store.save(state)
+        return state
+
+    def resume(self) -> None:
+        """Finish a failover that a previous watcher left half done."""
+        step = self.state.step
+        if step is not None:
+            log.warning(
+                "failover_resumed", source=step.source, target=step.target, phase=step.phase
+            )
+            self.failover(step.source, step.target, step.reason, resumed=True)
+
+    # -- the cycle -------------------------------------------------------------------------
+
+    def cycle(self) -> Decision:
+        self.observe()
+        requested = self.store.take_request()
+        decision = decide(self.view(requested), self.limits)
+        if decision != self.last_decision:
+            log.info("decision", kind=decision.kind, reason=decision.reason, target=decision.target)
+            self.last_decision = decision
+        self.act(decision)
+        if requested is not None:
+            self.state.last_request = {
+                "target": requested,
+                "ok": self.state.active == requested,
+                "at": time.time(),
+            }
+            self.store.save(self.state)
+        self.report(decision)
+        return decision
+
+    def observe(self) -> None:
+        token = self.settings.hub_token
+        timeout = self.settings.probe_timeout
+        results = self.pool.map(lambda hub: probe(hub, token, timeout), self.hubs.values())
+        for result in results:
+            before = self.health[result.hub].state
+            health = observe(
+                self.health[result.hub], result.ok, self.settings.rise, self.settings.fall
+            )
+            self.health[result.hub] = health
+            if health.state != before:
+                log.info(
+                    "hub_state_changed",
+                    hub=result.hub,
+                    state=health.state,
+                    was=before,
+                    failed_check=result.failed_check,
+                    error=result.error,
+                )
+            for check, seconds in result.durations.items():
+                self.metrics.probe_duration.labels(result.hub, check).observe(seconds)
+            self.last_probe[result.hub] = {
+                "ok": result.ok,
+                "failed_check": result.failed_check,
+                "error": result.error,
+                "seconds": round(sum(result.durations.values()), 4),
+            }
+        for name in list(self.state.unfenced):
+            if self.health[name].state == "down" and not self._answers(self.hubs[name]):
+                self.state.unfenced.remove(name)
+
+    def view(self, requested: str | None = None) -> View:
+        return View(
+            now=time.time(),
+            started_at=self.started_at,
+            hubs=self.order,
+            active=self.state.active,
+            health=dict(self.health),
+            failover_times=tuple(self.state.failover_times),
+            frozen=self.state.frozen,
+            failed_until=dict(self.state.failed_until),
+            requested=requested,
+        )
+
+    def act(self, decision: Decision) -> None:
+        if decision.kind in ("failover", "switch") and decision.target is not None:
+            if decision.target not in self.hubs:
+                log.error("unknown_hub_requested", target=decision.target)
+                return
+            if decision.kind == "switch":
+                self.state.frozen = False  # an operator's switch also lifts a freeze
+            self.failover(self.state.active, decision.target, decision.reason)
+        elif decision.kind == "fence_stray" and decision.target is not None:
+            self.fence(self.hubs[decision.target], quiet=True)
+            self.health[decision.target] = HubHealth("down")
+            stray = Alert(
+                "HubkeeperStrayHubFenced",
+                "warning",
+                f"Hub {decision.target} ran beside the active hub and was fenced",
+                f"Hub {decision.target} answered while {self.state.active} is active; two hubs "
+                "must not share the database. There is no automatic fail-back.",
+                {"hub": decision.target},
+            )
+            self.events.append((stray, time.time()))
+        elif decision.kind == "freeze":
+            self.state.frozen = True
+            log.error("failover_frozen", failovers_last_hour=len(self.state.failover_times))
+        self.store.save(self.state)
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def failover(self, source: str, target: str, reason: str, resumed: bool = False) -> bool:
+        started = time.monotonic()
+        state = self.state
+        if not resumed:
+            state.failover_times = [t for t in state.failover_times if time.time() - t < 3600]
+            state.failover_times.append(time.time())
+            try:  # a config NGINX would refuse fails here, before anything is stopped
+                candidate = self.nginx.render(self.hubs[target], state.generation + 1)
+                self.nginx.check_new_listens(candidate)
+                self.nginx.validate(candidate).unlink()
+            except NginxError as error:
+                return self._failed(source, target, "HubkeeperNginxReloadFailed", str(error))
+        step = Step(source, target, reason, "fencing", time.time())
+        try:
+            state.step = step
+            self.store.save(state)
+            self.fence(self.hubs[source])
+            step.phase = "starting"
+            self.store.save(state)
+            self.start(self.hubs[target])
+            step.phase = "switching"
+            self.store.save(state)
+            self.switch(target, state.generation + 1)
+        except ActionFailed as failure:
+            return self._failed(source, target, failure.alert, str(failure))
+        state.active, state.generation, state.step = target, state.generation + 1, None
+        duration = time.monotonic() - started
+        state.last_failover = {
+            "from": source,
+            "to": target,
+            "reason": reason,
+            "at": time.time(),
+            "duration_seconds": round(duration, 3),
+        }
+        self.store.save(state)
+        self.health = after_failover(self.health, source, target)
+        self.metrics.failovers.labels(reason).inc()
+        self.metrics.failover_duration.observe(duration)
+        log.warning(
+            "failover_done",
+            source=source,
+            target=target,
+            reason=reason,
+            generation=state.generation,
+            duration_seconds=round(duration, 3),
+        )
+        return True
+
+    def _failed(self, source: str, target: str, alert: str, message: str) -> bool:
+        """Leave NGINX where it was; fence the target again if it may have been started."""
+        log.error("failover_failed", source=source, target=target, alert=alert, error=message)
+        if alert == "HubkeeperStandbyStartFailed":
+            self.state.failed_until[target] = time.time() + self.settings.standby_retry_after
+        if self.state.step is not None and self.state.step.phase in ("starting", "switching"):
+            self.fence(self.hubs[target], quiet=True)
+        self.state.step = None
+        self.store.save(self.state)
+        summary = {
+            "HubkeeperFenceFailed": f"Hub {source} could not be fenced",
+            "HubkeeperStandbyStartFailed": f"Standby hub {target} did not start",
+            "HubkeeperNginxReloadFailed": f"NGINX could not be switched to hub {target}",
+        }[alert]
+        self.events.append(
+            (
+                Alert(
+                    alert,
+                    "critical",
+                    summary,
+                    f"Failover {source} -> {target} stopped: {message}. NGINX still serves "
+                    f"{self.state.active}.",
+                    {"hub": target, "from": source},
+                ),
+                time.time(),
+            )
+        )
+        return False
+
+    def fence(self, hub: HubInstance, quiet: bool = False) -> None:
+        """Stop the hub and confirm that its proxy and hub ports no longer answer."""
+        self._command(hub.stop_command, self.settings.fence_timeout, f"stop {hub.name}")
+        deadline = time.monotonic() + self.settings.fence_timeout
+        while self._answers(hub):
+            if time.monotonic() > deadline:
+                self.metrics.fence_failures.labels(hub.name).inc()
+                if hub.name not in self.state.unfenced:
+                    self.state.unfenced.append(hub.name)
+                if quiet:
+                    return
+                raise ActionFailed("HubkeeperFenceFailed", f"hub {hub.name} still answers")
+            time.sleep(0.1)
+        log.info("hub_fenced", hub=hub.name)
+
+    @staticmethod
+    def _answers(hub: HubInstance) -> bool:
+        return port_answers(hub.host, hub.proxy_port) or port_answers(hub.host, hub.hub_port)
+
+    def start(self, hub: HubInstance) -> None:
+        """Start the hub and wait until it passes ``rise`` probes in a row."""
+        self._command(hub.start_command, self.settings.start_timeout, f"start {hub.name}")
+        deadline = time.monotonic() + self.settings.start_timeout
+        health = HubHealth()
+        while health.state != "up":
+            if time.monotonic() > deadline:
+                raise ActionFailed("HubkeeperStandbyStartFailed", f"hub {hub.name} did not come up")
+            result = probe(hub, self.settings.hub_token, self.settings.probe_timeout)
+            health = observe(health, result.ok, self.settings.rise, 1)
+            if not result.ok:
+                time.sleep(0.1)
+        log.info("hub_started", hub=hub.name)
+
+    def switch(self, target: str, generation: int) -> None:
+        live = self.nginx.live()
+        if live == (target, generation):
+            self.metrics.reloads.labels("already").inc()
+            return
+        try:
+            self.nginx.switch(self.hubs[target], generation, self.settings.confirm_timeout)
+        except NginxError as error:
+            self.metrics.reloads.labels("rolled_back").inc()
+            raise ActionFailed("HubkeeperNginxReloadFailed", str(error)) from None
+        self.metrics.reloads.labels("ok").inc()
+        log.info("nginx_switched", active=target, generation=generation)
+
+    def _command(self, argv: list[str], timeout: float, what: str) -> None:
+        if not argv:
+            log.warning("no_command_configured", action=what)
+            return
+        env = {**os.environ, "HUBKEEPER_CONFIG": str(self.config_path)}
+        try:
+            result = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            log.error("command_failed", action=what, error=type(error).__name__)
+            return
+        if result.returncode != 0:
+            log.error(
+                "command_failed",
+                action=what,
+                returncode=result.returncode,
+                stderr=result.stderr[-500:],
+            )
+
+    def run_canary(self) -> None:
+        """A spawn canary through NGINX while the active hub is up (never a failover)."""
+        if self.canary is not None and self.health[self.state.active].state == "up":
+            self.canary.run()
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def report(self, decision: Decision) -> None:
+        for name in self.order:
+            self.metrics.hub_up.labels(name).set(1 if self.health[name].state == "up" else 0)
+            self.metrics.active.labels(name).set(1 if name == self.state.active else 0)
+        self.metrics.generation.set(self.state.generation)
+        self.metrics.frozen.set(1 if self.state.frozen else 0)
+        self.alerts.update(self.current_alerts(decision), time.time())
+
+    def current_alerts(self, decision: Decision) -> list[Alert]:
+        now = time.time()
+        active = self.state.active
+        alerts = [
+            Alert(
+                "HubkeeperFenceFailed",
+                "critical",
+                f"Hub {hub} could not be fenced",
+                f"Hub {hub} still answers after its stop command; no standby is promoted "
+                "while it may still use the database.",
+                {"hub": hub},
+            )
+            for hub in self.state.unfenced
+        ]
+        if self.state.frozen:
+            alerts.append(
+                Alert(
+                    "HubkeeperFailoverFrozen",
+                    "critical",
+                    "Automatic hub failover is frozen",
+                    f"{self.settings.max_failovers_per_hour} failovers within an hour; the watcher "
+                    f"no longer fails over. Active hub: {active}. Switch with "
+                    "`hubkeeper failover --to NAME` once the cause is fixed.",
+                    {"hub": active},
+                )
+            )
+        view = self.view()
+        if not standbys(view):
+            alerts.append(
+                Alert(
+                    "HubkeeperNoHealthyStandby",
+                    "critical",
+                    "No standby hub is available",
+                    f"Active hub {active} has no standby left to fail over to.",
+                    {"hub": active},
+                )
+            )
+        if self.health[active].state == "down" and decision.kind in ("wait", "freeze"):
+            alerts.append(
+                Alert(
+                    "HubkeeperAllHubsDown",
+                    "critical",
+                    "The active hub is down and no failover runs",
+                    f"Hub {active} fails its probes ({decision.reason}); NGINX stays on it.",
+                    {"hub": active},
+                )
+            )
+        last = self.state.last_failover
+        if last and now - last["at"] < FAILOVER_ALERT_SECONDS:
+            alerts.append(
+                Alert(
+                    "HubkeeperFailover",
+                    "warning",
+                    f"Hub failover {last['from']} -> {last['to']}",
+                    f"Hub {last['from']} failed ({last['reason']}); {last['to']} took over in "
+                    f"{last['duration_seconds']} s.",
+                    {"hub": last["to"], "from": last["from"]},
+                )
+            )
+        if self.canary is not None and self.canary.last is not None and not self.canary.last.ok:
+            alerts.append(
+                Alert(
+                    "HubkeeperSpawnCanaryFailed",
+                    "critical",
+                    f"Spawning a server fails on hub {active}",
+                    f"The spawn canary ({self.canary.user}) failed: {self.canary.last.error}. "
+                    "Users cannot start servers; the standby shares the spawner, so there is "
+                    "no failover.",
+                    {"hub": active},
+                )
+            )
+        self.events = [(a, t) for a, t in self.events if now - t < FAILOVER_ALERT_SECONDS]
+        return alerts + [alert for alert, _ in self.events]
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "active": self.state.active,
+            "generation": self.state.generation,
+            "frozen": self.state.frozen,
+            "last_failover": self.state.last_failover,
+            "step": None if self.state.step is None else vars(self.state.step),
+            "hubs": {
+                name: {
+                    "state": self.health[name].state,
+                    "last_probe": self.last_probe.get(name),
+                    "failed_until": self.state.failed_until.get(name),
+                }
+                for name in self.order
+            },
+            "alerts": [alert.name for alert, _ in self.alerts.firing.values()],
+        }
+
+    def prtg(self) -> prtg.Payload:
+        """The hubs as one PRTG sensor: what an operator's dashboard needs at a glance."""
+        now = time.time()
+        view = self.view()
+        active_up = self.health[self.state.active].state == "up"
+        recent = [t for t in self.state.failover_times if now - t < 3600]
+        channels = [
+            prtg.channel(
+                "Active hub up",
+                int(active_up),
+                limits=prtg.Limits(min_error=0.5, error_msg="active hub is down"),
+            ),
+            prtg.channel(
+                "Standbys available",
+                len(standbys(view)),
+                limits=prtg.Limits(min_error=0.5, error_msg="no standby hub left"),
+            ),
+            prtg.channel(
+                "Failover frozen",
+                int(self.state.frozen),
+                limits=prtg.Limits(max_error=0.5, error_msg="automatic failover frozen"),
+            ),
+            prtg.channel("Failovers last hour", len(recent), limits=prtg.Limits(max_warning=0.5)),
+            prtg.channel("Generation", self.state.generation),
+        ]
+        for name in self.order:
+            probe_result = self.last_probe.get(name) or {}
+            channels.append(prtg.channel(f"Hub {name} up", int(self.health[name].state == "up")))
+            channels.append(
+                prtg.channel(
+                    f"Hub {name} probe time",
+                    float(probe_result.get("seconds", 0.0)) * 1000,
+                    "TimeResponse",
+                )
+            )
+        last = self.state.last_failover
+        text = f"active hub {self.state.active} (generation {self.state.generation})"
+        if last:
+            text += f"; last failover {last['from']} to {last['to']} ({last['reason']})"
+        return prtg.sensor(channels, text)
