@@ -1,0 +1,1 @@
+"""Prometheus alert rules, Alertmanager routing and runbooks, generated from hubkeeper.toml."""

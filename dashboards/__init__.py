@@ -1,0 +1,1 @@
+"""Kibana dashboards as code: panel definitions, saved objects, loader, HTML preview."""

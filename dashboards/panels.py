@@ -1,0 +1,254 @@
+"""The one source of truth: every dashboard panel, defined once.
+
+A panel says what to count (``where``, ``metric``), how to split it (``x``, ``series``),
+how to draw it (``chart``) and how wide it is (``width`` of Kibana's 48 columns). Both the
+Kibana saved objects (:mod:`dashboards.kibana`, KQL) and the static preview
+(:mod:`dashboards.preview`, Elasticsearch query DSL) are produced from these definitions,
+so the two cannot disagree. Only fields the log shipper really indexes are used
+(``shippers/elasticsearch.py``: ``_FIELDS`` and its keyword dynamic template).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Scalar = str | int | float
+Chart = Literal["line", "bar", "pie", "metric", "search"]
+
+
+@dataclass(frozen=True)
+class Where:
+    """One condition: ``field`` is one of ``values``, or within ``[gte, lt)``, or its text
+    contains ``phrase``; with ``values``, ``gte``, ``lt`` and ``phrase`` all unset: the
+    field exists."""
+
+    field: str
+    values: tuple[Scalar, ...] = ()
+    gte: float | None = None
+    lt: float | None = None
+    phrase: str | None = None
+
+    def kql(self) -> str:
+        if self.phrase is not None:
+            return f"{self.field}:{_quote(self.phrase)}"
+        if self.values:
+            inner = " or ".join(_quote(v) for v in self.values)
+            return f"{self.field}:({inner})" if len(self.values) > 1 else f"{self.field}:{inner}"
+        parts = [f"{self.field} >= {_num(self.gte)}"] if self.gte is not None else []
+        parts += [f"{self.field} < {_num(self.lt)}"] if self.lt is not None else []
+        return " and ".join(parts) or f"{self.field}:*"
+
+    def dsl(self) -> dict[str, Any]:
+        if self.phrase is not None:
+            return {"match_phrase": {self.field: self.phrase}}
+        if self.values:
+            return {"terms": {self.field: list(self.values)}}
+        bounds = {k: v for k, v in (("gte", self.gte), ("lt", self.lt)) if v is not None}
+        return {"range": {self.field: bounds}} if bounds else {"exists": {"field": self.field}}
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """At least one of its conditions holds."""
+
+    conditions: tuple[Where, ...]
+
+    def kql(self) -> str:
+        return "(" + " or ".join(f"({c.kql()})" for c in self.conditions) + ")"
+
+    def dsl(self) -> dict[str, Any]:
+        return {"bool": {"should": [c.dsl() for c in self.conditions], "minimum_should_match": 1}}
+
+
+Condition = Where | AnyOf
+
+
+def kql(conditions: tuple[Condition, ...]) -> str:
+    """All conditions as one KQL query (empty: everything)."""
+    return " and ".join(c.kql() for c in conditions)
+
+
+def dsl(conditions: tuple[Condition, ...]) -> list[dict[str, Any]]:
+    """All conditions as a ``bool.filter`` list."""
+    return [c.dsl() for c in conditions]
+
+
+def _quote(value: Scalar) -> str:
+    if isinstance(value, int | float):
+        return _num(value)
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _num(value: float | None) -> str:
+    return str(int(value)) if value is not None and float(value).is_integer() else str(value)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What each bucket shows: a document count, a distinct count, an average, a maximum,
+    or percentiles of a numeric field."""
+
+    kind: Literal["count", "unique", "avg", "max", "percentiles"] = "count"
+    field: str | None = None
+    percents: tuple[float, ...] = (50.0, 95.0, 99.0)
+    label: str = "Count"
+
+
+@dataclass(frozen=True)
+class Split:
+    """Buckets: over time, by the top values of a field, by numeric ranges or a fixed
+    histogram interval, or by named filters."""
+
+    kind: Literal["time", "terms", "range", "histogram", "filters"]
+    field: str = "@timestamp"
+    size: int = 10
+    ranges: tuple[tuple[float, float, str], ...] = ()
+    interval: float = 0.0
+    filters: tuple[tuple[str, Condition], ...] = ()
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One chart (or, for ``search``, a list of the newest matching log lines)."""
+
+    id: str
+    title: str
+    chart: Chart
+    where: tuple[Condition, ...] = ()
+    metric: Metric = Metric()
+    x: Split | None = None
+    series: Split | None = None
+    columns: tuple[str, ...] = ()
+    width: int = 24
+    height: int = 14
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    id: str
+    title: str
+    description: str
+    panels: tuple[Panel, ...] = field(default_factory=tuple)
+
+    def layout(self) -> list[tuple[Panel, dict[str, int]]]:
+        """Each panel with its grid position: left to right, then the next row."""
+        placed, x, y, row = [], 0, 0, 0
+        for panel in self.panels:
+            if x + panel.width > 48:
+                x, y, row = 0, y + row, 0
+            placed.append((panel, {"x": x, "y": y, "w": panel.width, "h": panel.height}))
+            x, row = x + panel.width, max(row, panel.height)
+        return placed
+
+
+# --- building blocks ---------------------------------------------------------------------
+
+HUB = Where("event.dataset", ("jupyterhub",))
+ACCESS = Where("event.dataset", ("nginx.access",))
+CONTAINER = Where("event.dataset", ("container",))
+HUB_REQUEST = Where("http.response.status_code")
+ERRORS = Where("log.level", ("error", "critical"))
+TIME = Split("time")
+SECOND_NS = 1_000_000_000
+STATUS_CLASSES = Split(
+    "range",
+    "http.response.status_code",
+    ranges=tuple((c * 100, c * 100 + 100, f"{c}xx") for c in range(1, 6)),
+)
+
+
+def action(*names: str) -> Where:
+    return Where("event.action", names)
+
+
+def top(field_name: str, size: int = 10) -> Split:
+    return Split("terms", field_name, size=size)
+
+
+HUB_OVERVIEW = Dashboard(
+    "hubkeeper-hub-overview",
+    "Hub overview",
+    "Is the hub healthy and fast: requests through NGINX, hub latency, errors, logins, users.",
+    (
+        Panel("requests-by-status", "Requests by status class (NGINX)", "line",
+              (ACCESS,), x=TIME, series=STATUS_CLASSES, width=48),
+        Panel("hub-latency", "Hub request latency percentiles (ns)", "line",
+              (HUB, HUB_REQUEST), Metric("percentiles", "event.duration", label="latency"),
+              x=TIME),
+        Panel("logins", "Logins succeeded and failed", "bar", (HUB,), x=TIME,
+              series=Split("filters", filters=(
+                  ("succeeded", action("login")),
+                  ("failed", Where("message", phrase="Failed login for")),
+              ))),
+        Panel("active-users", "Active users", "metric", (HUB,),
+              Metric("unique", "user.name", label="users"), width=12, height=8),
+        Panel("requests-total", "Requests (NGINX)", "metric", (ACCESS,), width=12, height=8),
+        Panel("top-endpoints", "Top endpoints (NGINX)", "bar", (ACCESS,), x=top("url.path")),
+        Panel("errors-and-slow", "5xx and slow (>= 1 s) hub requests", "search",
+              (HUB, HUB_REQUEST, AnyOf((Where("http.response.status_code", gte=500),
+                           Where("event.duration", gte=SECOND_NS)))),
+              columns=("http.response.status_code", "http.request.method", "url.path",
+                       "user.name", "event.duration"), width=48),
+    ),
+)  # fmt: skip
+
+SPAWNS = Dashboard(
+    "hubkeeper-spawns",
+    "Spawns",
+    "Are spawns succeeding and how long they take; what failed; which servers stopped.",
+    (
+        Panel("spawns-over-time", "Spawns succeeded, failed and servers stopped", "bar",
+              (HUB,), x=TIME, series=Split("filters", filters=(
+                  ("succeeded", action("spawn")),
+                  ("failed", action("spawn-failed")),
+                  ("stopped", action("stop")),
+              )), width=48),
+        Panel("spawn-duration", "Spawn duration distribution (ns, 1 s buckets)", "bar",
+              (HUB, action("spawn")), x=Split("histogram", "event.duration",
+                                              interval=SECOND_NS)),
+        Panel("spawn-duration-by-user", "Slowest spawn per user (ns)", "bar",
+              (HUB, action("spawn")), Metric("max", "event.duration", label="slowest"),
+              x=top("user.name")),
+        Panel("spawn-failures", "Spawn failures", "search", (HUB, action("spawn-failed")),
+              columns=("user.name", "message", "error.type"), width=48),
+        Panel("servers-stopped", "Servers stopped by user", "bar", (HUB, action("stop")),
+              x=top("user.name")),
+    ),
+)  # fmt: skip
+
+USERS = Dashboard(
+    "hubkeeper-users",
+    "Users and containers",
+    "Who uses what: hub requests per user, what each user server logs, which images run.",
+    (
+        Panel("requests-per-user", "Hub requests per user", "bar", (HUB, HUB_REQUEST),
+              x=top("user.name", 20)),
+        Panel("container-lines-per-user", "User server log lines per user", "bar",
+              (CONTAINER,), x=top("labels.jupyterhub_user", 20), series=top("stream", 2)),
+        Panel("images", "User server log lines by image", "pie", (CONTAINER,),
+              x=top("container.image.name")),
+        Panel("user-activity", "User activity over time", "line", (HUB, HUB_REQUEST),
+              x=TIME, series=top("user.name", 5)),
+    ),
+)  # fmt: skip
+
+RELIABILITY = Dashboard(
+    "hubkeeper-reliability",
+    "Reliability",
+    "What went wrong and where: errors and warnings of every component.",
+    (
+        Panel("errors-over-time", "Errors and warnings by component", "line",
+              (Where("log.level", ("warning", "error", "critical")),), x=TIME,
+              series=top("service.name"), width=48),
+        Panel("levels-by-dataset", "Log lines by dataset and level", "bar", (),
+              x=top("event.dataset"), series=top("log.level", 6)),
+        Panel("error-types", "Exception types", "pie", (ERRORS, Where("error.type")),
+              x=top("error.type")),
+        Panel("error-lines", "Error log lines from all components", "search", (ERRORS,),
+              columns=("service.name", "log.logger", "message", "error.type"), width=48),
+    ),
+)  # fmt: skip
+
+DASHBOARDS: tuple[Dashboard, ...] = (HUB_OVERVIEW, SPAWNS, USERS, RELIABILITY)

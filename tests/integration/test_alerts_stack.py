@@ -1,0 +1,162 @@
+"""Alerts end to end: a real Prometheus scrapes the real hubs, NGINX and the watcher, a
+real Alertmanager routes with the generated config, PagerDuty events reach an HTTP
+receiver and e-mail a real SMTP server, all on 127.0.0.1 with short intervals."""
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy import hubctl
+from deploy.stack import Stack, running_stack, wait_for
+from tests.integration.alerting import (
+    Inbox,
+    Receiver,
+    alertmanager_alerts,
+    alerts_section,
+    http_receiver,
+    pagerduty_events,
+    prometheus_alerts,
+    prometheus_query,
+    smtp_server,
+    wait_for_one,
+)
+
+FOR_HUB_DOWN = 60.0  # `for:` of JupyterHubDown in alerts/rules/hubs.yml
+ROUTING_KEY = "e93facc04764012d7bfb002500d5d1a6"
+RUNBOOKS = "https://runbooks.lab.test/hubkeeper"
+# hub b stays a cold standby: no failover within the test, so hub a stays down
+WATCHER = {"interval": 0.5, "probe_timeout": 0.5, "startup_grace": 3600.0}
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    yield from smtp_server()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    yield from http_receiver()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, receiver: Receiver, inbox: tuple[Inbox, int]) -> Iterator[Stack]:
+    key = tmp_path / "pagerduty.key"
+    key.write_text(ROUTING_KEY + "\n")
+    with running_stack(
+        tmp_path / "stack",
+        hub_name="alerts-e2e",
+        watcher=WATCHER,
+        prometheus=True,
+        overrides={"alerts": alerts_section(receiver, inbox[1], str(key))},
+    ) as running:
+        yield running
+
+
+def kill_hub(stack: Stack, name: str) -> None:
+    """SIGKILL the hub and its proxy (the proxy runs in a session of its own)."""
+    proxy = hubctl.proxy_pid(stack.config, name)
+    hub = hubctl.launched_pid(stack.config, name)
+    assert hub is not None and proxy is not None, f"hub {name} is not running"
+    os.killpg(hub, signal.SIGKILL)
+    os.kill(proxy, signal.SIGKILL)
+
+
+def test_hub_down_pages_by_pagerduty_and_email_then_resolves(
+    stack: Stack, receiver: Receiver, inbox: tuple[Inbox, int]
+) -> None:
+    mails, prometheus, hub_a = inbox[0], stack.prometheus_url, stack.config.jupyterhub.instance("a")
+
+    def scraped(query: str) -> bool:
+        return [r["value"][1] for r in prometheus_query(prometheus, query)] == ["1"]
+
+    for query in (
+        'up{job="jupyterhub", hub="a"}',  # with the hubkeeper-prometheus token
+        'up{job="jupyterhub-nginx"}',
+        'up{job="hubkeeper-watcher"}',
+        'hubkeeper_watcher_active_hub{hub="a"}',
+    ):
+        wait_for(lambda q=query: scraped(q), 30, f"Prometheus to scrape {query}")
+    assert prometheus_query(prometheus, 'up{job="jupyterhub", hub="b"}')[0]["value"][1] == "0"
+    watchdog = wait_for_one(lambda: receiver.posted("/watchdog"), 30, "the Watchdog")
+    assert watchdog["alerts"][0]["labels"]["alertname"] == "Watchdog"
+
+    killed = time.time()
+    kill_hub(stack, "a")
+
+    # the page: PagerDuty Events v2 with the routing key from its file ...
+    page = wait_for_one(
+        lambda: pagerduty_events(receiver, "JupyterHubDown", "trigger"),
+        FOR_HUB_DOWN + 60,
+        "the JupyterHubDown page",
+    )
+    paged = next(r.at for r in receiver.requests if r.body is page)
+    assert FOR_HUB_DOWN <= paged - killed <= FOR_HUB_DOWN + 25, paged - killed
+    assert page["routing_key"] == ROUTING_KEY
+    assert page["payload"]["severity"] == "critical"
+    assert page["payload"]["component"] == "a" and page["payload"]["group"] == "platform"
+    assert page["payload"]["summary"] == (
+        "[FIRING:1] JupyterHubDown hub=a (critical): JupyterHub a is down"
+    )
+    details = page["payload"]["custom_details"]
+    assert details["runbook_url"] == f"{RUNBOOKS}/JupyterHubDown.md"
+    assert f"at 127.0.0.1:{hub_a.proxy_port} for over a minute" in details["description"]
+    assert page["links"] == [{"href": f"{RUNBOOKS}/JupyterHubDown.md", "text": "Runbook"}]
+
+    # ... and the e-mail, through a real SMTP server
+    mail = wait_for_one(
+        lambda: mails.matching("[FIRING:1] JupyterHubDown hub=a (critical)"), 20, "the e-mail"
+    )
+    assert mail.recipients == ["oncall@lab.test"]
+    assert mail.message["From"] == "hubkeeper@lab.test"
+    assert "Hub a is the active hub" in mail.body
+    assert f"Runbook: {RUNBOOKS}/JupyterHubDown.md" in mail.body
+    assert (
+        "hub=a" in mail.body and "severity=critical" in mail.body and "team=platform" in mail.body
+    )
+
+    # the watcher's own page about the same hub goes the same way, with the same runbooks
+    pushed = wait_for_one(
+        lambda: pagerduty_events(receiver, "HubkeeperAllHubsDown", "trigger"), 20, "watcher page"
+    )
+    assert pushed["payload"]["custom_details"]["runbook_url"] == (
+        f"{RUNBOOKS}/HubkeeperAllHubsDown.md"
+    )
+
+    # NGINX answers nothing either: that alert fires but is inhibited by JupyterHubDown
+    wait_for(
+        lambda: prometheus_alerts(prometheus, "JupyterHubUnreachableThroughNginx"),
+        30,
+        "the NGINX alert to fire in Prometheus",
+    )
+
+    def suppressed() -> list[dict]:
+        held = alertmanager_alerts(stack.alertmanager_url, "JupyterHubUnreachableThroughNginx")
+        return [a for a in held if a["status"]["inhibitedBy"]]
+
+    held = wait_for_one(suppressed, 20, "Alertmanager to inhibit the NGINX alert")
+    assert held["status"]["state"] == "suppressed"
+    time.sleep(3 * stack.config.alerts.group_interval)  # any notification would be out now
+
+    # the hub comes back: resolved notifications
+    stack.start_hub("a")
+    resolved = wait_for_one(
+        lambda: pagerduty_events(receiver, "JupyterHubDown", "resolve"), 60, "the resolve event"
+    )
+    assert resolved["dedup_key"] == page["dedup_key"]
+    wait_for_one(
+        lambda: mails.matching("[RESOLVED] JupyterHubDown hub=a (critical)"), 30, "resolved e-mail"
+    )
+
+    # no page and no mail for the inhibited alert, the standby, or the Watchdog
+    paged_about = {
+        (e["payload"]["class"], e["payload"]["component"]) for e in receiver.posted("/pagerduty")
+    }
+    assert paged_about == {("JupyterHubDown", "a"), ("HubkeeperAllHubsDown", "a")}
+    subjects = [m.subject for m in mails.mails]
+    assert not [s for s in subjects if "JupyterHubUnreachableThroughNginx" in s or "Watchdog" in s]
+    assert all(m.recipients == ["oncall@lab.test"] for m in mails.mails)
+    assert not receiver.posted("/warnings")

@@ -1,0 +1,243 @@
+"""The dashboard definitions and their pure builders: KQL and query DSL, layout, Kibana
+saved objects and their structural check, preview queries and HTML."""
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from dashboards.auth import Credentials, CredentialsError
+from dashboards.kibana import check, saved_objects, to_ndjson
+from dashboards.load import LoadError, import_url, load
+from dashboards.panels import DASHBOARDS, AnyOf, Metric, Panel, Split, Where, kql
+from dashboards.preview import PreviewError, Result, parse, preview, render_page, search_body
+from hubkeeper.config import ShipperElasticsearchConfig
+from shippers.elasticsearch import templates
+
+PANELS = [(d, p) for d in DASHBOARDS for p in d.panels]
+
+
+def test_conditions_as_kql_and_dsl() -> None:
+    status = Where("http.response.status_code", gte=500)
+    either = AnyOf((status, Where("event.action", ("spawn", "stop"))))
+    assert kql((Where("event.dataset", ("nginx.access",)), either)) == (
+        'event.dataset:"nginx.access" and ((http.response.status_code >= 500) or '
+        '(event.action:("spawn" or "stop")))'
+    )
+    assert Where("message", phrase='say "hi"').kql() == 'message:"say \\"hi\\""'
+    assert Where("error.type").kql() == "error.type:*"
+    assert (
+        Where("event.duration", gte=1, lt=2.5).kql()
+        == "event.duration >= 1 and event.duration < 2.5"
+    )
+    assert either.dsl() == {
+        "bool": {
+            "should": [
+                {"range": {"http.response.status_code": {"gte": 500}}},
+                {"terms": {"event.action": ["spawn", "stop"]}},
+            ],
+            "minimum_should_match": 1,
+        }
+    }
+    assert Where("error.type").dsl() == {"exists": {"field": "error.type"}}
+    assert Where("message", phrase="x").dsl() == {"match_phrase": {"message": "x"}}
+
+
+def _fields(panel: Panel) -> tuple[set[str], set[str]]:
+    """Fields a panel aggregates on, and fields it searches as text."""
+    agg, text = set(), set()
+    conditions = list(panel.where)
+    for split in (panel.x, panel.series):
+        if split is not None:
+            agg.add(split.field)
+            conditions += [c for _, c in split.filters]
+    if panel.metric.field:
+        agg.add(panel.metric.field)
+    while conditions:
+        condition = conditions.pop()
+        if isinstance(condition, AnyOf):
+            conditions += condition.conditions
+        elif condition.phrase is not None:
+            text.add(condition.field)
+        else:
+            agg.add(condition.field)
+    return agg, text
+
+
+def test_panels_use_fields_the_shipper_maps_with_the_right_type() -> None:
+    mappings = templates(ShipperElasticsearchConfig())["hubkeeper-logs"]["template"]["mappings"]
+
+    def mapped(name: str) -> str:
+        node = mappings["properties"]
+        *parents, leaf = [name] if name == "@timestamp" else name.split(".")
+        for part in parents:
+            node = node.get(part, {}).get("properties", {})
+        return node.get(leaf, {}).get("type", "keyword")  # unmapped strings: keyword
+
+    for _, panel in PANELS:
+        aggregated, searched = _fields(panel)
+        for name in aggregated:
+            assert mapped(name) != "text", f"{panel.id} aggregates on text field {name}"
+        for name in searched:
+            assert mapped(name) == "text", f"{panel.id} searches phrases in {name}"
+        if panel.chart == "search":
+            assert panel.columns and panel.x is None
+
+
+def test_ids_unique_and_layout_inside_the_grid_without_overlap() -> None:
+    assert len({d.id for d in DASHBOARDS}) == len(DASHBOARDS) == 4
+    for dashboard in DASHBOARDS:
+        assert len({p.id for p in dashboard.panels}) == len(dashboard.panels)
+        cells: set[tuple[int, int]] = set()
+        for _, grid in dashboard.layout():
+            assert grid["x"] + grid["w"] <= 48
+            mine = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"])
+                    for y in range(grid["y"], grid["y"] + grid["h"])}  # fmt: skip
+            assert not cells & mine
+            cells |= mine
+
+
+def test_export_is_stable_complete_and_passes_the_check() -> None:
+    first, second = to_ndjson(saved_objects()), to_ndjson(saved_objects())
+    assert first == second
+    assert check(first) == []
+    objects = [json.loads(line) for line in first.splitlines()][:-1]
+    by_type: dict[str, list[dict]] = {}
+    for obj in objects:
+        by_type.setdefault(obj["type"], []).append(obj)
+    assert len(by_type["index-pattern"]) == 1
+    assert by_type["index-pattern"][0]["attributes"]["title"] == "hubkeeper-logs-*"
+    assert len(by_type["dashboard"]) == 4
+    charts = sum(p.chart != "search" for _, p in PANELS)
+    assert len(by_type["visualization"]) == charts
+    assert len(by_type["search"]) == len(PANELS) - charts
+    for dash in by_type["dashboard"]:
+        panels = json.loads(dash["attributes"]["panelsJSON"])
+        assert len(panels) == len(dash["references"]) > 0
+    other = to_ndjson(saved_objects("site-logs"))
+    assert check(other) == [] and '"title":"site-logs-*"' in other
+
+
+def _broken(change) -> list[str]:
+    objects = saved_objects()
+    change(objects)
+    return check(to_ndjson(objects))
+
+
+def test_check_finds_broken_json_dangling_references_duplicates_and_gaps() -> None:
+    def bad_json(objects: list[dict]) -> None:
+        objects[1]["attributes"]["visState"] = "{not json"
+
+    def dangling(objects: list[dict]) -> None:
+        objects[-1]["references"][0]["id"] = "nowhere"
+
+    def duplicate(objects: list[dict]) -> None:
+        objects.append(objects[1])
+
+    def missing(objects: list[dict]) -> None:
+        del objects[-1]["attributes"]["panelsJSON"]
+
+    def unreferenced_panel(objects: list[dict]) -> None:
+        objects[-1]["references"].pop()
+
+    assert any("visState does not parse" in p for p in _broken(bad_json))
+    assert any("nowhere not in file" in p for p in _broken(dangling))
+    assert any("duplicate id" in p for p in _broken(duplicate))
+    assert any("no panelsJSON" in p for p in _broken(missing))
+    assert any("has no reference" in p for p in _broken(unreferenced_panel))
+    assert check("") == ["the file is empty"]
+    assert check("[]\n") == ["a line is not a JSON object"]
+    assert check("{\n")[0].startswith("not JSON")
+
+
+SPLIT_PANEL = Panel(
+    "p", "Latency <by> user", "line", (Where("event.dataset", ("jupyterhub",)),),
+    Metric("percentiles", "event.duration", percents=(50.0, 99.0)),
+    x=Split("time"), series=Split("terms", "user.name", size=3),
+)  # fmt: skip
+
+
+def test_search_body_nests_series_under_x_and_metric_under_both() -> None:
+    body = search_body(SPLIT_PANEL, since="now-1h", interval=30)
+    assert body["size"] == 0
+    filters = body["query"]["bool"]["filter"]
+    assert {"terms": {"event.dataset": ["jupyterhub"]}} in filters
+    assert {"range": {"@timestamp": {"gte": "now-1h"}}} in filters
+    x = body["aggs"]["x"]
+    assert x["date_histogram"]["fixed_interval"] == "30s"
+    assert x["aggs"]["s"]["terms"] == {"field": "user.name", "size": 3}
+    assert x["aggs"]["s"]["aggs"]["m"]["percentiles"]["percents"] == [50.0, 99.0]
+
+
+def test_parse_and_render_a_page_with_points_and_escaped_titles() -> None:
+    answer = {
+        "hits": {"total": {"value": 3}, "hits": []},
+        "aggregations": {"x": {"buckets": [
+            {"key": 1, "key_as_string": "t1", "doc_count": 3, "s": {"buckets": [
+                {"key": "ann", "doc_count": 3, "m": {"values": {"50.0": 5.0, "99.0": 9.0}}},
+            ]}},
+        ]}},
+    }  # fmt: skip
+    result = parse(SPLIT_PANEL, answer)
+    assert result.points == [("t1", "p50", 5.0), ("t1", "p99", 9.0)]
+    empty = Result(Panel("e", "Nothing", "metric"), [("", "Count", 0.0)], [])
+    assert empty.empty and not result.empty
+    page = render_page(DASHBOARDS[0], [result, empty], "now")
+    assert "Latency &lt;by&gt; user" in page and "<by>" not in page
+    assert page.count('class="point"') == 2 and 'class="empty"' in page
+    assert "<script" not in page and "http://" not in page.replace("http://www.w3.org", "")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_load_reports_an_unreachable_kibana(tmp_path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(LoadError, match=f"Kibana unreachable at {url}"):
+        load(to_ndjson(saved_objects()), url, timeout=5)
+    key = tmp_path / "key"
+    key.write_text("c2VjcmV0\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "hubkeeper.cli", "dashboards", "load", "--kibana", url,
+         "--space", "ops", "--api-key-file", str(key)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"load failed: Kibana unreachable at {url}")
+    assert "c2VjcmV0" not in result.stderr + result.stdout
+
+
+def test_load_credentials_and_space_urls(tmp_path) -> None:
+    with pytest.raises(CredentialsError, match="needs --password-file"):
+        Credentials.from_files(None, "ops", None)
+    with pytest.raises(CredentialsError, match="cannot read"):
+        Credentials.from_files(tmp_path / "absent", None, None)
+    (tmp_path / "key").write_text("a2V5\n")
+    (tmp_path / "password").write_text("s3cret\n")
+    keyed = Credentials.from_files(tmp_path / "key", None, None).session()
+    assert keyed.headers["Authorization"] == "ApiKey a2V5" and keyed.auth is None
+    basic = Credentials.from_files(None, "ops", tmp_path / "password").session()
+    assert basic.auth == ("ops", "s3cret") and "Authorization" not in basic.headers
+    assert import_url("http://k:5601/", None) == "http://k:5601/api/saved_objects/_import"
+    assert import_url("http://k", "ops") == "http://k/s/ops/api/saved_objects/_import"
+    assert import_url("http://k", "default") == "http://k/api/saved_objects/_import"
+
+
+def test_export_command_writes_the_file(tmp_path) -> None:
+    target = tmp_path / "dash.ndjson"
+    command = [sys.executable, "-m", "hubkeeper.cli", "dashboards", "export", str(target)]
+    subprocess.run([*command, "--index-prefix", "lab-logs"], check=True, timeout=60)
+    text = target.read_text()
+    assert check(text) == [] and '"title":"lab-logs-*"' in text
+
+
+def test_preview_reports_an_unreachable_elasticsearch(tmp_path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(PreviewError, match=f"Elasticsearch unreachable at {url}"):
+        preview(tmp_path / "out", url)
+    assert not list((tmp_path / "out").glob("*.html"))
