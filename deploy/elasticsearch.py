@@ -1,0 +1,269 @@
+"""A real Elasticsearch for the tests and the local stack: from Maven Central, run unprivileged.
+
+The server is Elastic's ``integ-test-zip`` distribution, fetched once with ``mvn`` into the
+local Maven repository and unpacked into a cache folder outside the repository
+(``$HUBKEEPER_CACHE_DIR``, else ``/var/cache/hubkeeper`` as root, ``~/.cache/hubkeeper``
+otherwise: the unprivileged server user must be able to read it). Elasticsearch refuses to
+run as root, so as root each instance runs as the system user ``hubkeeper-es`` (created on
+first use) through ``runuser``; its config, data and logs live in a folder of its own that
+the user owns. Instances listen on free 127.0.0.1 ports and are stopped by PID.
+
+``python -m deploy.elasticsearch install`` fetches and unpacks it (``deploy/setup.sh`` runs it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from deploy.stack import Stack, free_ports, wait_for
+
+#: The newest 9.x ``integ-test-zip`` that resolves from Maven Central here (9.3.0 and 9.5.6
+#: did not); the Python client is pinned to the same major version.
+ES_VERSION = "9.2.0"
+ARTIFACT = "org.elasticsearch.distribution.integ-test-zip:elasticsearch"
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+ES_USER = "hubkeeper-es"
+MIN_JAVA = 21
+JVM_DIR = Path("/usr/lib/jvm")
+
+
+def cache_dir() -> Path:
+    if "HUBKEEPER_CACHE_DIR" in os.environ:
+        return Path(os.environ["HUBKEEPER_CACHE_DIR"])
+    if os.geteuid() == 0:
+        return Path("/var/cache/hubkeeper")
+    return Path("~/.cache/hubkeeper").expanduser()
+
+
+def maven_zip(version: str) -> Path:
+    group, artifact = ARTIFACT.split(":")
+    folder = Path("~/.m2/repository").expanduser() / group.replace(".", "/") / artifact / version
+    return folder / f"{artifact}-{version}.zip"
+
+
+def install(version: str = ES_VERSION, progress: Callable[[str], None] = print) -> Path:
+    """The unpacked distribution (its home folder), fetched and unpacked when missing."""
+    home = cache_dir() / f"elasticsearch-{version}"
+    if (home / "bin" / "elasticsearch").is_file():
+        return home
+    archive = maven_zip(version)
+    if not archive.is_file():
+        progress(f"fetching Elasticsearch {version} from Maven Central")
+        subprocess.run(
+            ["mvn", "-B", "-q", f"{DEPENDENCY_PLUGIN}:get", "-Dtransitive=false",
+             f"-Dartifact={ARTIFACT}:{version}:zip"],
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    progress(f"unpacking Elasticsearch {version} into {home.parent}")
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.parent.chmod(0o755)
+    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=home.parent))
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            for member in zipped.infolist():
+                target = Path(zipped.extract(member, staging))
+                mode = (member.external_attr >> 16) & 0o777  # zipfile drops the exec bits
+                target.chmod((mode or (0o755 if member.is_dir() else 0o644)) | 0o444)
+        (top,) = staging.iterdir()
+        top.chmod(0o755)
+        try:
+            top.rename(home)  # atomic: a half-unpacked copy is never taken for a complete one
+        except OSError:
+            if not (home / "bin" / "elasticsearch").is_file():
+                raise  # not another process having unpacked it meanwhile
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return home
+
+
+def java_home(minimum: int = MIN_JAVA) -> Path:
+    """``$ES_JAVA_HOME``, else the newest JDK under /usr/lib/jvm of at least ``minimum``."""
+    if os.environ.get("ES_JAVA_HOME"):
+        return Path(os.environ["ES_JAVA_HOME"])
+    found: list[tuple[int, Path]] = []
+    for release in JVM_DIR.glob("*/release"):
+        match = re.search(r'^JAVA_VERSION="(\d+)', release.read_text(errors="replace"), re.M)
+        if match and int(match.group(1)) >= minimum and (release.parent / "bin/java").exists():
+            found.append((int(match.group(1)), release.parent))
+    if not found:
+        raise RuntimeError(f"Elasticsearch needs Java {minimum} or newer under {JVM_DIR}")
+    return max(found)[1]
+
+
+def ensure_user(name: str = ES_USER) -> str | None:
+    """As root, the unprivileged system user the server runs as (created if missing)."""
+    if os.geteuid() != 0:
+        return None  # already unprivileged: run as ourselves
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home",
+             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
+            check=True,
+        )  # fmt: skip
+    return name
+
+
+@dataclass
+class Elasticsearch:
+    """One single-node instance with its own folder (config, data, logs) and ports."""
+
+    home: Path
+    root: Path
+    port: int
+    transport_port: int
+    user: str | None = None
+    heap: str = "512m"
+    pid: int | None = field(default=None, init=False)
+
+    @classmethod
+    def create(cls, home: Path | None = None, heap: str = "512m") -> Elasticsearch:
+        """A new instance on free ports, in a new folder the server user owns."""
+        user = ensure_user()
+        root = Path(tempfile.mkdtemp(prefix="hubkeeper-es-"))
+        shutil.copytree((home or install()) / "config", root / "config")
+        for name in ("data", "logs"):
+            (root / name).mkdir()
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            for path in [root, *root.rglob("*")]:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        port, transport = free_ports(2)
+        return cls(home or install(), root, port, transport, user, heap)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def running(self) -> bool:
+        if self.pid is None:
+            return False
+        try:  # a zombie (exited, not yet reaped) counts as stopped
+            return Path(f"/proc/{self.pid}/stat").read_text().split(") ")[-1][0] != "Z"
+        except OSError:
+            return False
+
+    def health(self) -> str | None:
+        """``green``, ``yellow``, ``red``, or None while it does not answer."""
+        try:
+            response = requests.get(f"{self.url}/_cluster/health", timeout=2)
+            return str(response.json()["status"]) if response.ok else None
+        except (requests.RequestException, ValueError, KeyError):
+            return None
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Start in the background (``-d``) and wait until the cluster is yellow or green."""
+        pid_file = self.root / "elasticsearch.pid"
+        pid_file.unlink(missing_ok=True)
+        command = [
+            str(self.home / "bin" / "elasticsearch"), "-d", "-p", str(pid_file),
+            "-E", "discovery.type=single-node", "-E", "xpack.security.enabled=false",
+            "-E", "network.host=127.0.0.1", "-E", f"http.port={self.port}",
+            "-E", f"transport.port={self.transport_port}",
+            "-E", f"path.data={self.root / 'data'}", "-E", f"path.logs={self.root / 'logs'}",
+        ]  # fmt: skip
+        if self.user is not None:
+            command = ["runuser", "-u", self.user, "--", *command]
+        env = {
+            **os.environ,
+            "ES_JAVA_HOME": str(java_home()),
+            "ES_PATH_CONF": str(self.root / "config"),
+            "ES_JAVA_OPTS": f"-Xms{self.heap} -Xmx{self.heap} -XX:-UsePerfData",
+        }
+        with (self.root / "launcher.log").open("ab") as output:
+            launcher = subprocess.run(
+                command, env=env, stdout=output, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=self.root, timeout=timeout, check=False,
+            )  # fmt: skip
+        if pid_file.is_file():
+            self.pid = int(pid_file.read_text().strip())
+        if launcher.returncode != 0 or self.pid is None:
+            raise RuntimeError(f"Elasticsearch did not start; see {self.root}/launcher.log")
+        wait_for(lambda: self.health() in ("green", "yellow"), timeout, "Elasticsearch")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the server by PID, SIGKILL it if it is still there after ``timeout``."""
+        if self.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.running():
+                time.sleep(0.1)
+            os.kill(self.pid, signal.SIGKILL)
+        self.pid = None
+
+    def remove(self) -> None:
+        """Stop and delete the instance's folder."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_elasticsearch(progress: Callable[[str], None] = print) -> Iterator[Elasticsearch]:
+    instance = Elasticsearch.create(install(progress=progress))
+    try:
+        progress(f"starting Elasticsearch on {instance.url}")
+        instance.start()
+        yield instance
+    finally:
+        instance.remove()
+
+
+@contextlib.contextmanager
+def running_log_store(
+    workdir: Path, progress: Callable[[str], None] = print
+) -> Iterator[dict[str, object]]:
+    """Elasticsearch for ``hubkeeper up``; yields the ``[shipper]`` section that ships the
+    local stack's logs (hub, proxy, NGINX, the watcher's JSON lines, user containers) into it."""
+    with running_elasticsearch(progress) as instance:
+        yield {
+            "state_dir": str(workdir / "shipper-state"),
+            "elasticsearch": {"hosts": [instance.url], "replicas": 0},
+            "sources": [
+                {"name": "hub", "paths": [f"{workdir}/logs/hub-*.log"], "parser": "jupyterhub"},
+                {"name": "watcher", "paths": [f"{workdir}/logs/watcher.log"], "parser": "json"},
+                {"name": "nginx-access", "paths": [f"{workdir}/nginx/logs/access.log*"],
+                 "parser": "nginx_access"},
+                {"name": "nginx-error", "paths": [f"{workdir}/nginx/logs/error.log*"],
+                 "parser": "nginx_error"},
+                {"name": "containers", "type": "docker"},
+            ],
+        }  # fmt: skip
+
+
+def start_log_shipper(stack: Stack) -> None:
+    """``hubkeeper ship-logs`` on the stack's config, stopped with the stack."""
+    stack.progress("starting the log shipper")
+    command = ["-m", "hubkeeper.cli", "ship-logs", "--config", str(stack.config_path)]
+    stack.spawn("shipper", [sys.executable, *command])
+
+
+def main(argv: list[str]) -> int:
+    if argv != ["install"]:
+        print("usage: python -m deploy.elasticsearch install", file=sys.stderr)
+        return 2
+    print(install())
+    java_home()  # fails early when no suitable JDK is there
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,42 @@
+"""Durable file writes shared by the daemons."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a temporary file, fsync it, rename it over ``path``, fsync the folder: after
+    a crash the file holds either the old or the new content, never a mix."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new file in ``folder`` survive a crash."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def try_lock(path: Path) -> IO[str] | None:
+    """Take an exclusive ``flock`` on ``path`` without waiting; None if another process
+    holds it. The lock lasts while the returned handle stays open (and dies with the
+    process, so a crashed holder never blocks the others)."""
+    handle = path.open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle

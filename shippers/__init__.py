@@ -1,0 +1,1 @@
+"""The log shipper: sources, parsers, spool and registry, outputs (Elasticsearch, Logstash)."""

@@ -1,0 +1,280 @@
+"""From bytes at file offsets to events: lines, Docker json-file records, multi-line events.
+
+Every stage keeps the file offsets of what it emits (``start`` of the first byte, ``end``
+after the last), and reports the offset from which reading must resume so that nothing
+still pending (a line without its newline, a partial Docker record, an event that more
+continuation lines may join) is lost: ``resume`` is never past a pending piece's start.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from shippers.parsers import Doc, Parser, fold, is_continuation
+
+TRUNCATED = "truncated"
+INVALID_UTF8 = "invalid_utf8"
+PARSE_FAILURE = "parse_failure"
+CHUNK = 1 << 20
+
+
+@dataclass(slots=True)
+class Line:
+    """One line of text and where it lies in the file."""
+
+    text: str
+    start: int
+    end: int
+    tags: tuple[str, ...] = ()
+    stream: str | None = None
+    time: str | None = None
+
+
+@dataclass(slots=True)
+class Event:
+    """A document and where its lines lie; ``resume`` is where to read on after it."""
+
+    doc: Doc
+    start: int
+    end: int
+    resume: int
+    tags: tuple[str, ...] = ()
+    stream: str | None = None
+    time: str | None = None
+
+
+def decode(data: bytes, truncated: bool = False) -> tuple[str, tuple[str, ...]]:
+    """UTF-8 text; invalid bytes become U+FFFD and tag the line (a character cut by
+    truncation does not)."""
+    tags: tuple[str, ...] = (TRUNCATED,) if truncated else ()
+    if data.endswith(b"\r"):
+        data = data[:-1]
+    try:
+        return data.decode("utf-8"), tags
+    except UnicodeDecodeError as error:
+        if truncated and error.start >= len(data) - 3:
+            return data[: error.start].decode("utf-8", "replace"), tags
+        return data.decode("utf-8", "replace"), (*tags, INVALID_UTF8)
+
+
+def read_lines(
+    read_at: Callable[[int, int], bytes], start: int, size: int, max_bytes: int, window: int
+) -> Iterator[Line]:
+    """Complete lines from ``start`` on, about ``window`` bytes of them (at least twice
+    ``max_bytes``: an event and the line that ends it always fit).
+
+    A line longer than ``max_bytes`` keeps its first ``max_bytes`` bytes, is tagged
+    ``truncated``, and ends at its newline; the rest is skipped without being held in
+    memory. A last line without its newline is not returned (it is read again later).
+    """
+    window = max(window, 2 * (max_bytes + 1))
+    position, kept = start, 0
+    while kept < window:
+        data = read_at(position, min(window - kept, max(size - position, 0)))
+        i, n = 0, len(data)
+        while i < n:
+            j = data.find(b"\n", i)
+            if j < 0:
+                break
+            if j - i > max_bytes:
+                text, tags = decode(data[i : i + max_bytes], truncated=True)
+            else:
+                text, tags = decode(data[i:j])
+            yield Line(text, position + i, position + j + 1, tags)
+            kept += min(j - i, max_bytes) + 1
+            i = j + 1
+        if n - i <= max_bytes:
+            return  # the end of the window or of the file; a partial line waits
+        end = _newline_after(read_at, position + n)  # a long line: keep its head only
+        if end is None:
+            return  # no newline yet: try again when there is more
+        text, tags = decode(data[i : i + max_bytes], truncated=True)
+        yield Line(text, position + i, end, tags)
+        kept += max_bytes + 1
+        position = end
+
+
+def _newline_after(read_at: Callable[[int, int], bytes], position: int) -> int | None:
+    """The offset just past the next newline at or after ``position``."""
+    while True:
+        chunk = read_at(position, CHUNK)
+        if not chunk:
+            return None
+        k = chunk.find(b"\n")
+        if k >= 0:
+            return position + k + 1
+        position += len(chunk)
+
+
+class DockerRecords:
+    """Docker json-file records into lines, reassembling the 16 KiB partial records of a
+    long line (every record but the last lacks the final newline), per stream."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._pending: dict[str, tuple[int, str | None, list[str], int, tuple[str, ...]]] = {}
+        self._skipping: set[str] = set()
+
+    def pending_start(self) -> int | None:
+        return min((group[0] for group in self._pending.values()), default=None)
+
+    def feed(self, line: Line) -> list[Line]:
+        try:
+            record = json.loads(line.text)
+            text, stream, stamp = record["log"], record.get("stream", "stdout"), record.get("time")
+            if not isinstance(text, str):
+                raise TypeError
+        except (ValueError, TypeError, KeyError):
+            return [line]  # not a record: pass it on as it is
+        final = text.endswith("\n")
+        if stream in self._skipping:  # the rest of a line already sent, cut
+            if final:
+                self._skipping.discard(stream)
+            return []
+        group = self._pending.pop(stream, None)
+        if group is None:
+            group = (line.start, stamp, [], 0, ())
+        start, first_stamp, parts, length, group_tags = group
+        parts.append(text[: self.max_bytes - length])
+        length += len(text)
+        group_tags = (*group_tags, *[tag for tag in line.tags if tag not in group_tags])
+        if length > self.max_bytes:
+            # Sent at once, so that a group always ends within one read window; the rest
+            # of the line is skipped (in a later read it would be a line of its own).
+            group_tags = (*group_tags, TRUNCATED)
+            if not final:
+                self._skipping.add(stream)
+            final = True
+        if not final:
+            self._pending[stream] = (start, first_stamp, parts, length, group_tags)
+            return []
+        whole = "".join(parts)
+        whole = whole[:-1] if whole.endswith("\n") else whole
+        return [Line(whole, start, line.end, group_tags, stream, first_stamp)]
+
+    def flush(self, end: int) -> list[Line]:
+        """Whatever is pending, as it is (the writer has gone quiet)."""
+        lines = [
+            Line("".join(parts), start, end, tags, stream, stamp)
+            for stream, (start, stamp, parts, _length, tags) in self._pending.items()
+        ]
+        self._pending.clear()
+        return sorted(lines, key=lambda line: line.start)
+
+
+@dataclass
+class _Pending:
+    doc: Doc
+    first: Line
+    end: int
+    extra: list[str] = field(default_factory=list)
+    size: int = 0
+
+
+class Assembler:
+    """Lines into events: a line the parser knows starts an event, continuation lines
+    (tracebacks, stacks) join it, any other line becomes a ``parse_failure`` event."""
+
+    def __init__(self, parser: Parser, max_bytes: int, max_lines: int = 500) -> None:
+        self.parser = parser
+        self.max_bytes = max_bytes
+        self.max_lines = max_lines
+        self._pending: dict[str | None, _Pending] = {}
+
+    def pending_start(self) -> int | None:
+        if len(self._pending) == 1:  # the usual case: one stream
+            return next(iter(self._pending.values())).first.start
+        return min((p.first.start for p in self._pending.values()), default=None)
+
+    def feed(self, line: Line) -> list[Event]:
+        doc = self.parser.parse(line.text)
+        pending = self._pending.get(line.stream)
+        # An event is capped (lines, bytes), so it always ends within one read window;
+        # continuation lines past the cap start an event of their own.
+        if (
+            doc is None
+            and pending is not None
+            and is_continuation(line.text)
+            and len(pending.extra) < self.max_lines
+            and pending.size < self.max_bytes
+        ):
+            pending.extra.append(line.text[: self.max_bytes - pending.size])
+            pending.size += len(line.text) + 1
+            pending.end = line.end
+            return []
+        done = self._finish(line.stream)
+        if doc is None:
+            doc = {"message": line.text, "tags": [PARSE_FAILURE]}
+        self._pending[line.stream] = _Pending(doc, line, line.end, size=len(line.text))
+        return done
+
+    def flush(self) -> list[Event]:
+        events = [event for stream in list(self._pending) for event in self._finish(stream)]
+        return sorted(events, key=lambda event: event.start)
+
+    def _finish(self, stream: str | None) -> list[Event]:
+        pending = self._pending.pop(stream, None)
+        if pending is None:
+            return []
+        tags = pending.first.tags
+        if pending.extra:
+            fold(pending.doc, pending.extra)
+            if pending.size > self.max_bytes and TRUNCATED not in tags:
+                tags = (*tags, TRUNCATED)
+        first = pending.first
+        return [
+            Event(
+                pending.doc, first.start, pending.end, pending.end, tags, first.stream, first.time
+            )
+        ]
+
+
+def events_from(
+    lines: Iterator[Line],
+    docker: DockerRecords | None,
+    assembler: Assembler,
+    flush: bool,
+    end: int | None = None,
+) -> tuple[list[Event], int | None]:
+    """Run lines through the stages; returns the events and the offset to resume from
+    (None when nothing was consumed). ``flush`` sends what is pending too, but only once
+    the lines reached ``end`` (the end of the file): more lines may continue it."""
+    events: list[Event] = []
+    consumed: int | None = None
+    for line in lines:
+        consumed = line.end
+        for whole in docker.feed(line) if docker is not None else (line,):
+            events.extend(_with_resume(assembler.feed(whole), docker, assembler, line.end))
+    if consumed is None:
+        return events, None
+    if flush and (end is None or consumed >= end):
+        tail: list[Event] = []
+        if docker is not None:
+            for whole in docker.flush(consumed):
+                tail.extend(assembler.feed(whole))
+        tail.extend(assembler.flush())
+        for event in tail:
+            event.resume = consumed
+        events.extend(tail)
+        return events, consumed
+    return events, _resume(docker, assembler, consumed)
+
+
+def _resume(docker: DockerRecords | None, assembler: Assembler, end: int) -> int:
+    resume = end
+    for start in (assembler.pending_start(), docker.pending_start() if docker else None):
+        if start is not None and start < resume:
+            resume = start
+    return resume
+
+
+def _with_resume(
+    events: list[Event], docker: DockerRecords | None, assembler: Assembler, end: int
+) -> list[Event]:
+    if events:
+        resume = _resume(docker, assembler, end)
+        for event in events:
+            event.resume = resume
+    return events

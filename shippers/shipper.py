@@ -1,0 +1,480 @@
+"""``hubkeeper ship-logs``: read sources into the spool, deliver the spool, report.
+
+Two threads: the reader scans and reads files into the spool (it stops reading while the
+spool is full); the sender delivers spooled records in batches and commits offsets after
+acknowledgement. Metrics ``hubkeeper_shipper_*`` on ``/metrics``, a PRTG sensor on
+``/prtg/shipper``, JSON logs on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import threading
+import time
+from collections import Counter as Counts
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from elasticsearch import ApiError
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from hubkeeper import prtg
+from hubkeeper.config import Config, LabelsConfig, parse_byte_size
+from hubkeeper.daemon import Daemon
+from hubkeeper.endpoint import Response
+from hubkeeper.files import try_lock
+from hubkeeper.log import get_logger
+from shippers.elasticsearch import (
+    ElasticsearchOutput,
+    Outcome,
+    Unavailable,
+    backoff,
+    dead_letter,
+    dead_letter_index,
+    outcome,
+)
+from shippers.logstash import LogstashOutput
+from shippers.sources import ContainerInfo, Files, Settings, make_sources
+from shippers.store import Record, Registry, Spool
+
+log = get_logger(__name__)
+READ_BUDGET = 4 << 20  # input bytes per reader cycle
+COMMIT_INTERVAL = 1.0  # seconds between registry writes while batches keep coming
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "hubkeeper_shipper_events_total",
+            "Events by delivery outcome (indexed, duplicate, retried, dead_lettered).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.counts = dict.fromkeys(Outcome, 0)  # for the PRTG sensor
+        for kind in Outcome:
+            self.events.labels(kind.value)
+        self.read = Counter(
+            "hubkeeper_shipper_events_read_total", "Events read into the spool.", ["source"],
+            registry=registry,
+        )  # fmt: skip
+        self.parse_failures = Counter(
+            "hubkeeper_shipper_parse_failures_total",
+            "Events shipped raw because no parser knew them.",
+            ["source"],
+            registry=registry,
+        )
+        self.request_failures = Counter(
+            "hubkeeper_shipper_request_failures_total",
+            "Bulk requests that failed as a whole (no answer, 429, 5xx).",
+            registry=registry,
+        )
+        self.dead_letter_failures = Counter(
+            "hubkeeper_shipper_dead_letter_failures_total",
+            "Events the dead-letter index refused too (logged, then given up).",
+            registry=registry,
+        )
+        self.batch = Histogram(
+            "hubkeeper_shipper_batch_duration_seconds",
+            "Duration of one bulk request.",
+            registry=registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+
+
+class Shipper:
+    """The pipeline of one ``[shipper]`` section."""
+
+    def __init__(self, config: Config, container_info: ContainerInfo | None = None) -> None:
+        section = config.shipper
+        self.config = section
+        state = Path(section.state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        self._lock = try_lock(state / "lock")  # one shipper per state folder
+        if self._lock is None:
+            raise RuntimeError(f"another shipper uses {state}")
+        self.registry = Registry(state / "registry.json")
+        self.spool = Spool(
+            state / "spool", parse_byte_size(section.spool_max_bytes), self.registry.cursor
+        )
+        spooled: dict[str, int] = {}
+        for record in self.spool.records(self.registry.cursor):
+            spooled[record.key] = max(spooled.get(record.key, 0), record.resume)
+        docker_sources = any(source.type == "docker" for source in section.sources)
+        if container_info is None and docker_sources:
+            container_info = docker_lookup(config.docker.url, config.labels, config.jupyterhub.name)
+        settings = Settings(
+            fingerprint_bytes=section.fingerprint_bytes,
+            max_event_bytes=parse_byte_size(section.max_event_bytes),
+            multiline_timeout=section.multiline_timeout,
+            close_inactive=section.close_inactive,
+            host_name=section.host_name or socket.gethostname(),
+            index_prefix=section.elasticsearch.index_prefix,
+        )
+        root = docker_root(config.docker.url) if docker_sources else None
+        self.files = Files(
+            make_sources(section.sources, root), self.registry, settings, spooled, container_info
+        )
+        self.output: ElasticsearchOutput | LogstashOutput = (
+            LogstashOutput(section.logstash)
+            if section.output == "logstash"
+            else ElasticsearchOutput(section.elasticsearch)
+        )
+        self.metrics_registry = CollectorRegistry()
+        self.metrics = Metrics(self.metrics_registry)
+        self.metrics_registry.register(_StateCollector(self))
+        self.stopping = threading.Event()
+        self.last_ack: float | None = None
+        self._committed_at = 0.0
+        self.unavailable_since: float | None = None
+        self._threads: list[threading.Thread] = []
+
+    # --- threads -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for target, name in ((self._read_loop, "reader"), (self._send_loop, "sender")):
+            thread = threading.Thread(target=target, name=f"shipper-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopping.set()
+        with self.spool.changed:
+            self.spool.changed.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+        self.files.close()
+        self.spool.close()
+
+    def alive(self) -> bool:
+        return all(thread.is_alive() for thread in self._threads)
+
+    def _read_loop(self) -> None:
+        next_scan = 0.0
+        while not self.stopping.is_set():
+            try:
+                if time.monotonic() >= next_scan:
+                    self.files.scan()
+                    next_scan = time.monotonic() + self.config.scan_interval
+                room = self.spool.max_bytes - self.spool.used()
+                if room <= 0:
+                    self.stopping.wait(self.config.poll_interval)
+                    continue
+                records, moves = self.files.read(min(READ_BUDGET, room))
+                self.spool.append([record.line() for record in records])
+                self.files.advance(moves)
+                self._count_read(records)
+                if not records:
+                    self.stopping.wait(self.config.poll_interval)
+            except Exception:
+                log.exception("reader_failed")
+                self.stopping.wait(1.0)
+
+    def _count_read(self, records: list[Record]) -> None:
+        read: Counts[str] = Counts()
+        failed: Counts[str] = Counts()
+        for record in records:
+            read[record.source] += 1
+            if b'"parse_failure"' in record.doc:
+                failed[record.source] += 1
+        for source, number in read.items():
+            self.metrics.read.labels(source).inc(number)
+        for source, number in failed.items():
+            self.metrics.parse_failures.labels(source).inc(number)
+
+    def _send_loop(self) -> None:
+        cursor = self.registry.cursor
+        ready = False
+        attempt = 0
+        waiting_since: float | None = None
+        section = self.config
+        max_bytes = parse_byte_size(section.batch_max_bytes)
+        while not self.stopping.is_set():
+            if not ready:
+                try:
+                    self.output.install_templates()
+                    ready, attempt = True, 0
+                    log.info("index_templates_installed")
+                except (Unavailable, ApiError) as error:
+                    attempt += 1
+                    self._unavailable(error, attempt)
+                    self.stopping.wait(self._backoff(attempt))
+                continue
+            try:
+                records, after = self.spool.read(cursor, section.batch_max_events, max_bytes)
+            except Exception:
+                log.exception("spool_read_failed")
+                self.stopping.wait(1.0)
+                continue
+            if not records:
+                waiting_since = None
+                self._commit()
+                self.spool.wait(cursor, self.config.poll_interval)
+                continue
+            now = time.monotonic()
+            waiting_since = waiting_since or now
+            short = len(records) < section.batch_max_events and (
+                sum(r.size for r in records) < max_bytes
+            )
+            if short and now - waiting_since < section.batch_max_wait:
+                self.spool.wait(after, section.batch_max_wait - (now - waiting_since))
+                continue
+            waiting_since = None
+            if not self._deliver(records):
+                break  # stopping: unacknowledged records are sent again after a restart
+            offsets: dict[str, int] = {}
+            for record in records:
+                offsets[record.key] = max(offsets.get(record.key, 0), record.resume)
+            self.registry.acknowledge(offsets, after)
+            cursor = after
+            self.last_ack = time.time()
+            if time.monotonic() - self._committed_at >= COMMIT_INTERVAL:
+                self._commit()
+        self._commit()
+
+    def _commit(self) -> None:
+        """Write the acknowledged offsets and cursor (one atomic write), then delete the
+        spool segments behind the cursor. Done at most every COMMIT_INTERVAL while busy:
+        a crash in between only sends acknowledged events again (answered 409)."""
+        if self.registry.dirty:
+            cursor = self.registry.save()
+            self.spool.release(cursor)
+        self._committed_at = time.monotonic()
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff(attempt, self.config.retry_backoff, self.config.retry_backoff_max)
+
+    def _unavailable(self, error: Exception, attempt: int) -> None:
+        self.metrics.request_failures.inc()
+        if self.unavailable_since is None:
+            self.unavailable_since = time.time()
+        log.warning(
+            "output_unavailable", output=self.config.output, error=str(error)[:500], attempt=attempt
+        )
+
+    def _deliver(self, records: list[Record]) -> bool:
+        """Send until every record is acknowledged (indexed, duplicate or dead-lettered);
+        False if asked to stop first."""
+        pending = records
+        attempt = 0
+        dead_prefix = f"{self.config.elasticsearch.dead_letter_index}-"
+        while pending:
+            if self.stopping.is_set():
+                return False
+            started = time.monotonic()
+            try:
+                results = self.output.bulk(pending)
+            except (Unavailable, ApiError) as error:
+                attempt += 1
+                self._unavailable(error, attempt)
+                self.stopping.wait(self._backoff(attempt))
+                continue
+            finally:
+                self.metrics.batch.observe(time.monotonic() - started)
+            self.unavailable_since = None
+            again: list[Record] = []
+            done: Counts[Outcome] = Counts()
+            retried = False
+            for record, result in zip(pending, results, strict=True):
+                kind = outcome(result.status)
+                to_dead_letters = record.index.startswith(dead_prefix)
+                if kind is Outcome.RETRY:
+                    again.append(record)
+                    retried = True
+                elif kind is Outcome.DEAD and to_dead_letters:
+                    self.metrics.dead_letter_failures.inc()
+                    log.error("dead_letter_refused", id=record.id, error=_reason(result.error))
+                    continue
+                elif kind is Outcome.DEAD:
+                    index = dead_letter_index(self.config.elasticsearch, record.index)
+                    again.append(dead_letter(record, result.error, index))
+                    log.warning(
+                        "event_dead_lettered", index=record.index, id=record.id,
+                        source=record.source, error=_reason(result.error),
+                    )  # fmt: skip
+                elif to_dead_letters:
+                    continue  # the dead letter itself was counted when it was refused
+                done[kind] += 1
+            for kind, number in done.items():
+                self.metrics.events.labels(kind.value).inc(number)
+                self.metrics.counts[kind] += number
+            pending = again
+            if retried:
+                attempt += 1
+                self.stopping.wait(self._backoff(attempt))
+        return True
+
+    # --- reports -------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, str]:
+        if not self.alive():
+            return False, "a shipper thread stopped\n"
+        if self.unavailable_since is not None:
+            down = time.time() - self.unavailable_since
+            return True, f"{self.config.output} unavailable for {down:.0f}s\n"
+        return True, "ok\n"
+
+    def lag(self) -> dict[str, tuple[int, float, int]]:
+        """Per source: bytes behind, seconds behind (at most), open files."""
+        now = time.monotonic()
+        result: dict[str, tuple[int, float, int]] = {
+            s.name: (0, 0.0, 0) for s in self.files.sources
+        }
+        for tail in list(self.files.tails.values()):
+            behind = max(0, tail.size - tail.entry.acked)
+            seconds = tail.lag_seconds(now)
+            old_bytes, old_seconds, files = result[tail.source.name]
+            result[tail.source.name] = (old_bytes + behind, max(old_seconds, seconds), files + 1)
+        return result
+
+    def prtg_route(self, path: str, _query: dict[str, list[str]]) -> Response:
+        if path.rstrip("/") != "/prtg/shipper":
+            return 404, "text/plain; charset=utf-8", b"not found\n"
+        if not self.alive():
+            return prtg.response(prtg.error("log shipper: a thread stopped"))
+        lag = self.lag()
+        total_bytes = sum(b for b, _s, _f in lag.values())
+        worst = max((s for _b, s, _f in lag.values()), default=0.0)
+        used = self.spool.used()
+        percent = 100.0 * used / self.spool.max_bytes
+        count = self.metrics.counts
+        channels = [
+            prtg.channel("Lag", total_bytes, "BytesFile"),
+            prtg.channel("Lag time", float(worst), "TimeSeconds",
+                         limits=prtg.Limits(max_warning=60, max_error=600)),
+            prtg.channel("Spool", used, "BytesDisk"),
+            prtg.channel("Spool used", percent, "Percent",
+                         limits=prtg.Limits(max_warning=50, max_error=90)),
+            prtg.channel("Indexed", int(count[Outcome.INDEXED]), mode="Difference"),
+            prtg.channel("Duplicates", int(count[Outcome.DUPLICATE]), mode="Difference"),
+            prtg.channel("Retried", int(count[Outcome.RETRY]), mode="Difference"),
+            prtg.channel("Dead letters", int(count[Outcome.DEAD]), mode="Difference",
+                         limits=prtg.Limits(max_warning=0)),
+            prtg.channel("Open files", sum(f for _b, _s, f in lag.values())),
+        ]  # fmt: skip
+        _healthy, text = self.health()
+        return prtg.response(prtg.sensor(channels, f"log shipper: {text.strip()}"))
+
+    def retention(self) -> None:
+        if self.config.output != "elasticsearch" or self.config.elasticsearch.retention_days <= 0:
+            return
+        try:
+            deleted = self.output.delete_expired(datetime.now(UTC).date())
+        except (Unavailable, ApiError) as error:
+            log.warning("retention_failed", error=str(error)[:500])  # tried again in an hour
+            return
+        if deleted:
+            log.info("indices_deleted", indices=deleted)
+
+
+class _StateCollector(Collector):
+    """Gauges read from the pipeline at scrape time (sources that vanish, vanish)."""
+
+    def __init__(self, shipper: Shipper) -> None:
+        self.shipper = shipper
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        lag_bytes = GaugeMetricFamily(
+            "hubkeeper_shipper_lag_bytes",
+            "Bytes written but not yet acknowledged.",
+            labels=["source"],
+        )
+        lag_seconds = GaugeMetricFamily(
+            "hubkeeper_shipper_lag_seconds",
+            "Age of the oldest line written but not yet acknowledged (since first seen).",
+            labels=["source"],
+        )
+        files = GaugeMetricFamily("hubkeeper_shipper_files", "Files open.", labels=["source"])
+        for source, (behind, seconds, count) in self.shipper.lag().items():
+            lag_bytes.add_metric([source], behind)
+            lag_seconds.add_metric([source], seconds)
+            files.add_metric([source], count)
+        spool = self.shipper.spool
+        yield from (lag_bytes, lag_seconds, files)
+        yield GaugeMetricFamily(
+            "hubkeeper_shipper_spool_bytes",
+            "Spooled bytes not yet acknowledged.",
+            value=spool.used(),
+        )
+        yield GaugeMetricFamily(
+            "hubkeeper_shipper_spool_limit_bytes", "Spool size limit.", value=spool.max_bytes
+        )
+        up = GaugeMetricFamily(
+            "hubkeeper_shipper_output_up", "1 if the last request to the output succeeded."
+        )
+        up.add_metric([], 0 if self.shipper.unavailable_since else 1)
+        yield up
+        if self.shipper.last_ack is not None:
+            yield GaugeMetricFamily(
+                "hubkeeper_shipper_last_ack_timestamp_seconds",
+                "When a batch was last acknowledged.",
+                value=self.shipper.last_ack,
+            )
+
+
+def _reason(error: dict[str, Any] | None) -> str:
+    if not error:
+        return "unknown"
+    return f"{error.get('type', 'unknown')}: {str(error.get('reason', ''))[:300]}"
+
+
+def docker_lookup(url: str, labels: LabelsConfig, hub: str) -> ContainerInfo:
+    """Container fields of a user-server container of the hub ``hub`` by id (None for
+    other containers)."""
+    clients: list[docker.DockerClient] = []
+
+    def look(container_id: str) -> dict[str, str] | None:
+        if not clients:
+            clients.append(docker.DockerClient(base_url=url, timeout=10))
+        try:
+            attrs = clients[0].api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+        found = attrs["Config"].get("Labels") or {}
+        if labels.user not in found or found.get(labels.hub) != hub:
+            return None
+        return {
+            "container.id": attrs["Id"],
+            "container.name": attrs["Name"].lstrip("/"),
+            "container.image.name": found.get(labels.image) or attrs["Config"]["Image"],
+            "user.name": found[labels.user],
+            "labels.jupyterhub_user": found[labels.user],
+            "labels.jupyterhub_server": found.get(labels.server, ""),
+            "labels.hub": found.get(labels.hub, ""),
+        }
+
+    return look
+
+
+def docker_root(url: str) -> str | None:
+    try:
+        return str(docker.DockerClient(base_url=url, timeout=10).info()["DockerRootDir"])
+    except docker.errors.DockerException:
+        log.warning("docker_root_unknown", default="/var/lib/docker")
+        return None
+
+
+def ship_logs(config: Config, _args: argparse.Namespace) -> int:
+    """Run the shipper until SIGTERM."""
+    logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # a line per request
+    shipper = Shipper(config)
+    daemon = Daemon(
+        "shipper",
+        config.shipper.endpoint,
+        shipper.metrics_registry,
+        shipper.health,
+        {"/prtg/": shipper.prtg_route},
+    )
+    daemon.every(3600, shipper.retention, "retention")
+    shipper.start()
+    return daemon.run(on_stop=shipper.stop)

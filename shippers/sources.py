@@ -1,0 +1,440 @@
+"""Log files found by glob, recognized across rotation, read into spool records.
+
+A file is identified by device, inode and a fingerprint of its first bytes (a file
+shorter than ``fingerprint_bytes`` is fingerprinted whole, and the fingerprint grows with
+it). Each scan:
+
+1. checks every open file: shorter than what was read, or its first bytes changed, means it
+   was truncated (copytruncate) or overwritten: its entry is set loose;
+2. gives every loose entry (all of them at start-up) the file that carries its content:
+   the same inode first, else any file whose first bytes match (the copy made by
+   copytruncate, a file renamed to a new inode);
+3. starts a new entry for every other file, except a copy of a file still being read
+   (copytruncate between copy and truncate), which waits for the next scan.
+
+A renamed file keeps its inode and its open descriptor, so it is read to its end even
+after it left the glob; a file that is gone is closed once read to the end and quiet for
+``close_inactive`` seconds. User-server containers' json-file logs are files too, decoded
+by :class:`shippers.framing.DockerRecords` and enriched with the container's labels.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import hashlib
+import json
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hubkeeper.config import ShipperSource
+from hubkeeper.log import get_logger
+from hubkeeper.redact import redact
+from shippers.framing import Assembler, DockerRecords, Event, events_from, read_lines
+from shippers.parsers import Parser, make_parser, normalize_timestamp, now_iso
+from shippers.store import Entry, Record, Registry
+
+log = get_logger(__name__)
+
+ContainerInfo = Callable[[str], dict[str, str] | None]
+_USERINFO = re.compile(r"://[^/\s\"@]*@")
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+
+
+def may_hold_secret(text: str) -> bool:
+    """Whether ``text`` has what :func:`hubkeeper.redact.redact` looks for (a fast test)."""
+    if "://" in text and _USERINFO.search(text):  # scheme://user:password@host
+        return True
+    lower = text.lower()
+    return "token" in lower or "authorization" in lower
+
+
+def redact_value(value: Any) -> Any:
+    """Mask credentials in every string of a document (recursively)."""
+    if isinstance(value, str):
+        return redact(value) if may_hold_secret(value) else value
+    if isinstance(value, dict):
+        return {key: redact_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_value(item) for item in value]
+    return value
+
+
+def event_id(key: str, start: int) -> str:
+    """The deterministic ``_id`` of the event at ``start`` in the file ``key``."""
+    return hashlib.blake2b(f"{key}:{start}".encode(), digest_size=12).hexdigest()
+
+
+def entry_key(source: str, dev: int, ino: int, gen: int, fp: str) -> str:
+    return hashlib.sha256(f"{source}\0{dev}\0{ino}\0{gen}\0{fp}".encode()).hexdigest()[:32]
+
+
+def fingerprint(fd: int, length: int) -> str:
+    return hashlib.sha256(os.pread(fd, length, 0)).hexdigest()
+
+
+@dataclass
+class Source:
+    """A configured source with its parser."""
+
+    config: ShipperSource
+    parser: Parser
+    patterns: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def docker(self) -> bool:
+        return self.config.type == "docker"
+
+
+@dataclass
+class Tail:
+    """An open file being read for an entry."""
+
+    entry: Entry
+    source: Source
+    fd: int
+    pos: int
+    size: int = 0
+    grew_at: float = field(default_factory=time.monotonic)
+    seen: deque[tuple[int, float]] = field(default_factory=deque)  # (size, when first seen)
+    stalled: tuple[int, int] | None = None  # (size, resume) when only a pending piece is left
+    emitted: set[int] = field(default_factory=set)
+    in_glob: bool = True
+
+    def lag_seconds(self, now: float) -> float:
+        """How long the oldest unacknowledged byte has been in the file (since it was
+        first seen here)."""
+        acked = self.entry.acked
+        for size, when in list(self.seen):
+            if size > acked:
+                return now - when
+        return 0.0
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass
+class Settings:
+    fingerprint_bytes: int = 1024
+    max_event_bytes: int = 1 << 20
+    read_window: int = 1 << 20
+    multiline_timeout: float = 1.0
+    close_inactive: float = 300.0
+    host_name: str = ""
+    index_prefix: str = "hubkeeper-logs"
+
+
+class Files:
+    """Every file of every source: discovery, identity, reading into records."""
+
+    def __init__(
+        self,
+        sources: list[Source],
+        registry: Registry,
+        settings: Settings,
+        spooled: dict[str, int],
+        container_info: ContainerInfo | None = None,
+    ) -> None:
+        self.sources = sources
+        self.registry = registry
+        self.settings = settings
+        self.container_info = container_info
+        self.tails: dict[str, Tail] = {}
+        self.finished: dict[str, int] = {}  # closed entries waiting for acknowledgement
+        self.ignored: set[tuple[int, int]] = set()  # containers that are not user servers
+        # Where each known entry resumes: past what the spool already holds.
+        self._loose: dict[str, int] = {
+            key: max(entry.acked, spooled.get(key, 0)) for key, entry in registry.entries.items()
+        }
+
+    # --- discovery ---------------------------------------------------------------------
+
+    def _candidates(self) -> dict[tuple[int, int], tuple[Source, str, int]]:
+        found: dict[tuple[int, int], tuple[Source, str, int]] = {}
+        for source in self.sources:
+            for pattern in source.patterns:
+                for path in sorted(glob.glob(pattern)):
+                    name = os.path.basename(path)
+                    if any(fnmatch.fnmatch(name, ex) for ex in source.config.exclude):
+                        continue
+                    try:
+                        st = os.stat(path)
+                    except OSError:
+                        continue
+                    if os.path.isfile(path):
+                        found.setdefault((st.st_dev, st.st_ino), (source, path, st.st_size))
+        return found
+
+    def scan(self) -> None:
+        candidates = self._candidates()
+        claimed: set[tuple[int, int]] = set()
+        now = time.monotonic()
+        for key, tail in list(self.tails.items()):
+            st = os.fstat(tail.fd)
+            ident = (st.st_dev, st.st_ino)
+            if not self._intact(tail, st.st_size):
+                continue
+            found = candidates.get(ident)
+            tail.in_glob = found is not None and found[0] is tail.source
+            if tail.in_glob:
+                claimed.add(ident)
+                tail.entry.path = found[1] if found else tail.entry.path
+                self._grow_fingerprint(tail, st.st_size)
+            elif tail.pos >= st.st_size and now - tail.grew_at >= self.settings.close_inactive:
+                log.info("file_closed", source=tail.source.name, path=tail.entry.path)
+                tail.close()
+                del self.tails[key]
+                self.finished[key] = tail.pos
+        by_source = {source.name: source for source in self.sources}
+        for key, pos in list(self._loose.items()):
+            entry = self.registry.entries.get(key)
+            source = by_source.get(entry.source) if entry else None
+            if entry is None or source is None:
+                del self._loose[key]
+                continue
+            match = self._rebind(entry, source, candidates, claimed)
+            del self._loose[key]
+            if match is None:
+                log.warning("file_lost", source=entry.source, path=entry.path, read=pos)
+                self.finished[key] = pos
+                continue
+            ident, path, fd = match
+            claimed.add(ident)
+            if (entry.dev, entry.ino) != ident:
+                log.info("file_moved", source=entry.source, old=entry.path, new=path)
+            entry.path, (entry.dev, entry.ino) = path, ident
+            self.registry.put(entry)
+            self.tails[key] = Tail(entry, source, fd, pos)
+        for ident, (source, path, size) in candidates.items():
+            if ident not in claimed and ident not in self.ignored and size > 0:
+                self._start(ident, source, path)
+        for key in [k for k, pos in self.finished.items() if self._acknowledged(k, pos)]:
+            del self.finished[key]
+            if key not in self.tails:
+                self.registry.forget(key)
+
+    def _acknowledged(self, key: str, pos: int) -> bool:
+        entry = self.registry.entries.get(key)
+        return entry is None or entry.acked >= pos
+
+    def _intact(self, tail: Tail, size: int) -> bool:
+        """Whether the open file still holds what was read; if not, set its entry loose."""
+        entry = tail.entry
+        if (
+            size >= tail.pos
+            and size >= entry.fp_len
+            and fingerprint(tail.fd, entry.fp_len) == entry.fp
+        ):
+            return True
+        log.info("file_truncated", source=entry.source, path=entry.path, read=tail.pos, size=size)
+        tail.close()
+        del self.tails[entry.key]
+        self._loose[entry.key] = tail.pos
+        return False
+
+    def _grow_fingerprint(self, tail: Tail, size: int) -> None:
+        entry = tail.entry
+        if entry.fp_len < self.settings.fingerprint_bytes and size > entry.fp_len:
+            entry.fp_len = min(size, self.settings.fingerprint_bytes)
+            entry.fp = fingerprint(tail.fd, entry.fp_len)
+            self.registry.put(entry)
+
+    def _rebind(
+        self,
+        entry: Entry,
+        source: Source,
+        candidates: dict[tuple[int, int], tuple[Source, str, int]],
+        claimed: set[tuple[int, int]],
+    ) -> tuple[tuple[int, int], str, int] | None:
+        """The file now carrying ``entry``'s content: its inode first, else a copy."""
+        same = (entry.dev, entry.ino)
+        order = sorted(candidates, key=lambda ident: ident != same)
+        for ident in order:
+            found_source, path, size = candidates[ident]
+            if ident in claimed or found_source is not source or size < entry.fp_len:
+                continue
+            fd = _open(path, ident)
+            if fd is None:
+                continue
+            if fingerprint(fd, entry.fp_len) == entry.fp:
+                return ident, path, fd
+            os.close(fd)
+        return None
+
+    def _start(self, ident: tuple[int, int], source: Source, path: str) -> None:
+        fd = _open(path, ident)
+        if fd is None:
+            return
+        length = min(os.fstat(fd).st_size, self.settings.fingerprint_bytes)
+        fp = fingerprint(fd, length)
+        if self._copy_of_open_file(source, fp, length):
+            os.close(fd)  # copytruncate's copy (or a copy in progress): wait for the truncation
+            return
+        meta: dict[str, str] = {}
+        if source.docker:
+            try:
+                info = self._container(path)
+            except Exception as error:  # the engine did not answer: try again next scan
+                log.warning("container_lookup_failed", path=path, error=type(error).__name__)
+                os.close(fd)
+                return
+            if info is None:
+                os.close(fd)
+                self.ignored.add(ident)
+                return
+            meta = info
+        gen = 1 + max(
+            (e.gen for e in self.registry.entries.values() if (e.dev, e.ino) == ident), default=-1
+        )
+        key = entry_key(source.name, *ident, gen, fp)
+        entry = Entry(key, source.name, path, *ident, length, fp, gen=gen, meta=meta)
+        self.registry.put(entry)  # durable before any event carries its key
+        log.info("file_opened", source=source.name, path=path)
+        self.tails[key] = Tail(entry, source, fd, 0)
+
+    def _copy_of_open_file(self, source: Source, fp: str, length: int) -> bool:
+        """Whether the first ``length`` bytes of a new file are those of a file being read."""
+        for tail in self.tails.values():
+            if tail.source is source and os.fstat(tail.fd).st_size >= length:
+                if tail.entry.fp_len == length:
+                    same = tail.entry.fp == fp
+                else:
+                    same = fingerprint(tail.fd, length) == fp
+                if same:
+                    return True
+        return False
+
+    def _container(self, path: str) -> dict[str, str] | None:
+        if self.container_info is None:
+            return None
+        return self.container_info(Path(path).parent.name)
+
+    # --- reading -----------------------------------------------------------------------
+
+    def read(self, budget: int) -> tuple[list[Record], list[tuple[Tail, int, set[int]]]]:
+        """Records from every file (about ``budget`` bytes of input in all), and each
+        file's new position, to apply once the records are durable."""
+        records: list[Record] = []
+        moves: list[tuple[Tail, int, set[int]]] = []
+        now = time.monotonic()
+        for tail in list(self.tails.values()):
+            if budget <= 0:
+                break
+            size = os.fstat(tail.fd).st_size
+            if size != tail.size:
+                tail.size, tail.grew_at = size, now
+                tail.seen.append((size, now))
+                if len(tail.seen) > 1000:  # a long outage: keep the oldest and the newest
+                    tail.seen = deque([tail.seen[0], *list(tail.seen)[500:]])
+            while tail.seen and tail.seen[0][0] <= tail.entry.acked:
+                tail.seen.popleft()
+            if size <= tail.pos:
+                continue
+            quiet = now - tail.grew_at >= self.settings.multiline_timeout
+            if tail.stalled == (size, tail.pos) and not quiet:
+                continue  # only a pending piece is left and nothing new came
+            if not self._intact(tail, size):
+                continue
+            events, resume = self._events(tail, size, quiet)
+            if resume is None:
+                tail.stalled = (size, tail.pos)
+                continue
+            fresh = [e for e in events if e.start not in tail.emitted]
+            records.extend(self._record(tail, event) for event in fresh)
+            emitted = {e.start for e in events if e.start >= resume} | {
+                s for s in tail.emitted if s >= resume
+            }
+            moves.append((tail, resume, emitted))
+            # No progress: only a pending piece is left; wait for more bytes or for quiet.
+            tail.stalled = (size, resume) if resume == tail.pos else None
+            budget -= resume - tail.pos
+        return records, moves
+
+    def _events(self, tail: Tail, size: int, flush: bool) -> tuple[list[Event], int | None]:
+        settings = self.settings
+        lines = read_lines(
+            lambda offset, length: os.pread(tail.fd, length, offset),
+            tail.pos,
+            size,
+            settings.max_event_bytes,
+            settings.read_window,
+        )
+        docker = DockerRecords(settings.max_event_bytes) if tail.source.docker else None
+        assembler = Assembler(tail.source.parser, settings.max_event_bytes)
+        return events_from(lines, docker, assembler, flush, size)
+
+    def _record(self, tail: Tail, event: Event) -> Record:
+        source, entry, doc = tail.source, tail.entry, event.doc
+        stamp = doc.get("@timestamp")
+        if not isinstance(stamp, str) or len(stamp) < 10:
+            stamp = (normalize_timestamp(event.time) if event.time else None) or now_iso()
+            doc["@timestamp"] = stamp
+        dataset = source.config.dataset or (
+            "container" if source.docker else doc.get("event.dataset") or source.parser.dataset
+        )
+        doc["event.dataset"] = dataset
+        doc["service.name"] = source.config.service or source.name
+        doc["host.name"] = self.settings.host_name
+        doc["log.file.path"] = entry.path
+        doc["log.offset"] = event.start
+        if event.tags:
+            doc["tags"] = [*doc.get("tags", []), *event.tags]
+        if event.stream:
+            doc["stream"] = event.stream
+        for name, value in entry.meta.items():
+            doc.setdefault(name, value)
+        text = _ENCODER.encode(doc)
+        if may_hold_secret(text):  # one look at the whole document; most lines pass
+            text = _ENCODER.encode(redact_value(doc))
+        index = f"{self.settings.index_prefix}-{dataset}-{stamp[0:4]}.{stamp[5:7]}.{stamp[8:10]}"
+        body = text.encode("utf-8")
+        return Record(
+            entry.key, event.start, event.resume, index, event_id(entry.key, event.start),
+            source.name, body,
+        )  # fmt: skip
+
+    def advance(self, moves: list[tuple[Tail, int, set[int]]]) -> None:
+        for tail, resume, emitted in moves:
+            tail.pos, tail.emitted = resume, emitted
+
+    def close(self) -> None:
+        for tail in self.tails.values():
+            tail.close()
+        self.tails.clear()
+
+
+def _open(path: str, ident: tuple[int, int]) -> int | None:
+    """Open ``path`` if it still is the inode ``ident``."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != ident:
+        os.close(fd)
+        return None
+    return fd
+
+
+def make_sources(configs: list[ShipperSource], docker_root: str | None) -> list[Source]:
+    sources = []
+    for config in configs:
+        patterns = list(config.paths)
+        if config.type == "docker" and not patterns:
+            root = docker_root or "/var/lib/docker"
+            patterns = [f"{root}/containers/*/*-json.log*"]
+        sources.append(Source(config, make_parser(config.parser, config.timezone), patterns))
+    return sources

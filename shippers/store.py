@@ -1,0 +1,253 @@
+"""The shipper's durable state: the registry (file identities, acknowledged offsets, the
+spool cursor) and the spool (events read but not yet acknowledged).
+
+Offsets are committed only after acknowledgement: the registry is replaced atomically
+after each acknowledged batch, together with the spool cursor. Where reading resumes is
+derived from the spool itself (the ``resume`` offset of the last complete record of a
+file), so a crash between spooling and acknowledging re-sends spooled events (same ids,
+acknowledged as duplicates) and never skips any.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hubkeeper.files import fsync_dir, write_atomically
+from hubkeeper.log import get_logger
+
+log = get_logger(__name__)
+
+Cursor = tuple[int, int]  # spool segment number, byte position in it
+
+
+@dataclass
+class Entry:
+    """One file being shipped: how it is recognized and how far it is acknowledged."""
+
+    key: str
+    source: str
+    path: str
+    dev: int
+    ino: int
+    fp_len: int
+    fp: str
+    acked: int = 0
+    gen: int = 0
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+class Registry:
+    """``registry.json``: entries by key and the spool cursor, replaced atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.entries: dict[str, Entry] = {}
+        self.cursor: Cursor = (0, 0)
+        self.dirty = False  # acknowledged but not yet written
+        if path.exists():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            self.entries = {e["key"]: Entry(**e) for e in data["entries"]}
+            self.cursor = (int(data["cursor"][0]), int(data["cursor"][1]))
+
+    def save(self) -> Cursor:
+        """Write everything (atomically); returns the cursor written."""
+        with self.lock:
+            data = {
+                "version": 1,
+                "cursor": list(self.cursor),
+                "entries": [asdict(entry) for entry in self.entries.values()],
+            }
+            write_atomically(self.path, json.dumps(data, separators=(",", ":")).encode())
+            self.dirty = False
+            return self.cursor
+
+    def put(self, entry: Entry) -> None:
+        with self.lock:
+            self.entries[entry.key] = entry
+        self.save()
+
+    def forget(self, key: str) -> None:
+        with self.lock:
+            self.entries.pop(key, None)
+        self.save()
+
+    def acknowledge(self, offsets: dict[str, int], cursor: Cursor) -> None:
+        """Record acknowledged offsets and the cursor past them; :meth:`save` commits them
+        (both in one atomic write)."""
+        with self.lock:
+            for key, offset in offsets.items():
+                entry = self.entries.get(key)
+                if entry is not None and offset > entry.acked:
+                    entry.acked = offset
+            self.cursor = cursor
+            self.dirty = True
+
+
+@dataclass(slots=True)
+class Record:
+    """One spooled event: where it came from, where it goes, and its JSON document."""
+
+    key: str
+    start: int
+    resume: int
+    index: str
+    id: str
+    source: str
+    doc: bytes
+    size: int = 0
+
+    def line(self) -> bytes:
+        # Every string here is plain (hex key, index name, base64url id, source name).
+        meta = f'["{self.key}",{self.start},{self.resume},"{self.index}","{self.id}",'
+        return f'{meta}"{self.source}"]\t'.encode() + self.doc + b"\n"
+
+    @classmethod
+    def parse(cls, line: bytes) -> Record:
+        meta, tab, doc = line.rstrip(b"\n").partition(b"\t")
+        parts = meta[1:-1].split(b",")  # none of the values holds a comma or a quote
+        if not tab or len(parts) != 6 or meta[:1] != b"[" or meta[-1:] != b"]":
+            raise ValueError("not a spool record")
+        key, start, resume, index, event_id, source = parts
+        return cls(
+            key[1:-1].decode(), int(start), int(resume), index[1:-1].decode(),
+            event_id[1:-1].decode(), source[1:-1].decode(), doc, len(line),
+        )  # fmt: skip
+
+
+class Spool:
+    """A bounded on-disk queue of records in numbered segment files.
+
+    The reader appends (and fsyncs); the sender reads from a cursor and, once a batch is
+    acknowledged, moves the cursor on; segments wholly behind it are deleted. A torn last
+    record (a crash while writing) is cut off when the spool is opened.
+    """
+
+    def __init__(
+        self, folder: Path, max_bytes: int, cursor: Cursor, segment_bytes: int = 16 << 20
+    ) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.changed = threading.Condition()
+        folder.mkdir(parents=True, exist_ok=True)
+        self._sizes: dict[int, int] = {}
+        for path in sorted(folder.glob("segment-*.jsonl")):
+            seq = int(path.stem.split("-")[1])
+            if seq < cursor[0]:
+                path.unlink()
+            else:
+                self._sizes[seq] = _repair(path)
+        self._write_seq = max(self._sizes, default=cursor[0])
+        self._sizes.setdefault(self._write_seq, 0)
+        self._writer = self._path(self._write_seq).open("ab")
+        self._released = cursor
+
+    def _path(self, seq: int) -> Path:
+        return self.folder / f"segment-{seq:012d}.jsonl"
+
+    def used(self) -> int:
+        """Bytes not yet acknowledged."""
+        with self.changed:
+            return sum(self._sizes.values()) - self._released[1]
+
+    def full(self) -> bool:
+        return self.used() >= self.max_bytes
+
+    def end(self) -> Cursor:
+        with self.changed:
+            return self._write_seq, self._sizes[self._write_seq]
+
+    def append(self, lines: list[bytes]) -> None:
+        """Write records durably (one fsync), then wake the sender."""
+        if not lines:
+            return
+        with self.changed:
+            if self._sizes[self._write_seq] >= self.segment_bytes:
+                self._writer.close()
+                self._write_seq += 1
+                self._sizes[self._write_seq] = 0
+                self._writer = self._path(self._write_seq).open("ab")
+                fsync_dir(self.folder)
+            data = b"".join(lines)
+            self._writer.write(data)
+            self._writer.flush()
+            os.fsync(self._writer.fileno())
+            self._sizes[self._write_seq] += len(data)
+            self.changed.notify_all()
+
+    def read(self, cursor: Cursor, max_events: int, max_bytes: int) -> tuple[list[Record], Cursor]:
+        """Records from ``cursor`` on (at most ``max_events`` and about ``max_bytes``, at
+        least one), and the cursor after them."""
+        records: list[Record] = []
+        total = 0
+        seq, pos = cursor
+        while len(records) < max_events and total < max_bytes:
+            with self.changed:
+                size = self._sizes.get(seq)
+                last = seq >= self._write_seq
+            if size is None or pos >= size:
+                if last or size is None:
+                    break
+                seq, pos = seq + 1, 0
+                continue
+            with self._path(seq).open("rb") as handle:
+                handle.seek(pos)
+                while pos < size and len(records) < max_events and total < max_bytes:
+                    line = handle.readline(size - pos)
+                    record = Record.parse(line)
+                    records.append(record)
+                    pos += record.size
+                    total += record.size
+        return records, (seq, pos)
+
+    def records(self, cursor: Cursor) -> Iterator[Record]:
+        """Every record from ``cursor`` to the end (used at start-up)."""
+        while True:
+            batch, cursor = self.read(cursor, 10000, 64 << 20)
+            if not batch:
+                return
+            yield from batch
+
+    def release(self, cursor: Cursor) -> None:
+        """Everything before ``cursor`` is acknowledged: delete segments wholly behind it."""
+        with self.changed:
+            self._released = cursor
+            for seq in [s for s in self._sizes if s < cursor[0]]:
+                del self._sizes[seq]
+                self._path(seq).unlink(missing_ok=True)
+            self.changed.notify_all()
+
+    def wait(self, cursor: Cursor, timeout: float) -> None:
+        """Sleep until something is appended past ``cursor`` (or ``timeout``)."""
+        with self.changed:
+            if (self._write_seq, self._sizes[self._write_seq]) == cursor:
+                self.changed.wait(timeout)
+
+    def close(self) -> None:
+        with self.changed:
+            self._writer.close()
+
+
+def _repair(path: Path) -> int:
+    """Cut a torn or unreadable tail off a segment; return its good size."""
+    good = 0
+    with path.open("rb") as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                Record.parse(line)
+            except (ValueError, TypeError):
+                break
+            good += len(line)
+    if good != path.stat().st_size:
+        log.warning("spool_repaired", segment=path.name, kept=good, cut=path.stat().st_size - good)
+        with path.open("r+b") as handle:
+            handle.truncate(good)
+    return good

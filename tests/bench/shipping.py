@@ -1,0 +1,381 @@
+"""Benchmark of ``hubkeeper ship-logs`` against rsyslog and a plain bulk loader.
+
+Writes realistic lines (hub requests, spawns and tracebacks, proxy lines, NGINX access and
+error lines, in the proportions of a busy lab; default one million) into three files, then
+measures on one real Elasticsearch (its own instance, 1 GB heap):
+
+1. parsing and serialization alone, in this process (one core, no output);
+2. the ceiling: a plain bulk loader sending the same documents, pre-serialized, with the
+   shipper's batch size, one request at a time;
+3. ``hubkeeper ship-logs`` end to end (files to acknowledged documents), with its CPU time;
+4. rsyslog (``imfile`` into ``omelasticsearch``, bulk mode) on the same files into another
+   index, with its CPU time. rsyslog ships each line as it is (no parsing) into a small
+   JSON document; the shipper parses every line into ECS fields.
+
+The machine has 2 CPUs, shared by Elasticsearch and the shipper under test. The last line
+printed is the figures as JSON.
+
+    .venv/bin/python tests/bench/shipping.py [--lines 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from deploy.elasticsearch import Elasticsearch, install  # noqa: E402
+from deploy.stack import free_ports, to_toml, wait_for  # noqa: E402
+from hubkeeper.config import ShipperSource  # noqa: E402
+from shippers.sources import Files, Settings, make_sources  # noqa: E402
+from shippers.store import Registry  # noqa: E402
+
+USERS = [f"user{n:03d}" for n in range(200)]
+PATHS = [
+    "/api/kernels",
+    "/api/contents/work/analysis.ipynb",
+    "/api/sessions",
+    "/lab",
+    "/static/app.js",
+]
+TICKS = 1_000_000 / 3600  # lines per second of the simulated hour
+
+
+def stamp(n: int, fmt: str) -> str:
+    seconds = 1795600000 + n / TICKS
+    return time.strftime(fmt, time.gmtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}"
+
+
+TRACEBACK = (
+    "    Traceback (most recent call last):\n"
+    '      File "/usr/lib/python3/dist-packages/jupyterhub/apihandlers/base.py", line 119\n'
+    "        model = json.loads(body)\n"
+    "    json.decoder.JSONDecodeError: Expecting property name enclosed in double quotes\n"
+)
+
+
+def hub_lines(n: int, rng: random.Random) -> str:
+    user = rng.choice(USERS)
+    head = f"[I {stamp(n, '%Y-%m-%d %H:%M:%S')} JupyterHub"
+    kind = rng.random()
+    if kind < 0.80:
+        path = rng.choice([f"/hub/api/users/{user}", f"/hub/api/users/{user}/activity", "/hub/api"])
+        status, method = rng.choice([(200, "GET"), (200, "POST"), (204, "DELETE"), (404, "GET")])
+        took = f"{rng.uniform(0.5, 90):.2f}ms"
+        return f"{head} log:192] {status} {method} {path} ({user}@127.0.0.1) {took}\n"
+    if kind < 0.90:
+        return f"{head} base:1192] User {user} took {rng.uniform(1, 9):.3f} seconds to start\n"
+    port = rng.randrange(30000, 60000)
+    if kind < 0.99:
+        return f"{head} proxy:335] Adding user {user} to proxy /user/{user}/ => http://127.0.0.1:{port}\n"
+    return f"[E{head[2:]} base:122] Couldn't parse JSON\n" + TRACEBACK
+
+
+def proxy_line(n: int, rng: random.Random) -> str:
+    user = rng.choice(USERS)
+    port = rng.randrange(30000, 60000)
+    message = rng.choice(
+        [
+            "200 GET /api/routes ",
+            f"Adding route /user/{user} -> http://127.0.0.1:{port}",
+            f"201 POST /api/routes/user/{user} ",
+            f"Removing route /user/{user}",
+        ]
+    )
+    return f"{stamp(n, '%Y-%m-%dT%H:%M:%S')}Z [ConfigProxy] \x1b[32minfo\x1b[39m: {message}\n"
+
+
+def access_line(n: int, rng: random.Random) -> str:
+    user = rng.choice(USERS)
+    when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(1795600000 + n / TICKS))
+    path = f"/user/{user}{rng.choice(PATHS)}"
+    status = rng.choice([200, 200, 200, 200, 204, 302, 304, 404])
+    return (
+        f'127.0.0.1 - - [{when}] "GET {path} HTTP/1.1" {status} {rng.randrange(0, 90000)} '
+        f'"http://127.0.0.1:8000/user/{user}/lab" "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"\n'
+    )
+
+
+def error_line(n: int, rng: random.Random) -> str:
+    when = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime(1795600000 + n / TICKS))
+    return (
+        f"{when} [error] 2101#2101: *{n} upstream timed out (110: Connection timed out) while "
+        f'reading response header from upstream, client: 127.0.0.1, server: , request: "GET '
+        f'/user/{rng.choice(USERS)}/api/kernels HTTP/1.1", upstream: "http://127.0.0.1:8001/", '
+        'host: "127.0.0.1:8000"\n'
+    )
+
+
+def write_files(folder: Path, total: int) -> tuple[dict[str, Path], int]:
+    """hub.log (hub and proxy lines), access.log, error.log; ``total`` lines in all; and the
+    number of events (lines that do not continue a traceback)."""
+    rng = random.Random(7)
+    paths = {name: folder / f"{name}.log" for name in ("hub", "access", "error")}
+    handles = {name: path.open("w") for name, path in paths.items()}
+    written = 0
+    while written < total:
+        pick = rng.random()
+        if pick < 0.36:
+            text = hub_lines(written, rng)
+            handles["hub"].write(text)
+        elif pick < 0.45:
+            text = proxy_line(written, rng)
+            handles["hub"].write(text)
+        elif pick < 0.97:
+            text = access_line(written, rng)
+            handles["access"].write(text)
+        else:
+            text = error_line(written, rng)
+            handles["error"].write(text)
+        written += text.count("\n")
+    for handle in handles.values():
+        handle.close()
+    continuations = sum(1 for line in paths["hub"].open() if line.startswith(" "))
+    return paths, written - continuations
+
+
+SOURCES = [("hub", "jupyterhub"), ("access", "nginx_access"), ("error", "nginx_error")]
+
+
+def source_configs(paths: dict[str, Path]) -> list[ShipperSource]:
+    return [
+        ShipperSource(name=name, paths=[str(paths[name])], parser=parser, timezone="UTC")
+        for name, parser in SOURCES
+    ]
+
+
+def parse_only(paths: dict[str, Path], work: Path) -> tuple[int, float, list[bytes]]:
+    """Events, CPU seconds, and the serialized records (for the ceiling loader)."""
+    work.mkdir(parents=True, exist_ok=True)
+    files = Files(
+        make_sources(source_configs(paths), None),
+        Registry(work / "registry.json"),
+        Settings(host_name="bench", multiline_timeout=3600.0, index_prefix="ceiling-logs"),
+        {},
+    )
+    files.scan()
+    lines: list[bytes] = []
+    started = time.process_time()
+    while True:
+        records, moves = files.read(4 << 20)
+        if not records:
+            break
+        lines += [record.line() for record in records]
+        files.advance(moves)
+    cpu = time.process_time() - started
+    files.close()
+    return len(lines), cpu, lines
+
+
+def bulk_ceiling(es: Elasticsearch, lines: list[bytes], batch: int = 1000) -> float:
+    """Send pre-serialized bulk bodies (built before the clock starts) one request at a
+    time, as the shipper does; seconds."""
+    bodies = []
+    for start in range(0, len(lines), batch):
+        body = []
+        for line in lines[start : start + batch]:
+            meta, _, doc = line.rstrip(b"\n").partition(b"\t")
+            _key, _start, _resume, index, event_id, _source = json.loads(meta)
+            body.append(
+                b'{"create":{"_index":"%s","_id":"%s"}}\n' % (index.encode(), event_id.encode())
+            )
+            body.append(doc + b"\n")
+        bodies.append(b"".join(body))
+    session = requests.Session()
+    headers = {"Content-Type": "application/x-ndjson"}
+    started = time.monotonic()
+    for body in bodies:
+        answer = session.post(
+            f"{es.url}/_bulk?filter_path=errors", data=body, headers=headers, timeout=120
+        )
+        answer.raise_for_status()
+        assert not answer.json()["errors"]
+    return time.monotonic() - started
+
+
+def count(es: Elasticsearch, pattern: str) -> int:
+    requests.post(f"{es.url}/{pattern}/_refresh", timeout=60)
+    answer = requests.get(f"{es.url}/{pattern}/_count", timeout=60)
+    return int(answer.json().get("count", 0)) if answer.ok else 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_shipper(
+    es: Elasticsearch, paths: dict[str, Path], work: Path, events: int
+) -> tuple[float, float]:
+    """Seconds until every event is indexed, and the shipper's CPU seconds."""
+    work.mkdir(parents=True, exist_ok=True)
+    config = work / "shipper.toml"
+    port = free_ports(1)[0]
+    sources = [
+        {"name": name, "paths": [str(paths[name])], "parser": parser, "timezone": "UTC"}
+        for name, parser in SOURCES
+    ]
+    elasticsearch = {
+        "hosts": [es.url],
+        "index_prefix": "shipper-logs",
+        "replicas": 0,
+        "retention_days": 0,
+    }
+    shipper = {
+        "state_dir": str(work / "state"),
+        "poll_interval": 0.05,
+        "batch_max_events": 1000,
+        "endpoint": {"port": port},
+        "elasticsearch": elasticsearch,
+        "sources": sources,
+    }
+    config.write_text(to_toml({"logging": {"level": "warning"}, "shipper": shipper}))
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hubkeeper.cli", "ship-logs", "--config", str(config)],
+        stdout=(work / "shipper.log").open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _caught_up(port, events), 3600, "the shipper", interval=0.5)
+        elapsed = time.monotonic() - started
+        cpu = cpu_seconds(process.pid)
+    finally:
+        process.terminate()
+        process.wait(30)
+    indexed = count(es, "shipper-logs-*")
+    assert indexed == events, f"{indexed} documents for {events} events: lost or duplicated"
+    return elapsed, cpu
+
+
+def _caught_up(port: int, events: int) -> bool:
+    """Every event read, and every byte of every file acknowledged (spool empty)."""
+    try:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except requests.RequestException:
+        return False
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("hubkeeper_shipper_"):
+            name = line.split("{")[0].split(" ")[0]
+            values[name] = values.get(name, 0.0) + float(line.split()[-1])
+    return (
+        values.get("hubkeeper_shipper_events_read_total", 0) >= events
+        and values.get("hubkeeper_shipper_lag_bytes", 1) == 0
+        and values.get("hubkeeper_shipper_spool_bytes", 1) == 0
+    )
+
+
+RSYSLOG_CONF = """
+global(workDirectory="{work}")
+module(load="imfile" mode="inotify")
+module(load="omelasticsearch")
+template(name="doc" type="list" option.jsonf="on") {{
+  property(outname="@timestamp" name="timegenerated" dateFormat="rfc3339" format="jsonf")
+  property(outname="message" name="msg" format="jsonf")
+  property(outname="service.name" name="syslogtag" format="jsonf")
+}}
+ruleset(name="ship") {{
+  action(type="omelasticsearch" server="127.0.0.1" serverport="{port}" template="doc"
+         searchIndex="rsyslog-bench" searchType="" bulkmode="on" maxbytes="5m"
+         queue.type="LinkedList" queue.size="200000" queue.dequeueBatchSize="1000"
+         action.resumeRetryCount="-1")
+}}
+{inputs}
+"""
+
+
+def run_rsyslog(
+    es: Elasticsearch, paths: dict[str, Path], work: Path, lines: int
+) -> tuple[float, float]:
+    """Seconds until rsyslog has indexed every line, and its CPU seconds."""
+    if not Path("/usr/lib/x86_64-linux-gnu/rsyslog/omelasticsearch.so").exists():
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "rsyslog", "rsyslog-elasticsearch"], check=True
+        )
+    work.mkdir(parents=True, exist_ok=True)
+    inputs = "\n".join(
+        f'input(type="imfile" File="{path}" Tag="{name}" ruleset="ship" freshStartTail="off")'
+        for name, path in paths.items()
+    )
+    conf = work / "rsyslog.conf"
+    conf.write_text(RSYSLOG_CONF.format(work=work, port=es.port, inputs=inputs))
+    started = time.monotonic()
+    process = subprocess.Popen(
+        ["rsyslogd", "-n", "-f", str(conf), "-i", str(work / "rsyslog.pid")],
+        stdout=(work / "rsyslog.log").open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: count(es, "rsyslog-bench") >= lines, 3600, "rsyslog", interval=1.0)
+        elapsed = time.monotonic() - started
+        cpu = cpu_seconds(process.pid)
+    finally:
+        process.terminate()
+        process.wait(30)
+    return elapsed, cpu
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="hubkeeper-bench-shipping-"))
+    es = Elasticsearch.create(install(), heap="1g")
+    figures: dict[str, Any] = {"lines": args.lines}
+    try:
+        paths, events = write_files(work, args.lines)
+        figures["bytes"] = sum(p.stat().st_size for p in paths.values())
+        figures["events"] = events
+        _parsed, cpu, records = parse_only(paths, work / "parse")
+        figures["parse_lines_per_s"] = round(args.lines / cpu)
+        print(f"parse+serialize: {args.lines} lines ({events} events) in {cpu:.1f} CPU s: "
+              f"{args.lines / cpu:,.0f} lines/s", flush=True)  # fmt: skip
+        es.start()
+        bulk_ceiling(es, [r.replace(b"ceiling-logs", b"warmup-logs") for r in records[:20000]])
+        ceiling = bulk_ceiling(es, records)
+        del records
+        figures["ceiling_lines_per_s"] = round(args.lines / ceiling)
+        print(
+            f"bulk loader ceiling: {ceiling:.1f} s, {args.lines / ceiling:,.0f} lines/s", flush=True
+        )
+        shipped, shipper_cpu = run_shipper(es, paths, work / "shipper", events)
+        figures["shipper_lines_per_s"] = round(args.lines / shipped)
+        figures["shipper_cpu_s_per_100k"] = round(shipper_cpu / args.lines * 100_000, 2)
+        figures["shipper_of_ceiling"] = round(ceiling / shipped, 3)
+        print(f"ship-logs end to end: {shipped:.1f} s, {args.lines / shipped:,.0f} lines/s "
+              f"({ceiling / shipped:.0%} of the ceiling), {shipper_cpu:.1f} CPU s "
+              f"= {figures['shipper_cpu_s_per_100k']} per 100k lines", flush=True)  # fmt: skip
+        rsyslog, rsyslog_cpu = run_rsyslog(es, paths, work / "rsyslog", args.lines)
+        figures["rsyslog_lines_per_s"] = round(args.lines / rsyslog)
+        figures["rsyslog_cpu_s_per_100k"] = round(rsyslog_cpu / args.lines * 100_000, 2)
+        per = figures["rsyslog_cpu_s_per_100k"]
+        print(
+            f"rsyslog end to end: {rsyslog:.1f} s, {args.lines / rsyslog:,.0f} lines/s, "
+            f"{rsyslog_cpu:.1f} CPU s = {per} per 100k lines",
+            flush=True,
+        )
+    except BaseException:
+        print(f"kept {work} for a look", flush=True)
+        raise
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    finally:
+        es.remove()
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Spool and registry durability, item outcomes, dead letters, retention, templates."""
+
+import json
+import struct
+import zlib
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from hubkeeper.config import ShipperElasticsearchConfig, from_dict
+from shippers.elasticsearch import (
+    Outcome,
+    backoff,
+    dead_letter,
+    dead_letter_index,
+    expired,
+    outcome,
+    templates,
+)
+from shippers.logstash import encode_window
+from shippers.store import Entry, Record, Registry, Spool
+
+
+def record(n: int, key: str = "k") -> Record:
+    doc = json.dumps({"@timestamp": "2026-11-25T10:00:00.000Z", "message": f"m{n}"}).encode()
+    return Record(key, n * 10, n * 10 + 10, "hubkeeper-logs-raw-2026.11.25", f"id{n}", "app", doc)
+
+
+def test_spool_hands_out_batches_and_deletes_what_was_acknowledged(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, cursor=(0, 0), segment_bytes=300)
+    for batch in range(4):
+        spool.append([record(batch * 3 + i).line() for i in range(3)])
+    assert len(list(tmp_path.glob("segment-*"))) == 4
+    first, after = spool.read((0, 0), max_events=5, max_bytes=1 << 20)
+    assert [r.id for r in first] == ["id0", "id1", "id2", "id3", "id4"]
+    rest, end = spool.read(after, max_events=100, max_bytes=1 << 20)
+    assert [r.id for r in rest] == [f"id{n}" for n in range(5, 12)] and end == spool.end()
+    used = spool.used()
+    spool.release(after)
+    assert spool.used() < used and len(list(tmp_path.glob("segment-*"))) == 3
+
+
+def test_spool_limit(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=500, cursor=(0, 0))
+    while not spool.full():
+        spool.append([record(1).line()])
+    assert spool.used() >= 500
+
+
+def test_a_torn_record_is_cut_off_when_the_spool_opens(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, cursor=(0, 0))
+    spool.append([record(0).line(), record(1).line()])
+    spool.close()
+    (segment,) = tmp_path.glob("segment-*")
+    with segment.open("ab") as handle:
+        handle.write(record(2).line()[:25])  # killed while writing
+    reopened = Spool(tmp_path, max_bytes=1 << 20, cursor=(0, 0))
+    assert [r.id for r in reopened.records((0, 0))] == ["id0", "id1"]
+    reopened.append([record(3).line()])
+    assert [r.id for r in reopened.records((0, 0))] == ["id0", "id1", "id3"]
+
+
+def test_spool_records_round_trip() -> None:
+    original = record(7)
+    parsed = Record.parse(original.line())
+    assert (parsed.key, parsed.start, parsed.resume, parsed.index, parsed.id, parsed.doc) == (
+        "k", 70, 80, original.index, "id7", original.doc,
+    )  # fmt: skip
+
+
+def test_registry_commits_offsets_and_cursor_together(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry.json")
+    registry.put(Entry("k", "app", "/x.log", 1, 2, 64, "fp"))
+    registry.acknowledge({"k": 120, "gone": 5}, (3, 40))
+    registry.acknowledge({"k": 100}, (3, 80))  # never backwards
+    assert registry.dirty and Registry(tmp_path / "registry.json").cursor == (0, 0)
+    assert registry.save() == (3, 80) and not registry.dirty
+    again = Registry(tmp_path / "registry.json")
+    assert again.entries["k"].acked == 120 and again.cursor == (3, 80)
+    assert [p.name for p in tmp_path.iterdir()] == ["registry.json"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (200, Outcome.INDEXED), (201, Outcome.INDEXED), (409, Outcome.DUPLICATE),
+        (429, Outcome.RETRY), (500, Outcome.RETRY), (503, Outcome.RETRY),
+        (400, Outcome.DEAD), (404, Outcome.DEAD), (413, Outcome.DEAD),
+    ],
+)  # fmt: skip
+def test_item_outcomes(status: int, expected: Outcome) -> None:
+    assert outcome(status) is expected
+
+
+def test_backoff_is_jittered_and_capped() -> None:
+    delays = [backoff(attempt, 0.5, 4.0) for attempt in range(1, 12) for _ in range(20)]
+    assert all(0 <= d <= 4.0 for d in delays)
+    assert max(backoff(1, 0.5, 4.0) for _ in range(50)) <= 0.5
+    assert len({round(d, 6) for d in delays}) > 100
+
+
+def test_dead_letters_keep_the_original_and_the_error() -> None:
+    config = ShipperElasticsearchConfig()
+    error = {
+        "type": "document_parsing_exception",
+        "reason": "failed to parse field [json.count] of type [long]",
+        "caused_by": {"type": "illegal_argument_exception", "reason": 'For input string: "many"'},
+    }
+    original = record(3)
+    index = dead_letter_index(config, original.index)
+    assert index == "hubkeeper-deadletter-2026.11.25"
+    dead = dead_letter(original, error, index)
+    doc = json.loads(dead.doc)
+    assert (dead.id, dead.index, dead.key, dead.resume) == ("id3", index, "k", 40)
+    assert doc["error.type"] == "document_parsing_exception"
+    assert doc["message"].endswith('For input string: "many"')
+    assert json.loads(doc["event.original"]) == json.loads(original.doc)
+    assert doc["labels.target_index"] == original.index and doc["@timestamp"].startswith("2026")
+
+
+def test_retention_picks_daily_indices_older_than_the_limit() -> None:
+    names = [
+        "hubkeeper-logs-jupyterhub-2026.11.01",
+        "hubkeeper-logs-nginx.access-2026.10.25",
+        "hubkeeper-logs-nginx.access-2026.10.26",
+        "hubkeeper-deadletter-2026.09.30",
+        "hubkeeper-logs-odd-2026.13.40",
+        "unrelated",
+    ]
+    assert expired(names, date(2026, 11, 25), 30) == [
+        "hubkeeper-deadletter-2026.09.30",
+        "hubkeeper-logs-nginx.access-2026.10.25",
+    ]
+    assert expired(names, date(2026, 11, 25), 0) == []
+
+
+def test_templates_cover_the_indices_and_map_ecs_fields() -> None:
+    config = ShipperElasticsearchConfig(replicas=0)
+    logs, dead = templates(config).values()
+    assert logs["index_patterns"] == ["hubkeeper-logs-*"] and dead["priority"] > logs["priority"]
+    properties = logs["template"]["mappings"]["properties"]
+    assert properties["@timestamp"] == {"type": "date"}
+    assert (
+        properties["http"]["properties"]["response"]["properties"]["status_code"]["type"] == "long"
+    )
+    assert properties["event"]["properties"]["duration"]["type"] == "long"
+    assert logs["template"]["settings"]["number_of_replicas"] == 0
+
+
+def test_shipper_config_validates(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("secret\n")
+    config = from_dict(
+        {"shipper": {"elasticsearch": {"username": "ship", "password_file": "pw"}}}, base=tmp_path
+    )
+    assert config.shipper.elasticsearch.password.reveal() == "secret"
+    assert config.shipper.sources[0].type == "docker" and config.shipper.endpoint.port == 9104
+    with pytest.raises(Exception, match="shipper.sources: expected unique source names"):
+        from_dict({"shipper": {"sources": [{"name": "a", "paths": ["x"]}] * 2}})
+    with pytest.raises(Exception, match="username: expected together with password_file"):
+        from_dict({"shipper": {"elasticsearch": {"username": "ship"}}})
+
+
+def test_lumberjack_v2_window_frames() -> None:
+    records = [record(1), record(2)]
+    plain = encode_window(records, level=0)
+    assert plain[:6] == b"2W" + struct.pack(">I", 2)
+    packed = encode_window(records, level=3)
+    assert packed[6:8] == b"2C"
+    (length,) = struct.unpack(">I", packed[8:12])
+    assert zlib.decompress(packed[12 : 12 + length]) == plain[6:] and len(packed) == 12 + length
+    frames, rest = [], plain[6:]
+    while rest:
+        assert rest[:2] == b"2J"
+        seq, size = struct.unpack(">II", rest[2:10])
+        frames.append((seq, json.loads(rest[10 : 10 + size])))
+        rest = rest[10 + size :]
+    assert [seq for seq, _ in frames] == [1, 2]
+    assert frames[1][1] == {
+        "@metadata": {"_id": "id2", "_index": "hubkeeper-logs-raw-2026.11.25"},
+        "@timestamp": "2026-11-25T10:00:00.000Z",
+        "message": "m2",
+    }
