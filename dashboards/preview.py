@@ -97,7 +97,10 @@ def parse(panel: Panel, answer: dict[str, Any]) -> Result:
     """Points or rows out of a search response."""
     if panel.chart == "search":
         return Result(panel, [], [hit["_source"] for hit in answer["hits"]["hits"]])
-    aggs = answer.get("aggregations", {})
+    aggs = answer.get("aggregations")
+    if aggs is None and panel.x is not None:  # no index matches yet: an empty panel
+        return Result(panel, [], [])
+    aggs = aggs or {}
     outer = _buckets(aggs["x"]) if panel.x is not None else [("", answer_total(answer, aggs))]
     points = []
     for x_label, bucket in outer:

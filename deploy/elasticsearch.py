@@ -30,7 +30,7 @@ from pathlib import Path
 
 import requests
 
-from deploy.stack import Stack, free_ports, wait_for
+from deploy.stack import free_ports, wait_for
 
 #: The newest 9.x ``integ-test-zip`` that resolves from Maven Central here (9.3.0 and 9.5.6
 #: did not); the Python client is pinned to the same major version.
@@ -227,6 +227,10 @@ def running_elasticsearch(progress: Callable[[str], None] = print) -> Iterator[E
         instance.remove()
 
 
+#: hubkeeper's own JSON logs in the local stack (not the shipper's: it would ship itself)
+DAEMON_LOGS = ("watcher", "export-containers", "cull")
+
+
 @contextlib.contextmanager
 def running_log_store(
     workdir: Path, progress: Callable[[str], None] = print
@@ -239,7 +243,9 @@ def running_log_store(
             "elasticsearch": {"hosts": [instance.url], "replicas": 0},
             "sources": [
                 {"name": "hub", "paths": [f"{workdir}/logs/hub-*.log"], "parser": "jupyterhub"},
-                {"name": "watcher", "paths": [f"{workdir}/logs/watcher.log"], "parser": "json"},
+                {"name": "hubkeeper", "parser": "json", "paths": [
+                    f"{workdir}/logs/{daemon}.log" for daemon in DAEMON_LOGS
+                ]},
                 {"name": "nginx-access", "paths": [f"{workdir}/nginx/logs/access.log*"],
                  "parser": "nginx_access"},
                 {"name": "nginx-error", "paths": [f"{workdir}/nginx/logs/error.log*"],
@@ -247,13 +253,6 @@ def running_log_store(
                 {"name": "containers", "type": "docker"},
             ],
         }  # fmt: skip
-
-
-def start_log_shipper(stack: Stack) -> None:
-    """``hubkeeper ship-logs`` on the stack's config, stopped with the stack."""
-    stack.progress("starting the log shipper")
-    command = ["-m", "hubkeeper.cli", "ship-logs", "--config", str(stack.config_path)]
-    stack.spawn("shipper", [sys.executable, *command])
 
 
 def main(argv: list[str]) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hub.settings import proxy_pid_file
 from hubkeeper.config import Config, load
+from hubkeeper.files import write_atomically
 
 HUB_CONFIG = Path(__file__).resolve().parent.parent / "hub" / "jupyterhub_config.py"
 
@@ -89,9 +90,7 @@ def start(config: Config, config_path: Path, name: str) -> int:
             cwd=config.jupyterhub.state_dir,
             start_new_session=True,
         )
-    temporary = pid_path(config, name).with_suffix(".tmp")
-    temporary.write_text(str(process.pid))
-    os.replace(temporary, pid_path(config, name))
+    write_atomically(pid_path(config, name), str(process.pid).encode())
     return process.pid
 
 

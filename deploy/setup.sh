@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pair in dockerd:docker.io nginx:nginx debootstrap:debootstrap npm:npm; do
+for pair in dockerd:docker.io nginx:nginx debootstrap:debootstrap npm:npm \
+    prometheus-alertmanager:prometheus-alertmanager mvn:maven runuser:util-linux openssl:openssl \
+    prometheus:prometheus docker-compose:docker-compose systemd-analyze:systemd \
+    chromium:chromium; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
@@ -15,9 +18,15 @@ if ((${#missing[@]})); then
 fi
 
 command -v configurable-http-proxy >/dev/null 2>&1 || npm install -g --silent configurable-http-proxy
+# Go builds Elastic's Lumberjack server for the log shipper's Logstash-output tests.
+if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go >/dev/null
+fi
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[hub,test]'
+# Elasticsearch for the shipper's tests and the local stack: Maven Central, cached outside the repo.
+.venv/bin/python -m deploy.elasticsearch install >/dev/null
 echo "setup: ok"

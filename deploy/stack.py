@@ -9,6 +9,7 @@ did not start (an already running Docker engine) is left alone. Logs go to
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import secrets
@@ -26,29 +27,93 @@ import docker
 import docker.errors
 import requests
 
+from alerts.render import Rendered, render
+from deploy import hubctl
 from hub.images import ALT_IMAGE, SINGLEUSER_IMAGE, ensure_images
 from hub.settings import SERVICE_SCOPES
-from hubkeeper.config import Config, HubClientConfig, HubInstance, NginxConfig, Secret, load
+from hubkeeper.config import (
+    Config,
+    HubClientConfig,
+    HubInstance,
+    NginxConfig,
+    Secret,
+    WatcherConfig,
+    load,
+)
 from hubkeeper.hubapi import HubClient
 from hubkeeper.nginx import Nginx
 
-HUB_CONFIG = Path(__file__).resolve().parent.parent / "hub" / "jupyterhub_config.py"
 DOCKERD_FLAGS = ("--bridge=none", "--iptables=false", "--ip-masq=false")
 OPERATOR_SERVICE = "hubkeeper-operator"
-PORT_NAMES = ("public", "internal", "proxy_a", "proxy_api_a", "hub_a")
+PORT_NAMES = (
+    "public",
+    "internal",
+    "proxy_a",
+    "proxy_api_a",
+    "hub_a",
+    "proxy_b",
+    "proxy_api_b",
+    "hub_b",
+    "watcher",
+    "alertmanager",
+    "prometheus",
+    "containers",
+    "culler",
+    "shipper",
+)
+#: daemon command -> its config section (endpoint, hub token) and service name
+DAEMONS = {
+    "watch-hubs": ("watcher", "hubkeeper-watcher"),
+    "export-containers": ("containers", "hubkeeper-containers"),
+    "cull": ("culler", "hubkeeper-culler"),
+    "ship-logs": ("shipper", None),
+}
 
 
 def default_ports() -> dict[str, int]:
     """The configuration model's default ports, for a stack at predictable addresses."""
-    nginx, hub = NginxConfig(), HubInstance()
+    nginx, hub, watcher = NginxConfig(), HubInstance(), WatcherConfig()
     values = (
         nginx.public_port,
         nginx.internal_port,
         hub.proxy_port,
         hub.proxy_api_port,
         hub.hub_port,
+        hub.proxy_port + 10,
+        hub.proxy_api_port + 10,
+        hub.hub_port + 10,
+        watcher.endpoint.port,
+        9093,
+        9090,
+        9102,
+        9103,
+        9104,
     )
     return dict(zip(PORT_NAMES, values, strict=True))
+
+
+def to_toml(data: dict[str, object], prefix: str = "") -> str:
+    """Enough TOML for the generated config: scalars, lists of scalars, tables, arrays of tables."""
+    scalars, tables = [], []
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            tables.append(f"\n[{path}]\n" + to_toml(value, path))
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            tables += [f"\n[[{path}]]\n" + to_toml(item, path) for item in value]
+        else:
+            scalars.append(f"{key} = {_toml_value(value)}\n")
+    return "".join(scalars) + "".join(tables)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
 def free_ports(count: int) -> list[int]:
@@ -117,11 +182,22 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 
 @dataclass
 class Stack:
-    """One hub (instance ``a``) with DockerSpawner behind NGINX, in ``workdir``."""
+    """Hub ``a`` (and optionally a cold standby ``b`` with the watcher) behind NGINX.
+
+    ``watcher`` holds ``[watcher]`` settings; when given, hub ``b`` is configured as the
+    standby and ``hubkeeper watch-hubs`` runs against both. ``prometheus`` adds Prometheus
+    and Alertmanager with the configuration ``hubkeeper alerts render`` writes from the
+    ``[alerts]`` section (short intervals; ``overrides["alerts"]`` sets receivers).
+    ``overrides`` replaces keys of any section of the generated config.
+    """
 
     workdir: Path
     hub_name: str = "lab"
     ports: dict[str, int] | None = None
+    watcher: dict[str, object] | None = None
+    prometheus: bool = False
+    daemons: tuple[str, ...] = ()
+    overrides: dict[str, dict[str, object]] = field(default_factory=dict)
     progress: Callable[[str], None] = print
     processes: list[ManagedProcess] = field(default_factory=list)
     stop_callbacks: list[Callable[[], None]] = field(default_factory=list)
@@ -133,6 +209,10 @@ class Stack:
         self.logs = self.workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.ports = self.ports or dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
+
+    @property
+    def instance_names(self) -> list[str]:
+        return ["a", "b"] if self.watcher is not None else ["a"]
 
     # -- files ------------------------------------------------------------------------
 
@@ -149,38 +229,74 @@ class Stack:
                 path.write_text(value + "\n", encoding="utf-8")
                 path.chmod(0o600)
         ports = self.ports or {}
-        text = f"""\
-# Generated by the hubkeeper local stack.
-[hub]
-url = "http://127.0.0.1:{ports["public"]}"
-token_file = "secrets/services/{OPERATOR_SERVICE}.token"
-
-[jupyterhub]
-name = "{self.hub_name}"
-state_dir = "{self.workdir}"
-database_url = "sqlite:///{self.workdir}/jupyterhub.sqlite"
-cookie_secret_file = "secrets/cookie_secret"
-proxy_token_file = "secrets/proxy_token"
-services_token_dir = "{tokens_dir}"
-hub_connect_url = "http://127.0.0.1:{ports["internal"]}"
-image = "{SINGLEUSER_IMAGE}"
-allowed_images = ["{SINGLEUSER_IMAGE}", "{ALT_IMAGE}"]
-mem_limit = "512M"
-cpu_limit = 1.0
-
-[[jupyterhub.instances]]
-name = "a"
-proxy_port = {ports["proxy_a"]}
-proxy_api_port = {ports["proxy_api_a"]}
-hub_port = {ports["hub_a"]}
-
-[nginx]
-prefix = "{self.workdir}/nginx"
-public_port = {ports["public"]}
-internal_port = {ports["internal"]}
-"""
+        hubctl_command = [sys.executable, "-m", "deploy.hubctl"]
+        data: dict[str, object] = {
+            "hub": {
+                "url": f"http://127.0.0.1:{ports['public']}",
+                "token_file": f"secrets/services/{OPERATOR_SERVICE}.token",
+            },
+            "jupyterhub": {
+                "name": self.hub_name,
+                "state_dir": str(self.workdir),
+                "database_url": f"sqlite:///{self.workdir}/jupyterhub.sqlite",
+                "cookie_secret_file": "secrets/cookie_secret",
+                "proxy_token_file": "secrets/proxy_token",
+                "services_token_dir": str(tokens_dir),
+                "hub_connect_url": f"http://127.0.0.1:{ports['internal']}",
+                "image": SINGLEUSER_IMAGE,
+                "allowed_images": [SINGLEUSER_IMAGE, ALT_IMAGE],
+                "mem_limit": "512M",
+                "cpu_limit": 1.0,
+                "instances": [
+                    {
+                        "name": name,
+                        "proxy_port": ports[f"proxy_{name}"],
+                        "proxy_api_port": ports[f"proxy_api_{name}"],
+                        "hub_port": ports[f"hub_{name}"],
+                        "start_command": [*hubctl_command, "start", name],
+                        "stop_command": [*hubctl_command, "stop", name],
+                    }
+                    for name in self.instance_names
+                ],
+            },
+            "nginx": {
+                "prefix": f"{self.workdir}/nginx",
+                "public_port": ports["public"],
+                "internal_port": ports["internal"],
+            },
+        }
+        if self.watcher is not None:
+            data["watcher"] = {
+                "hub_token_file": "secrets/services/hubkeeper-watcher.token",
+                "state_file": f"{self.workdir}/watcher-state.json",
+                "endpoint": {"port": ports["watcher"]},
+                "alertmanager_urls": [self.alertmanager_url],
+                **self.watcher,
+            }
+        for command in self.daemons:
+            section, service = DAEMONS[command]
+            daemon_data: dict[str, object] = {"endpoint": {"port": ports[section]}}
+            if service is not None:
+                daemon_data["hub_token_file"] = f"secrets/services/{service}.token"
+            data[section] = {**daemon_data, **data.get(section, {})}  # type: ignore[dict-item]
+        if self.prometheus:
+            # Prometheus sends to the watcher's Alertmanager peers: one list for both
+            data.setdefault("watcher", {"alertmanager_urls": [self.alertmanager_url]})
+            data["alerts"] = {
+                "prometheus_url": self.prometheus_url,
+                "scrape_interval": 1.0,
+                "scrape_timeout": 1.0,
+                "evaluation_interval": 1.0,
+                "group_wait": 3.0,  # > scrape + evaluation interval: inhibition in time
+                "group_interval": 2.0,
+                "daemons": ["watcher"] if self.watcher is not None else [],
+            }
+        for section, values in self.overrides.items():
+            data[section] = {**data.get(section, {}), **values}  # type: ignore[dict-item]
         self.config_path = self.workdir / "hubkeeper.toml"
-        self.config_path.write_text(text, encoding="utf-8")
+        self.config_path.write_text(
+            "# Generated by the hubkeeper local stack.\n" + to_toml(data), encoding="utf-8"
+        )
         self.config = load(self.config_path)
         return self.config_path
 
@@ -228,19 +344,104 @@ internal_port = {ports["internal"]}
             return None
         return client
 
-    def start_hub(self, instance: str) -> ManagedProcess:
+    def start_hub(self, instance: str) -> int:
+        """Start a hub instance the way the watcher does (``deploy.hubctl``); wait for it."""
+        pid = hubctl.start(self.config, self.config_path, instance)
         hub = self.config.jupyterhub.instance(instance)
-        env = {"HUBKEEPER_CONFIG": str(self.config_path), "HUBKEEPER_HUB_INSTANCE": instance}
-        process = self.spawn(
-            f"hub-{instance}",
-            [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],
-            env,
-        )
         url = f"http://127.0.0.1:{hub.proxy_port}/hub/health"
-        wait_for(lambda: http_ok(url) or not process.running(), 90, f"hub {instance}")
-        if not process.running():
+
+        def alive() -> bool:
+            return hubctl.launched_pid(self.config, instance) == pid
+
+        wait_for(lambda: http_ok(url) or not alive(), 90, f"hub {instance}")
+        if not alive():
             raise RuntimeError(f"hub {instance} exited; see {self.logs}/hub-{instance}.log")
+        return pid
+
+    @property
+    def alertmanager_url(self) -> str:
+        return f"http://127.0.0.1:{(self.ports or {})['alertmanager']}"
+
+    def start_alertmanager(self) -> ManagedProcess:
+        """Alertmanager on 127.0.0.1 with clustering off (it would bind every interface)."""
+        folder = self.workdir / "alertmanager"
+        folder.mkdir(exist_ok=True)
+        config_file = folder / "alertmanager.yml"
+        if self.prometheus:
+            config_file = self.render_alerts().alertmanager
+        else:
+            config_file.write_text(
+                "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n", encoding="utf-8"
+            )
+        process = self.spawn(
+            "alertmanager",
+            [
+                "prometheus-alertmanager",
+                f"--config.file={config_file}",
+                f"--storage.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{(self.ports or {})['alertmanager']}",
+                "--cluster.listen-address=",
+            ],
+        )
+        ready = f"{self.alertmanager_url}/-/ready"
+        wait_for(lambda: http_ok(ready) or not process.running(), 30, "Alertmanager")
+        if not process.running():
+            raise RuntimeError(f"Alertmanager exited; see {self.logs}/alertmanager.log")
         return process
+
+    def render_alerts(self) -> Rendered:
+        """Prometheus and Alertmanager configs from ``[alerts]``, in ``<workdir>/alerts``."""
+        rendered = render(self.config, self.config_path, self.workdir / "alerts")
+        for warning in rendered.warnings:
+            self.progress(f"alerts: {warning}")
+        return rendered
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{(self.ports or {})['prometheus']}"
+
+    def start_prometheus(self) -> ManagedProcess:
+        """Prometheus on 127.0.0.1 with the generated config and its own data folder."""
+        process = self.spawn(
+            "prometheus",
+            [
+                "prometheus",
+                f"--config.file={self.render_alerts().prometheus}",
+                f"--storage.tsdb.path={self.workdir / 'prometheus'}",
+                f"--web.listen-address=127.0.0.1:{(self.ports or {})['prometheus']}",
+                "--storage.tsdb.retention.time=1d",
+                # re-send firing alerts every second: the first ones are dropped while no
+                # Alertmanager has been discovered yet, and would wait a minute otherwise
+                "--rules.alert.resend-delay=1s",
+            ],
+        )
+        ready = f"{self.prometheus_url}/-/ready"
+        wait_for(lambda: http_ok(ready) or not process.running(), 30, "Prometheus")
+        if not process.running():
+            raise RuntimeError(f"Prometheus exited; see {self.logs}/prometheus.log")
+        return process
+
+    def firing_alerts(self) -> list[dict]:
+        """Alerts Alertmanager holds now (active, not silenced or inhibited)."""
+        response = requests.get(f"{self.alertmanager_url}/api/v2/alerts", timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def start_daemon(self, command: str) -> ManagedProcess:
+        """``hubkeeper COMMAND`` on the stack's config, ready once its /healthz answers."""
+        section, _ = DAEMONS[command]
+        name = "watcher" if command == "watch-hubs" else command
+        argv = [sys.executable, "-m", "hubkeeper.cli", command, "--config", str(self.config_path)]
+        process = self.spawn(name, argv)
+        endpoint = getattr(self.config, section).endpoint
+        healthz = f"http://127.0.0.1:{endpoint.port}/healthz"
+        wait_for(lambda: http_ok(healthz) or not process.running(), 60, command)
+        if not process.running():
+            raise RuntimeError(f"{command} exited; see {self.logs}/{name}.log")
+        return process
+
+    def start_watcher(self) -> ManagedProcess:
+        return self.start_daemon("watch-hubs")
 
     def start_nginx(self, active: str) -> Nginx:
         nginx = Nginx(self.config.nginx, Path(self.config.nginx.prefix))
@@ -255,15 +456,34 @@ internal_port = {ports["internal"]}
         self.docker = self.ensure_docker()
         ensure_images(self.docker, self.progress)
         self.progress("starting hub a")
-        self.hub_process = self.start_hub("a")
+        self.start_hub("a")
         self.progress("starting NGINX")
         self.nginx = self.start_nginx("a")
+        if self.watcher is not None or self.prometheus:
+            self.progress("starting Alertmanager")
+            self.start_alertmanager()
+        if self.watcher is not None:
+            self.progress("starting the hub watcher (hub b is the cold standby)")
+            self.watcher_process = self.start_watcher()
+        if self.prometheus:
+            self.progress("starting Prometheus")
+            self.start_prometheus()
+        for command in self.daemons:
+            self.progress(f"starting hubkeeper {command}")
+            self.start_daemon(command)
         return self
 
     def down(self) -> None:
-        """Stop user containers of this hub, then everything started here, newest first."""
+        """Stop the watcher first (it would fail over), then user containers, every hub
+        instance (the watcher may have started any), and the rest, newest first."""
+        watchers = [p for p in self.processes if p.name == "watcher"]
+        for process in watchers:
+            process.stop()
         if hasattr(self, "docker"):
             self._remove_user_containers()
+        if hasattr(self, "config"):
+            for name in self.instance_names:
+                hubctl.stop(self.config, name, grace=10)
         for callback in reversed(self.stop_callbacks):
             callback()
         for process in reversed(self.processes):
@@ -287,22 +507,47 @@ internal_port = {ports["internal"]}
     def public_url(self) -> str:
         return self.config.hub.url
 
+    def _describe_extras(self) -> str:
+        lines = []
+        if self.prometheus:
+            lines.append(f"  Prometheus            {self.prometheus_url}")
+        for command in self.daemons:
+            endpoint = getattr(self.config, DAEMONS[command][0]).endpoint
+            url = f"http://127.0.0.1:{endpoint.port}"
+            lines.append(f"  {command:<21} {url}/metrics  {url}{PRTG_SENSORS[command]}")
+        hosts = self.config.shipper.elasticsearch.hosts if "ship-logs" in self.daemons else []
+        lines += [f"  Elasticsearch         {host}" for host in hosts]
+        return "".join(f"\n{line}" for line in lines)
+
     def describe(self) -> str:
         token_file = (
             Path(self.config.jupyterhub.services_token_dir or "") / "hubkeeper-operator.token"
         )
+        watcher = f"http://127.0.0.1:{self.config.watcher.endpoint.port}"
+        hubkeeper = f"{sys.executable} -m hubkeeper.cli"
         return f"""
 hubkeeper local stack is up (state and logs in {self.workdir})
   hub through NGINX     {self.public_url}/hub/  (any user name; dummy authenticator)
   hub API (internal)    {self.config.jupyterhub.hub_connect_url}/hub/api
+  hub watcher           {watcher}/metrics  {watcher}/status  {watcher}/prtg/hubs
+  Alertmanager          {self.alertmanager_url}{self._describe_extras()}
   config                {self.config_path}
 Try this:
   TOKEN=$(cat {token_file})
   curl -H "Authorization: token $TOKEN" -X POST {self.public_url}/hub/api/users/alice
   curl -H "Authorization: token $TOKEN" -X POST {self.public_url}/hub/api/users/alice/server
   docker ps --filter label={self.config.labels.user}=alice
+  kill -9 $(cat {self.workdir}/hub-a.launched.pid)   # hub a dies; b takes over
+  {hubkeeper} status --config {self.config_path}
 Ctrl-C stops everything.
 """
+
+
+PRTG_SENSORS = {
+    "export-containers": "/prtg/overview  (and /prtg/servers/<user>)",
+    "cull": "/prtg/culler",
+    "ship-logs": "/prtg/shipper",
+}
 
 
 def _stop_pid(pid: int, timeout: float = 10.0) -> None:
@@ -320,9 +565,22 @@ def running_stack(
     workdir: Path,
     hub_name: str = "lab",
     ports: dict[str, int] | None = None,
+    watcher: dict[str, object] | None = None,
+    overrides: dict[str, dict[str, object]] | None = None,
     progress: Callable[[str], None] = print,
+    prometheus: bool = False,
+    daemons: tuple[str, ...] = (),
 ) -> Iterator[Stack]:
-    stack = Stack(workdir, hub_name=hub_name, ports=ports, progress=progress)
+    stack = Stack(
+        workdir,
+        hub_name=hub_name,
+        ports=ports,
+        watcher=watcher,
+        prometheus=prometheus,
+        daemons=daemons,
+        overrides=overrides or {},
+        progress=progress,
+    )
     try:
         yield stack.up()
     finally:

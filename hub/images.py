@@ -1,4 +1,4 @@
-"""Build the user-server images offline, cached by a hash of their recipe.
+"""Build the service's images offline (user servers, hubkeeper), cached by recipe hash.
 
 No registry is reachable: the base image is a debootstrap root file system imported into
 Docker, and Python packages are wheels downloaded on the host and copied in.
@@ -161,3 +161,70 @@ def ensure_user_images(client: docker.DockerClient, progress: Progress) -> list[
 def ensure_images(client: docker.DockerClient, progress: Progress = print) -> list[str]:
     ensure_base(client, progress)
     return ensure_user_images(client, progress)
+
+
+HUBKEEPER_IMAGE = "hubkeeper/hubkeeper:latest"
+PROJECT = Path(__file__).resolve().parent.parent
+PROJECT_SOURCES = (
+    "pyproject.toml",
+    "hubkeeper",
+    "watchers",
+    "shippers",
+    "dashboards",
+    "alerts",
+    "hub",
+    "deploy",
+)
+
+
+def source_hash() -> str:
+    """A hash of everything that goes into the hubkeeper wheel."""
+    parts = []
+    for name in PROJECT_SOURCES:
+        root = PROJECT / name
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            if "__pycache__" not in path.parts:
+                parts += [str(path.relative_to(PROJECT)), path.read_bytes().hex()]
+    return recipe_hash(*parts)
+
+
+def ensure_hubkeeper_image(client: docker.DockerClient, progress: Progress = print) -> str:
+    """hubkeeper's own image: the project's wheel and its dependencies on the base image."""
+    ensure_base(client, progress)
+    dockerfile = PROJECT / "deploy" / "images" / "hubkeeper.Dockerfile"
+    wanted = recipe_hash(
+        dockerfile.read_text(encoding="utf-8"), client.images.get(BASE_IMAGE).id, source_hash()
+    )
+    if _current(client, HUBKEEPER_IMAGE, wanted):
+        return HUBKEEPER_IMAGE
+    progress(f"building {HUBKEEPER_IMAGE}")
+    with tempfile.TemporaryDirectory(prefix="hubkeeper-image-") as tmp:
+        context = Path(tmp)
+        shutil.copy(dockerfile, context / "Dockerfile")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "-w",
+                str(context / "wheels"),
+                str(PROJECT),
+            ],
+            check=True,
+        )
+        requirements = importlib.metadata.requires("hubkeeper") or []
+        download_wheels(context / "wheels", [r for r in requirements if "extra ==" not in r])
+        client.images.build(
+            path=str(context),
+            tag=HUBKEEPER_IMAGE,
+            labels={RECIPE_LABEL: wanted},
+            rm=True,
+            forcerm=True,
+            network_mode="host",
+        )
+    return HUBKEEPER_IMAGE

@@ -8,10 +8,12 @@ follows the active hub, so servers started by one instance keep working under th
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from hubkeeper.config import Config
+from hubkeeper.config import Config, CullerConfig
 
 #: Least-privilege scopes per hubkeeper service. A service is registered only when its
 #: token file ``<services_token_dir>/<name>.token`` exists.
@@ -23,18 +25,47 @@ SERVICE_SCOPES: dict[str, list[str]] = {
         "read:users:activity",
         "read:servers",
         "delete:servers",
-        "users:activity",
     ],
     "hubkeeper-prometheus": ["read:metrics"],
-    # The local stack's and the tests' own identity: manages users and reaches their servers.
+    # The local stack's and the tests' own identity: manages users and groups, reaches servers.
     "hubkeeper-operator": [
         "admin:users",
         "admin:servers",
         "list:users",
         "read:metrics",
         "access:servers",
+        "admin:groups",
     ],
 }
+
+
+def proxy_pid_file(state_dir: str | Path, instance_name: str) -> Path:
+    """Where an instance's configurable-http-proxy (its own session) records its PID."""
+    return Path(state_dir) / f"proxy-{instance_name}.pid"
+
+
+def culler_scopes(culler: CullerConfig) -> list[str]:
+    """Scopes the culler needs beyond its base ones, for what its [culler] section enables."""
+    extra = []
+    if culler.report_activity:
+        extra.append("users:activity")
+    if culler.exempt_groups or any(rule.group for rule in culler.rules):
+        extra.append("read:users:groups")
+    if culler.cull_users:
+        # "created" dates a user who was never active, and gives a user's age
+        extra += ["delete:users", "read:users"]
+    return extra
+
+
+def _managed(name: str, config: Config) -> dict[str, Any]:
+    """A hub-managed service's command, for the culler when ``[culler] managed_service``."""
+    if name != "hubkeeper-culler" or not config.culler.managed_service:
+        return {}
+    config_path = str(Path(os.environ.get("HUBKEEPER_CONFIG", "hubkeeper.toml")).resolve())
+    return {
+        "command": [sys.executable, "-m", "hubkeeper.cli", "cull", "--config", config_path],
+        "environment": {"HUBKEEPER_CONFIG": config_path},
+    }
 
 
 def service_tokens(token_dir: str | None) -> dict[str, str]:
@@ -60,7 +91,7 @@ def apply(c: Any, config: Config, instance_name: str) -> None:
     # (JupyterHub.hub_connect_url would change it too) must stay on this instance.
     c.Spawner.hub_connect_url = hub.hub_connect_url
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{instance.proxy_api_port}"
-    c.ConfigurableHTTPProxy.pid_file = str(state_dir / f"proxy-{instance.name}.pid")
+    c.ConfigurableHTTPProxy.pid_file = str(proxy_pid_file(state_dir, instance.name))
     if hub.proxy_token is not None:
         c.ConfigurableHTTPProxy.auth_token = hub.proxy_token.reveal()
 
@@ -72,6 +103,7 @@ def apply(c: Any, config: Config, instance_name: str) -> None:
     c.JupyterHub.cleanup_servers = False
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = hub.named_server_limit
+    c.JupyterHub.last_activity_interval = hub.last_activity_interval
 
     c.JupyterHub.authenticator_class = "dummy"
     c.Authenticator.allow_all = True
@@ -101,8 +133,23 @@ def apply(c: Any, config: Config, instance_name: str) -> None:
     }
 
     tokens = service_tokens(hub.services_token_dir)
-    c.JupyterHub.services = [{"name": name, "api_token": token} for name, token in tokens.items()]
-    c.JupyterHub.load_roles = [
-        {"name": f"{name}-role", "scopes": SERVICE_SCOPES[name], "services": [name]}
-        for name in tokens
+    scopes = {name: list(SERVICE_SCOPES[name]) for name in tokens}
+    roles: list[dict[str, Any]] = []
+    canary = config.watcher.canary_user
+    if config.watcher.canary_interval > 0 and "hubkeeper-watcher" in scopes:
+        # the watcher may spawn, read and reach the canary user's server, and no other
+        scopes["hubkeeper-watcher"] += [
+            f"servers!user={canary}",
+            f"read:users!user={canary}",
+            f"access:servers!user={canary}",
+        ]
+        roles.append({"name": "hubkeeper-canary", "scopes": ["self"], "users": [canary]})
+    if "hubkeeper-culler" in scopes:
+        scopes["hubkeeper-culler"] += culler_scopes(config.culler)
+    c.JupyterHub.services = [
+        {"name": name, "api_token": token, **_managed(name, config)}
+        for name, token in tokens.items()
+    ]
+    c.JupyterHub.load_roles = roles + [
+        {"name": f"{name}-role", "scopes": scopes[name], "services": [name]} for name in tokens
     ]

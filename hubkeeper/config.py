@@ -19,6 +19,7 @@ import re
 import tomllib
 import types
 import typing
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,12 @@ def _is_byte_size(value: str) -> bool:
 
 def byte_size(default: str) -> Any:
     return setting(default, 'a size such as "512M" or "2G"', _is_byte_size)
+
+
+def parse_byte_size(value: str) -> int:
+    """``"512M"`` -> 536870912 (binary multiples, as Docker reads memory limits)."""
+    scale = 1024 ** ("KMGT".index(value[-1]) + 1) if value[-1] in "KMGT" else 1
+    return int(float(value.rstrip("KMGT")) * scale)
 
 
 def secret_file(description: str) -> Any:
@@ -154,9 +161,13 @@ class HubInstance:
     """One JupyterHub process (with its configurable-http-proxy) of the active/standby pair."""
 
     name: str = setting("a", "a short name of letters, digits and dashes", lambda v: _is_name(v))
+    host: str = "127.0.0.1"
     proxy_port: int = port(8001)
     proxy_api_port: int = port(8002)
     hub_port: int = port(8003)
+    #: argv run by the watcher to start / fence this instance (no shell; must be idempotent)
+    start_command: list[str] = setting([])
+    stop_command: list[str] = setting([])
 
 
 @dataclass(frozen=True)
@@ -191,6 +202,7 @@ class JupyterHubConfig:
     named_server_limit: int = setting(
         5, "a number of named servers per user >= 0", lambda v: v >= 0
     )
+    last_activity_interval: int = setting(300, "a whole number of seconds >= 1", lambda v: v >= 1)
 
     def instance(self, name: str) -> HubInstance:
         for candidate in self.instances:
@@ -209,6 +221,346 @@ class NginxConfig:
     listen: str = "127.0.0.1"
     public_port: int = port(8000)
     internal_port: int = port(8081)
+    template: str | None = setting(None, "a path to an NGINX config template ({{placeholders}})")
+
+
+@dataclass(frozen=True)
+class WatcherConfig:
+    """The hub watcher: deep probes, rise/fall, failover limits, NGINX switch, alerts."""
+
+    endpoint: EndpointConfig = field(default_factory=lambda: EndpointConfig(port=9101))
+    hub_token_file: str | None = secret_file("the hubkeeper-watcher service token")
+    hub_token: Secret | None = None
+    interval: float = positive_seconds(1.0)
+    probe_timeout: float = positive_seconds(0.8)
+    rise: int = setting(2, "a number of probes >= 1", lambda v: v >= 1)
+    fall: int = setting(3, "a number of probes >= 1", lambda v: v >= 1)
+    startup_grace: float = setting(5.0, "a number of seconds >= 0", lambda v: v >= 0)
+    hold_time: float = setting(300.0, "a number of seconds >= 0", lambda v: v >= 0)
+    max_failovers_per_hour: int = setting(3, "a number of failovers >= 1", lambda v: v >= 1)
+    fence_timeout: float = positive_seconds(10.0)
+    start_timeout: float = positive_seconds(60.0)
+    confirm_timeout: float = positive_seconds(5.0)
+    standby_retry_after: float = positive_seconds(600.0)
+    state_file: str = "watcher-state.json"
+    alertmanager_urls: list[str] = setting(
+        [], "a list of Alertmanager base URLs", lambda v: all(_is_url(u) for u in v)
+    )
+    alert_resend_interval: float = positive_seconds(60.0)
+    canary_interval: float = setting(
+        0.0, "a number of seconds between spawn canaries (0: off)", lambda v: v >= 0
+    )
+    canary_user: str = "hubkeeper-canary"
+    canary_timeout: float = positive_seconds(120.0)
+
+
+def _percent(default: float) -> Any:
+    return setting(default, "a percentage between 0 and 100", lambda v: 0 <= v <= 100)
+
+
+@dataclass(frozen=True)
+class ContainersConfig:
+    """The container metrics exporter, ``hubkeeper export-containers`` (label names: [labels])."""
+
+    endpoint: EndpointConfig = field(default_factory=lambda: EndpointConfig(port=9102))
+    hub_token_file: str | None = secret_file("the hubkeeper-containers service token")
+    hub_token: Secret | None = None
+    docker_url: str | None = setting(
+        None, "a Docker engine URL (unix://, tcp://)", lambda v: "://" in v
+    )
+    source: Literal["auto", "cgroup", "api"] = "auto"
+    cgroup_root: str = "/sys/fs/cgroup"
+    proc_root: str = "/proc"
+    cache_seconds: float = setting(1.0, "a number of seconds >= 0", lambda v: v >= 0)
+    resync_seconds: float = positive_seconds(30.0)
+    docker_timeout: float = positive_seconds(10.0)
+    stats_concurrency: int = setting(
+        32, "a number of concurrent stats calls (1-256)", lambda v: 1 <= v <= 256
+    )
+    reconcile: Literal["full", "orphans", "off"] = "full"
+    reconcile_seconds: float = positive_seconds(30.0)
+    orphan_grace: float = setting(60.0, "a number of seconds >= 0", lambda v: v >= 0)
+    prtg_top: int = setting(5, "a number of top users (0-20)", lambda v: 0 <= v <= 20)
+    prtg_memory_warning: float = _percent(80.0)
+    prtg_memory_error: float = _percent(95.0)
+    prtg_cpu_warning: float = _percent(90.0)
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        if self.prtg_memory_warning > self.prtg_memory_error:
+            return [("prtg_memory_warning", "expected at most prtg_memory_error")]
+        return []
+
+
+@dataclass(frozen=True)
+class CullerRule:
+    """Idle timeout and/or max age for the servers of a group's members, or of an image."""
+
+    group: str | None = None
+    image: str | None = None
+    timeout: float | None = setting(None, "a number of seconds > 0", lambda v: v > 0)
+    max_age: float | None = setting(
+        None, "a number of seconds >= 0 (0: no limit)", lambda v: v >= 0
+    )
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        if (self.group is None) == (self.image is None):
+            return [("group", "expected exactly one of group and image")]
+        if self.timeout is None and self.max_age is None:
+            return [("timeout", "expected timeout or max_age (or both)")]
+        return []
+
+
+@dataclass(frozen=True)
+class CullerConfig:
+    """The idle culler, ``hubkeeper cull``; Docker access comes from [containers]."""
+
+    endpoint: EndpointConfig = field(default_factory=lambda: EndpointConfig(port=9103))
+    hub_token_file: str | None = secret_file("the hubkeeper-culler service token")
+    hub_token: Secret | None = None
+    managed_service: bool = False
+    dry_run: bool = False
+    # jupyterhub-idle-culler's options, same names and meanings
+    timeout: float = positive_seconds(600.0)
+    cull_every: float | None = setting(None, "a number of seconds > 0", lambda v: v > 0)
+    max_age: float = setting(0.0, "a number of seconds >= 0 (0: no limit)", lambda v: v >= 0)
+    cull_users: bool = False
+    cull_admin_users: bool = True
+    cull_default_servers: bool = True
+    cull_named_servers: bool = True
+    remove_named_servers: bool = False
+    concurrency: int = setting(10, "a number of users at once (1-256)", lambda v: 1 <= v <= 256)
+    # hubkeeper's own
+    exempt_users: list[str] = setting([])
+    exempt_groups: list[str] = setting([])
+    exempt_images: list[str] = setting([])
+    rules: list[CullerRule] = setting([], "a list of tables with group or image")
+    busy_cpu_percent: float = setting(
+        10.0, "a percentage of one CPU >= 0 (0: no busy protection)", lambda v: v >= 0
+    )
+    busy_window: float = positive_seconds(600.0)
+    busy_min_span: float = positive_seconds(5.0)
+    busy_unknown: Literal["keep", "cull"] = "keep"
+    sample_every: float = positive_seconds(30.0)
+    report_activity: bool = False
+    pending_timeout: float = positive_seconds(300.0)
+    stop_stuck: bool = False
+    orphans: Literal["off", "report", "remove"] = "report"
+    orphan_grace: float = setting(600.0, "a number of seconds >= 0", lambda v: v >= 0)
+    state_file: str = "culler-state.json"
+
+    @property
+    def interval(self) -> float:
+        """Seconds between cycles: ``cull_every``, else half the timeout (as the idle culler)."""
+        return self.cull_every if self.cull_every is not None else self.timeout / 2
+
+
+_PARSER_NAMES = Literal["auto", "jupyterhub", "chp", "nginx_access", "nginx_error", "json", "raw"]
+
+
+@dataclass(frozen=True)
+class ShipperSource:
+    """One log source: files by glob (``file``) or user servers' container logs (``docker``)."""
+
+    name: str = setting("", "a short name of letters, digits and dashes", lambda v: _is_name(v))
+    type: Literal["file", "docker"] = "file"
+    paths: list[str] = setting([], "a list of glob patterns")
+    exclude: list[str] = setting(["*.gz", "*.bz2", "*.xz", "*.zip"], "a list of glob patterns")
+    parser: _PARSER_NAMES = "auto"
+    dataset: str | None = setting(
+        None, "lower-case letters, digits, dots and dashes", lambda v: _is_dataset(v)
+    )
+    service: str | None = None
+    timezone: str = setting("local", '"local", "UTC" or an IANA zone', lambda v: _is_zone(v))
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        if not self.name:
+            return [("name", "expected a name for every source")]
+        if self.type == "file" and not self.paths:
+            return [("paths", "expected at least one glob for a file source")]
+        return []
+
+
+@dataclass(frozen=True)
+class ShipperElasticsearchConfig:
+    """Where the shipper indexes: nodes, credentials, index names, retention."""
+
+    hosts: list[str] = setting(
+        ["http://127.0.0.1:9200"],
+        "a non-empty list of http(s) URLs",
+        lambda v: len(v) > 0 and all(_is_url(u) for u in v),
+    )
+    api_key_file: str | None = secret_file("an Elasticsearch API key (base64 id:key)")
+    api_key: Secret | None = None
+    username: str | None = None
+    password_file: str | None = secret_file("the Elasticsearch user's password")
+    password: Secret | None = None
+    ca_file: str | None = None
+    index_prefix: str = setting(
+        "hubkeeper-logs", "lower-case letters, digits and dashes", lambda v: _is_dataset(v)
+    )
+    dead_letter_index: str = setting(
+        "hubkeeper-deadletter", "lower-case letters, digits and dashes", lambda v: _is_dataset(v)
+    )
+    retention_days: int = setting(
+        30, "a number of days >= 0 (0 keeps everything)", lambda v: v >= 0
+    )
+    shards: int = setting(1, "a number of shards >= 1", lambda v: v >= 1)
+    replicas: int = setting(1, "a number of replicas >= 0", lambda v: v >= 0)
+    timeout: float = positive_seconds(30.0)
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        if (self.username is None) != (self.password is None):
+            return [("username", "expected together with password_file")]
+        return []
+
+
+@dataclass(frozen=True)
+class ShipperLogstashConfig:
+    """Logstash (or any Beats receiver) over the Lumberjack v2 protocol."""
+
+    hosts: list[str] = setting(
+        ["127.0.0.1:5044"],
+        "a non-empty list of host:port",
+        lambda v: len(v) > 0 and all(re.fullmatch(r"[^\s:]+:\d{1,5}", h) for h in v),
+    )
+    tls: bool = False
+    ca_file: str | None = None
+    window_size: int = setting(1024, "a number of events (1-65536)", lambda v: 1 <= v <= 65536)
+    compression_level: int = setting(3, "a zlib level (0-9, 0: none)", lambda v: 0 <= v <= 9)
+    timeout: float = positive_seconds(30.0)
+
+
+@dataclass(frozen=True)
+class ShipperConfig:
+    """The log shipper, ``hubkeeper ship-logs``: sources, spool, batching, outputs."""
+
+    endpoint: EndpointConfig = field(default_factory=lambda: EndpointConfig(port=9104))
+    output: Literal["elasticsearch", "logstash"] = "elasticsearch"
+    state_dir: str = "shipper-state"
+    sources: list[ShipperSource] = setting(
+        [ShipperSource(name="containers", type="docker")], "a list of sources"
+    )
+    host_name: str | None = None
+    spool_max_bytes: str = byte_size("1G")
+    batch_max_events: int = setting(
+        1000, "a number of events (1-100000)", lambda v: 1 <= v <= 100000
+    )
+    batch_max_bytes: str = setting(
+        "5M",
+        'a size between "64K" and "50M"',
+        lambda v: _is_byte_size(v) and 65536 <= parse_byte_size(v) <= 50 * 1024**2,
+    )
+    batch_max_wait: float = positive_seconds(1.0)
+    max_event_bytes: str = byte_size("1M")
+    fingerprint_bytes: int = setting(
+        1024, "a number of bytes (64-65536)", lambda v: 64 <= v <= 65536
+    )
+    poll_interval: float = positive_seconds(0.25)
+    scan_interval: float = positive_seconds(2.0)
+    multiline_timeout: float = positive_seconds(1.0)
+    close_inactive: float = positive_seconds(300.0)
+    retry_backoff: float = positive_seconds(0.5)
+    retry_backoff_max: float = positive_seconds(30.0)
+    elasticsearch: ShipperElasticsearchConfig = field(default_factory=ShipperElasticsearchConfig)
+    logstash: ShipperLogstashConfig = field(default_factory=ShipperLogstashConfig)
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        names = [source.name for source in self.sources]
+        if len(set(names)) != len(names):
+            return [("sources", f"expected unique source names, got {names}")]
+        return []
+
+
+@dataclass(frozen=True)
+class AlertDestination:
+    """Where one kind of notification goes: any of e-mail, PagerDuty, a chat or a plain webhook."""
+
+    email_to: list[str] = setting(
+        [], "a list of e-mail addresses", lambda v: all(map(_is_email, v))
+    )
+    pagerduty_routing_key_file: str | None = secret_file("a PagerDuty Events v2 routing key")
+    pagerduty_routing_key: Secret | None = None
+    pagerduty_url: str = setting(
+        "https://events.pagerduty.com/v2/enqueue", "an http(s) URL", lambda v: _is_url(v)
+    )
+    slack_api_url_file: str | None = secret_file("a Slack-compatible incoming-webhook URL")
+    slack_api_url: Secret | None = None
+    slack_channel: str | None = None
+    webhook_url: str | None = setting(None, "an http(s) URL", lambda v: _is_url(v))
+    webhook_token_file: str | None = secret_file("a bearer token the webhook expects")
+    webhook_token: Secret | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(
+            self.email_to or self.pagerduty_routing_key or self.slack_api_url or self.webhook_url
+        )
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """The mail server Alertmanager sends e-mail through."""
+
+    smarthost: str = setting("127.0.0.1:25", "host:port", lambda v: _is_host_port(v))
+    sender: str = setting("hubkeeper@localhost", "an e-mail address", lambda v: _is_email(v))
+    hello: str = "localhost"
+    username: str | None = None
+    password_file: str | None = secret_file("the SMTP password")
+    password: Secret | None = None
+    require_tls: bool = True
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        if (self.username is None) != (self.password is None):
+            return [("username", "expected together with password_file")]
+        return []
+
+
+@dataclass(frozen=True)
+class AlertTeam:
+    """Alerts labelled ``team=<name>``: own destinations; empty ones fall back to the defaults."""
+
+    name: str = setting("", "a short name of letters, digits and dashes", lambda v: _is_name(v))
+    pager: AlertDestination = field(default_factory=AlertDestination)
+    warnings: AlertDestination = field(default_factory=AlertDestination)
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """Prometheus scrape targets and rules, Alertmanager routing (``hubkeeper alerts render``)."""
+
+    runbook_base_url: str = setting("alerts/runbooks", "a URL or path", lambda v: bool(v.strip()))
+    prometheus_url: str = setting("http://127.0.0.1:9090", "an http(s) URL", lambda v: _is_url(v))
+    prometheus_token_file: str | None = secret_file("the hubkeeper-prometheus service token")
+    prometheus_token: Secret | None = None
+    scrape_interval: float = positive_seconds(15.0)
+    scrape_timeout: float = positive_seconds(10.0)
+    evaluation_interval: float = positive_seconds(15.0)
+    #: daemons to scrape; absent: every section with an endpoint
+    daemons: list[str] | None = setting(
+        None, "a list of daemon sections with an endpoint", lambda v: set(v) <= daemon_sections()
+    )
+    container_nodes: list[str] = setting(
+        [], "a list of host:port", lambda v: all(map(_is_host_port, v))
+    )
+    group_wait: float = positive_seconds(30.0)
+    group_interval: float = positive_seconds(300.0)
+    repeat_interval: float = positive_seconds(14400.0)
+    resolve_timeout: float = positive_seconds(300.0)
+    watchdog_url: str | None = setting(None, "an http(s) URL", lambda v: _is_url(v))
+    watchdog_interval: float = positive_seconds(60.0)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    pager: AlertDestination = field(default_factory=AlertDestination)
+    warnings: AlertDestination = field(default_factory=AlertDestination)
+    teams: list[AlertTeam] = setting([], "a list of tables with a name")
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        problems = []
+        if self.scrape_timeout > self.scrape_interval:
+            problems.append(("scrape_timeout", "expected at most scrape_interval"))
+        names = [team.name for team in self.teams]
+        if "" in names or len(set(names)) != len(names):
+            problems.append(("teams", f"expected a unique name for every team, got {names}"))
+        return problems
 
 
 @dataclass(frozen=True)
@@ -219,14 +571,53 @@ class Config:
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     jupyterhub: JupyterHubConfig = field(default_factory=JupyterHubConfig)
     nginx: NginxConfig = field(default_factory=NginxConfig)
+    watcher: WatcherConfig = field(default_factory=WatcherConfig)
+    containers: ContainersConfig = field(default_factory=ContainersConfig)
+    shipper: ShipperConfig = field(default_factory=ShipperConfig)
+    culler: CullerConfig = field(default_factory=CullerConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
 
 def _is_url(value: str) -> bool:
     return re.fullmatch(r"https?://[^\s/]+(/\S*)?", value) is not None
 
 
+def _is_email(value: str) -> bool:
+    return re.fullmatch(r"[^@\s]+@[^@\s]+", value) is not None
+
+
+def _is_host_port(value: str) -> bool:
+    host, _, number = value.rpartition(":")
+    return bool(host) and number.isdigit() and 1 <= int(number) <= 65535
+
+
+def daemon_sections() -> set[str]:
+    """Sections of :class:`Config` whose daemon serves an endpoint (``/metrics``)."""
+    hints = typing.get_type_hints(Config)
+    return {
+        f.name
+        for f in dataclasses.fields(Config)
+        if dataclasses.is_dataclass(hints[f.name])
+        and "endpoint" in {g.name for g in dataclasses.fields(hints[f.name])}
+    }
+
+
 def _is_name(value: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", value) is not None
+
+
+def _is_dataset(value: str) -> bool:
+    return re.fullmatch(r"[a-z0-9][a-z0-9._-]*", value) is not None
+
+
+def _is_zone(value: str) -> bool:
+    if value in ("local", "UTC"):
+        return True
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        return False
+    return True
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -319,9 +710,16 @@ def _build(
     for name, fld in fields.items():
         if name in secret_names:
             continue
-        if name not in data and dataclasses.is_dataclass(hints[name]):
-            # a section absent from the file still gets its environment secrets
-            values[name] = _build(hints[name], {}, _join(path, name), problems, environ, base)
+        if dataclasses.is_dataclass(hints[name]):
+            # a table is built over its default's values: a table absent from the file still
+            # gets its environment secrets, and a partial one keeps the other defaults
+            table = data.get(name, {})
+            if isinstance(table, Mapping):
+                default = _as_data(fld.default_factory())  # type: ignore[misc]
+                values[name] = _build(
+                    hints[name], {**default, **table}, _join(path, name), problems, environ, base
+                )
+                continue
         if name in data:
             check, expected = fld.metadata.get("check"), fld.metadata.get("expected")
             reported = len(problems)
@@ -347,6 +745,20 @@ def _build(
     for key, message in getattr(built, "cross_checks", lambda: [])():
         problems.append(f"{_join(path, key)}: {message}")
     return built
+
+
+def _as_data(instance: Any) -> Any:
+    """A dataclass instance as the TOML data that would build it (secret values left out)."""
+    if isinstance(instance, list):
+        return [_as_data(item) for item in instance]
+    if not dataclasses.is_dataclass(instance):
+        return instance
+    cls = type(instance)
+    return {
+        f.name: _as_data(getattr(instance, f.name))
+        for f in dataclasses.fields(instance)
+        if getattr(instance, f.name) is not None and not _is_secret_value(cls, f.name)
+    }
 
 
 def _passes(check: Check, value: Any) -> bool:

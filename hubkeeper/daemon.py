@@ -16,6 +16,7 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 
+from hubkeeper import systemd
 from hubkeeper.config import EndpointConfig
 from hubkeeper.endpoint import EndpointServer, Health, Route
 from hubkeeper.log import get_logger
@@ -31,9 +32,11 @@ class Daemon:
         registry: CollectorRegistry,
         health: Health,
         routes: dict[str, Route] | None = None,
+        metrics: Callable[[], bytes] | None = None,
     ) -> None:
         self.name = name
-        self.server = EndpointServer(endpoint, registry, health, routes)
+        self.health = health
+        self.server = EndpointServer(endpoint, registry, health, routes, metrics)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.stopping = threading.Event()
 
@@ -59,6 +62,15 @@ class Daemon:
 
         return run
 
+    def _watchdog(self) -> None:
+        """Ping systemd only while the daemon reports itself healthy: a stuck daemon is
+        restarted by systemd."""
+        healthy, status = self.health()
+        if healthy:
+            systemd.notify("WATCHDOG=1")
+        else:
+            log.warning("watchdog_withheld", daemon=self.name, status=status)
+
     def run(self, on_stop: Callable[[], None] | None = None) -> int:
         """Serve and schedule until SIGTERM or SIGINT; then stop within seconds."""
 
@@ -69,9 +81,14 @@ class Daemon:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         self.server.start()
+        interval = systemd.watchdog_interval()
+        if interval is not None:
+            self.every(interval, self._watchdog, "systemd_watchdog")
         self.scheduler.start()
+        systemd.notify("READY=1")
         log.info("daemon_started", daemon=self.name, port=self.server.port)
         self.stopping.wait()
+        systemd.notify("STOPPING=1")
         self.scheduler.shutdown(wait=False)
         if on_stop is not None:
             on_stop()

@@ -40,6 +40,10 @@ class HubUnavailable(HubAPIError):
     """The hub could not be reached, or kept failing (429/5xx) through every retry."""
 
 
+class HubNoAnswer(HubUnavailable):
+    """A request was sent but no answer came in time, and it was not to be retried."""
+
+
 class _TokenAuth(requests.auth.AuthBase):
     """Adds ``Authorization: token ...`` as the request is sent.
 
@@ -121,9 +125,24 @@ class HubClient:
         """Ask for a (named) server; the hub may still be spawning when this returns."""
         self.request("POST", _server_path(user, server_name), json=options)
 
-    def stop_server(self, user: str, server_name: str = "") -> None:
-        """Ask for a (named) server to stop; the hub may still be stopping when this returns."""
-        self.request("DELETE", _server_path(user, server_name))
+    def stop_server(
+        self, user: str, server_name: str = "", remove: bool = False, resend: bool = True
+    ) -> bool:
+        """Ask for a (named) server to stop, and with ``remove`` to delete a named one.
+
+        True when the hub reports it stopped (204), False while it is still stopping (202).
+        With ``resend`` False, a request that got no answer in time is not sent again
+        (:class:`HubNoAnswer`): the hub has it, and a busy spawner would queue the copy too.
+        """
+        path = _server_path(user, server_name)
+        body = {"remove": True} if remove else None
+        response = self._send("DELETE", path, None, body, {}, resend_unanswered=resend)
+        return response.status_code != 202
+
+    def report_activity(self, user: str, when: str, servers: list[str]) -> None:
+        """Tell the hub that ``user`` and their ``servers`` were active at ``when`` (ISO 8601)."""
+        body = {"last_activity": when, "servers": {s: {"last_activity": when} for s in servers}}
+        self.request("POST", f"{_user_path(user)}/activity", json=body)
 
     def create_users(self, names: list[str]) -> list[dict[str, Any]]:
         """Create users (409 from the hub if they all exist already); return their models."""
@@ -141,6 +160,7 @@ class HubClient:
         params: Mapping[str, Any] | None,
         json: Any,
         headers: dict[str, str],
+        resend_unanswered: bool = True,
     ) -> requests.Response:
         shown = redact(path + (f"?{urlencode(params, doseq=True)}" if params else ""))
         attempts = self.config.retries + 1
@@ -159,6 +179,8 @@ class HubClient:
                 )
             except requests.RequestException as exc:
                 status, reason = None, type(exc).__name__
+                if isinstance(exc, requests.ReadTimeout) and not resend_unanswered:
+                    raise HubNoAnswer(None, method, shown, reason) from None
             else:
                 status, reason = response.status_code, f"HTTP {response.status_code}"
                 if status < 300:

@@ -87,6 +87,9 @@ def configure(level: str) -> None:
     root.handlers = [h for h in root.handlers if not isinstance(h, _ToStructlog)]
     root.addHandler(_ToStructlog())
     root.setLevel(level.upper())
+    # APScheduler reports every job run at info, and a cycle skipped behind a slow one
+    # (which max_instances=1 is for) as a warning.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

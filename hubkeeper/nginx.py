@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +20,18 @@ from hubkeeper.config import HubInstance, NginxConfig
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf.template"
 GENERATION_HEADER = "X-Hubkeeper-Generation"
+CONFIRMATIONS = 3  # answers in a row with the new generation before a switch counts
 
 
 class NginxError(RuntimeError):
     pass
+
+
+def _listens(text: str) -> set[tuple[str, int]]:
+    return {
+        (host or "0.0.0.0", int(port_number))
+        for host, port_number in re.findall(r"^\s*listen\s+(?:([\d.]+):)?(\d+)", text, re.M)
+    }
 
 
 def render(template: str, values: dict[str, object]) -> str:
@@ -45,9 +55,13 @@ class Nginx:
     def pid_path(self) -> Path:
         return self.prefix / "nginx.pid"
 
-    def render(self, active: HubInstance, generation: int, template: Path = TEMPLATE) -> str:
+    @property
+    def template(self) -> Path:
+        return Path(self.config.template) if self.config.template else TEMPLATE
+
+    def render(self, active: HubInstance, generation: int) -> str:
         return render(
-            template.read_text(encoding="utf-8"),
+            self.template.read_text(encoding="utf-8"),
             {
                 "prefix": self.prefix,
                 "listen": self.config.listen,
@@ -64,8 +78,12 @@ class Nginx:
         command = [self.config.binary, "-p", str(self.prefix), "-c", str(conf or self.conf_path)]
         return subprocess.run([*command, *args], capture_output=True, text=True, timeout=30)
 
-    def install(self, text: str) -> None:
-        """Write ``text`` as the live config only if ``nginx -t`` accepts it."""
+    @property
+    def previous_path(self) -> Path:
+        return self.prefix / "nginx.conf.previous"
+
+    def validate(self, text: str) -> Path:
+        """Write ``text`` beside the live config and check it with ``nginx -t``."""
         for folder in ("logs", "tmp"):
             (self.prefix / folder).mkdir(parents=True, exist_ok=True)
         candidate = self.prefix / "nginx.conf.new"
@@ -74,9 +92,69 @@ class Nginx:
         if result.returncode != 0:
             candidate.unlink()
             raise NginxError(f"nginx -t rejected the new config: {result.stderr.strip()}")
+        return candidate
+
+    def check_new_listens(self, text: str) -> None:
+        """Fail if ``text`` listens on an address the live config does not and cannot bind.
+
+        ``nginx -t`` does not bind, and a reload that cannot bind keeps the old config
+        silently; checking first means nothing is stopped for a switch that cannot work.
+        """
+        live = self.conf_path.read_text(encoding="utf-8") if self.conf_path.exists() else ""
+        for host, port_number in sorted(_listens(text) - _listens(live)):
+            with socket.socket() as probe:
+                try:
+                    probe.bind((host, port_number))
+                except OSError as error:
+                    raise NginxError(
+                        f"the new config listens on {host}:{port_number}, which cannot be bound"
+                        f" ({error.strerror})"
+                    ) from None
+
+    def install(self, text: str) -> None:
+        """Make ``text`` the live config if ``nginx -t`` accepts it, keeping the old one."""
+        candidate = self.validate(text)
         if self.conf_path.exists():
-            os.replace(self.conf_path, self.prefix / "nginx.conf.previous")
+            os.replace(self.conf_path, self.previous_path)
         os.replace(candidate, self.conf_path)
+
+    def live(self) -> tuple[str, int] | None:
+        """The active hub and generation of the live config file, if it has them."""
+        try:
+            text = self.conf_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        active = re.search(r"^\s*# active hub: (\S+)", text, re.M)
+        generation = re.search(rf"add_header {GENERATION_HEADER} (\d+)", text)
+        if active is None or generation is None:
+            return None
+        return active.group(1), int(generation.group(1))
+
+    def switch(self, active: HubInstance, generation: int, confirm_timeout: float) -> None:
+        """Point NGINX at ``active``; confirmed through NGINX itself, rolled back on failure.
+
+        ``nginx -s reload`` succeeds even when the new config cannot take effect (a port it
+        cannot bind, for one): the master keeps the old config silently. Only the generation
+        header served afterwards tells.
+        """
+        self.install(self.render(active, generation))
+        try:
+            self.reload()
+            deadline = time.monotonic() + confirm_timeout
+            in_a_row = 0  # old workers may still take a connection or two after a reload
+            while in_a_row < CONFIRMATIONS:
+                in_a_row = in_a_row + 1 if self.served_generation() == generation else 0
+                if in_a_row < CONFIRMATIONS and time.monotonic() > deadline:
+                    raise NginxError(f"NGINX still does not serve generation {generation}")
+                time.sleep(0.05)
+        except NginxError:
+            self.rollback()
+            raise
+
+    def rollback(self) -> None:
+        """Put the previous config back and reload it."""
+        os.replace(self.previous_path, self.conf_path)
+        self.reload()
 
     def start(self) -> int:
         result = self._run()

@@ -4,32 +4,16 @@ import dataclasses
 import time
 
 import pytest
-import requests
 
-from deploy.stack import Stack, wait_for
+from deploy.stack import Stack
 from hub.images import ALT_IMAGE, SINGLEUSER_IMAGE
 from hubkeeper.hubapi import HubAPIError, HubClient
-
-
-def user_containers(stack: Stack, user: str) -> list:
-    label = f"{stack.config.labels.user}={user}"
-    return stack.docker.containers.list(all=True, filters={"label": label})
-
-
-def start_and_wait(client: HubClient, user: str, options: dict | None = None) -> dict:
-    client.start_server(user, options=options)
-
-    def ready() -> bool:
-        server = client.user(user)["servers"].get("")
-        return bool(server and server["ready"])
-
-    wait_for(ready, 60, f"{user}'s server")
-    return client.user(user)["servers"][""]
-
-
-def stop_and_wait(client: HubClient, user: str) -> None:
-    client.stop_server(user)
-    wait_for(lambda: "" not in client.user(user)["servers"], 60, f"{user}'s server to stop")
+from tests.integration.helpers import (
+    server_status,
+    start_and_wait,
+    stop_and_wait,
+    user_containers,
+)
 
 
 def test_spawn_through_nginx_labels_and_stop(stack: Stack) -> None:
@@ -49,12 +33,7 @@ def test_spawn_through_nginx_labels_and_stop(stack: Stack) -> None:
     assert host_config["Memory"] == 512 * 1024**2
     assert host_config["CpuQuota"] == host_config["CpuPeriod"]  # cpu_limit = 1.0
 
-    token = stack.client().config.token.reveal()
-    response = requests.get(
-        f"{stack.public_url}/user/alice/api/status",
-        headers={"Authorization": f"token {token}"},
-        timeout=10,
-    )
+    response = server_status(stack, "alice")
     assert response.status_code == 200, response.text
     assert "started" in response.json()
     assert response.headers["X-Hubkeeper-Generation"] == "1"  # answered through NGINX

@@ -190,6 +190,11 @@ def test_parse_and_render_a_page_with_points_and_escaped_titles() -> None:
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org", "")
 
 
+def test_a_search_that_matched_no_index_gives_an_empty_panel() -> None:
+    answer = {"hits": {"total": {"value": 0}, "hits": []}}  # no "aggregations" at all
+    assert parse(SPLIT_PANEL, answer).empty
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

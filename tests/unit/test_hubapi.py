@@ -359,3 +359,16 @@ def test_token_never_appears_in_logs_errors_or_tracebacks(
     assert "Starting new HTTP connection" in captured.out  # urllib3's debug lines too
     everything = "\n".join([*texts, captured.out, captured.err, caplog.text])
     assert TOKEN not in everything
+
+
+def test_an_unanswered_stop_is_not_sent_again_when_asked(hub: FakeHub) -> None:
+    hub.add_user("ann")
+    hub.stall = 0.5
+    client = client_for(hub.url, timeout=0.2)
+    hub.failures = ["sleep"]
+    with pytest.raises(hubapi.HubNoAnswer):
+        client.stop_server("ann", resend=False)
+    assert hub.count("DELETE", "/hub/api/users/ann/server") == 1
+    hub.failures = ["sleep"]
+    assert client.stop_server("ann") is True  # by default, sent again and answered
+    assert hub.count("DELETE", "/hub/api/users/ann/server") == 3

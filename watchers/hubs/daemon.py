@@ -7,7 +7,6 @@ import json
 import time
 from pathlib import Path
 
-import requests
 from prometheus_client import CollectorRegistry
 
 from hubkeeper import prtg
@@ -41,7 +40,7 @@ def watch_hubs(config: Config, args: argparse.Namespace) -> int:
         "watch-hubs",
         config.watcher.endpoint,
         registry,
-        health=lambda: (True, f"active hub {watcher.state.active}"),
+        health=watcher.healthz,
         routes={"/status": status, "/prtg/hubs": lambda *_: prtg.response(watcher.prtg())},
     )
     daemon.every(config.watcher.interval, watcher.cycle, "cycle")
@@ -87,59 +86,3 @@ def failover(config: Config, args: argparse.Namespace) -> int:
         return 0 if ok else 1
     finally:
         StateStore.unlock(lock)
-
-
-def status(config: Config, args: argparse.Namespace) -> int:
-    """The watcher's live view, or its saved state when it does not answer."""
-    endpoint = config.watcher.endpoint
-    headers = {"Authorization": f"Bearer {endpoint.token.reveal()}"} if endpoint.token else {}
-    try:
-        response = requests.get(
-            f"http://{endpoint.listen}:{endpoint.port}/status", headers=headers, timeout=3
-        )
-        response.raise_for_status()
-        view = response.json()
-        source = "watcher"
-    except (requests.RequestException, ValueError):
-        state = StateStore(Path(config.watcher.state_file)).load()
-        if state is None:
-            print("status: the watcher does not answer and has no saved state")
-            return 1
-        view = {
-            "active": state.active,
-            "generation": state.generation,
-            "frozen": state.frozen,
-            "last_failover": state.last_failover,
-            "hubs": {},
-            "alerts": [],
-        }
-        source = "saved state (the watcher does not answer)"
-    if args.json:
-        print(json.dumps(view, indent=2))
-        return 0
-    print(render_status(view, source))
-    return 0
-
-
-def render_status(view: dict, source: str) -> str:
-    lines = [
-        f"hubs ({source})",
-        f"  active hub   {view['active']}   generation {view['generation']}"
-        + ("   FAILOVER FROZEN" if view.get("frozen") else ""),
-    ]
-    for name, hub in view.get("hubs", {}).items():
-        probe = hub.get("last_probe") or {}
-        detail = "" if probe.get("ok", True) else f" (failed {probe.get('failed_check')})"
-        marker = "*" if name == view["active"] else " "
-        lines.append(f"  {marker} {name:<10} {hub['state']}{detail}")
-    last = view.get("last_failover")
-    if last:
-        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))
-        lines.append(
-            f"  last failover {last['from']} -> {last['to']} at {at} ({last['reason']}, "
-            f"{last['duration_seconds']} s)"
-        )
-    else:
-        lines.append("  last failover: none")
-    lines.append(f"  alerts firing: {', '.join(view.get('alerts') or []) or 'none'}")
-    return "\n".join(lines)

@@ -6,10 +6,11 @@ import contextlib
 import dataclasses
 import fcntl
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from hubkeeper.files import try_lock, write_atomically
 
 
 @dataclass
@@ -42,16 +43,6 @@ class WatcherState:
         return cls(**data, step=Step(**step) if step else None)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write, flush to disk, then rename over the old file: never a half-written file."""
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 class StateStore:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -65,10 +56,10 @@ class StateStore:
             return None
 
     def save(self, state: WatcherState) -> None:
-        write_atomically(self.path, json.dumps(dataclasses.asdict(state), indent=2))
+        write_atomically(self.path, json.dumps(dataclasses.asdict(state), indent=2).encode())
 
     def request_switch(self, target: str) -> None:
-        write_atomically(self.request_path, target)
+        write_atomically(self.request_path, target.encode())
 
     def take_request(self) -> str | None:
         try:
@@ -80,13 +71,7 @@ class StateStore:
 
     def try_lock(self) -> IO[str] | None:
         """The acting lock, or None if another watcher holds it (keep the handle open)."""
-        handle = self.lock_path.open("a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return None
-        return handle
+        return try_lock(self.lock_path)
 
     @staticmethod
     def unlock(handle: IO[str]) -> None:

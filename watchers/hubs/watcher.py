@@ -117,7 +117,9 @@ class HubWatcher:
         self.store = StateStore(Path(self.settings.state_file))
         self.metrics = Metrics(registry)
         self.alerts = AlertPusher(
-            self.settings.alertmanager_urls, self.settings.alert_resend_interval
+            self.settings.alertmanager_urls,
+            self.settings.alert_resend_interval,
+            runbook_base=config.alerts.runbook_base_url.rstrip("/"),
         )
         self.health = {name: HubHealth() for name in self.order}
         self.last_probe: dict[str, Any] = {}
@@ -125,6 +127,7 @@ class HubWatcher:
         self.pool = ThreadPoolExecutor(max_workers=len(self.order), thread_name_prefix="probe")
         self.events: list[tuple[Alert, float]] = []  # failed actions, alerted for an hour
         self.last_decision: Decision | None = None
+        self.last_cycle = time.monotonic()
         self.state = self._reconciled_state()
         self.canary = (
             SpawnCanary(self.settings, config.hub, registry)
@@ -163,7 +166,19 @@ class HubWatcher:
 
     # -- the cycle -------------------------------------------------------------------------
 
+    def healthz(self) -> tuple[bool, str]:
+        """Healthy while cycles keep coming (a failover may hold one for its whole length)."""
+        settings = self.settings
+        allowed = 10 * settings.interval + (
+            settings.fence_timeout + settings.start_timeout + settings.confirm_timeout
+        )
+        age = time.monotonic() - self.last_cycle
+        if age > allowed:
+            return False, f"no watcher cycle for {age:.0f}s"
+        return True, f"active hub {self.state.active}"
+
     def cycle(self) -> Decision:
+        self.last_cycle = time.monotonic()
         self.observe()
         requested = self.store.take_request()
         decision = decide(self.view(requested), self.limits)

@@ -1,0 +1,177 @@
+"""``hubkeeper status``: one screen of the whole service, from each daemon's own endpoint.
+
+Hubs from the watcher's ``/status`` (or its saved state when it does not answer), user
+servers from the container exporter, log shipping from the shipper, the last cull cycle
+from the culler (their ``/metrics``), and what fires from Alertmanager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from hubkeeper.config import Config, EndpointConfig
+
+Section = dict[str, Any]
+DEAD_LETTERS = 'hubkeeper_shipper_events_total{outcome="dead_lettered"}'
+
+
+def fetch(endpoint: EndpointConfig, path: str) -> requests.Response | None:
+    headers = {"Authorization": f"Bearer {endpoint.token.reveal()}"} if endpoint.token else {}
+    auth = None
+    if endpoint.basic_auth_user and endpoint.basic_auth_password:
+        auth = (endpoint.basic_auth_user, endpoint.basic_auth_password.reveal())
+    try:
+        response = requests.get(
+            f"http://{endpoint.listen}:{endpoint.port}{path}", headers=headers, auth=auth, timeout=3
+        )
+        response.raise_for_status()
+    except requests.RequestException:
+        return None
+    return response
+
+
+def metric_sums(text: str, prefix: str) -> dict[str, float]:
+    """Samples named ``prefix...`` summed over their labels (``name``), and summed per value
+    of each label (``name{label="value"}``)."""
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.name.startswith(prefix):
+                continue
+            keys = [sample.name] + [f'{sample.name}{{{k}="{v}"}}' for k, v in sample.labels.items()]
+            for key in keys:
+                sums[key] = sums.get(key, 0.0) + sample.value
+    return sums
+
+
+def hubs(config: Config) -> Section:
+    from watchers.hubs.state import StateStore
+
+    response = fetch(config.watcher.endpoint, "/status")
+    if response is not None:
+        return {"source": "watcher", **response.json()}
+    state = StateStore(Path(config.watcher.state_file)).load()
+    if state is None:
+        return {"source": "unavailable"}
+    return {
+        "source": "saved state (the watcher does not answer)",
+        "active": state.active,
+        "generation": state.generation,
+        "frozen": state.frozen,
+        "last_failover": state.last_failover,
+        "hubs": {},
+    }
+
+
+def daemon_metrics(endpoint: EndpointConfig, prefix: str) -> Section:
+    response = fetch(endpoint, "/metrics")
+    if response is None:
+        return {"source": "unavailable"}
+    return {"source": "daemon", **metric_sums(response.text, prefix)}
+
+
+def alerts(config: Config) -> Section:
+    for url in config.watcher.alertmanager_urls:
+        try:
+            response = requests.get(
+                f"{url.rstrip('/')}/api/v2/alerts",
+                params={"active": "true", "silenced": "false", "inhibited": "false"},
+                timeout=3,
+            )
+            response.raise_for_status()
+        except requests.RequestException:
+            continue
+        firing = [
+            {"name": a["labels"]["alertname"], "severity": a["labels"].get("severity", ""),
+             "hub": a["labels"].get("hub", ""), "summary": a["annotations"].get("summary", "")}
+            for a in response.json()
+        ]  # fmt: skip
+        return {"source": url, "firing": sorted(firing, key=lambda a: (a["severity"], a["name"]))}
+    return {"source": "unavailable", "firing": []}
+
+
+def collect(config: Config) -> dict[str, Section]:
+    return {
+        "hubs": hubs(config),
+        "containers": daemon_metrics(config.containers.endpoint, "hubkeeper_containers_"),
+        "shipper": daemon_metrics(config.shipper.endpoint, "hubkeeper_shipper_"),
+        "culler": daemon_metrics(config.culler.endpoint, "hubkeeper_culler_"),
+        "alerts": alerts(config),
+    }
+
+
+def render(view: dict[str, Section], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    lines = [*render_hubs(view["hubs"])]
+    containers = view["containers"]
+    lines.append(f"user servers ({containers['source']})")
+    if containers["source"] == "daemon":
+        lines.append(
+            f"  containers {containers.get('hubkeeper_containers_seen', 0):.0f}"
+            f"   hub reports ready {containers.get('hubkeeper_containers_hub_servers', 0):.0f}"
+            f"   orphans {containers.get('hubkeeper_containers_orphans', 0):.0f}"
+            f"   missing {containers.get('hubkeeper_containers_missing', 0):.0f}"
+            f"   docker {'up' if containers.get('hubkeeper_containers_docker_up') else 'DOWN'}"
+        )
+    shipper = view["shipper"]
+    lines.append(f"log shipping ({shipper['source']})")
+    if shipper["source"] == "daemon":
+        lines.append(
+            f"  lag {shipper.get('hubkeeper_shipper_lag_bytes', 0):.0f} bytes"
+            f" / {shipper.get('hubkeeper_shipper_lag_seconds', 0):.1f} s"
+            f"   spool {shipper.get('hubkeeper_shipper_spool_bytes', 0):.0f} bytes"
+            f"   dead letters {shipper.get(DEAD_LETTERS, 0):.0f}"
+            f"   output {'up' if shipper.get('hubkeeper_shipper_output_up') else 'DOWN'}"
+        )
+    culler = view["culler"]
+    lines.append(f"culler ({culler['source']})")
+    if culler["source"] == "daemon":
+        last = culler.get("hubkeeper_culler_last_cycle_timestamp_seconds", 0)
+        when = f"{now - last:.0f} s ago" if last else "none yet"
+        lines.append(
+            f"  last cycle {when}, {culler.get('hubkeeper_culler_cycle_duration_seconds', 0):.2f} s"
+            f"   culled {culler.get('hubkeeper_culler_culls_total', 0):.0f}"
+            f"   errors {culler.get('hubkeeper_culler_errors_total', 0):.0f}"
+        )
+    firing = view["alerts"]["firing"]
+    lines.append(f"alerts firing ({view['alerts']['source']}): {len(firing) or 'none'}")
+    lines += [f"  {a['severity']:<8} {a['name']:<32} {a['summary']}" for a in firing]
+    return "\n".join(lines)
+
+
+def render_hubs(view: Section) -> list[str]:
+    if view["source"] == "unavailable":
+        return ["hubs (the watcher does not answer and has no saved state)"]
+    lines = [
+        f"hubs ({view['source']})",
+        f"  active hub   {view['active']}   generation {view['generation']}"
+        + ("   FAILOVER FROZEN" if view.get("frozen") else ""),
+    ]
+    for name, hub in view.get("hubs", {}).items():
+        probe = hub.get("last_probe") or {}
+        detail = "" if probe.get("ok", True) else f" (failed {probe.get('failed_check')})"
+        marker = "*" if name == view["active"] else " "
+        lines.append(f"  {marker} {name:<10} {hub['state']}{detail}")
+    last = view.get("last_failover")
+    if last:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))
+        lines.append(
+            f"  last failover {last['from']} -> {last['to']} at {at} ({last['reason']}, "
+            f"{last['duration_seconds']} s)"
+        )
+    else:
+        lines.append("  last failover: none")
+    return lines
+
+
+def status(config: Config, args: argparse.Namespace) -> int:
+    view = collect(config)
+    print(json.dumps(view, indent=2) if args.json else render(view))
+    return 0 if view["hubs"]["source"] != "unavailable" else 1

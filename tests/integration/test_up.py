@@ -1,0 +1,120 @@
+"""The README's run command end to end: `hubkeeper up` brings the whole service up, a
+failover is seen by users, on-call and ops, and Ctrl-C (SIGTERM) leaves no process behind."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from deploy import hubctl
+from deploy.stack import wait_for
+from hubkeeper.config import HubClientConfig, Secret, load
+from hubkeeper.hubapi import HubClient
+
+READY_LINE = "Ctrl-C stops everything."
+
+
+def processes_of(workdir: Path, elasticsearch_port: int | None) -> set[int]:
+    """PIDs whose command line or environment names the stack's folder or its ES port."""
+    markers = [str(workdir).encode()]
+    if elasticsearch_port:
+        markers.append(f"http.port={elasticsearch_port}".encode())
+    found = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            text = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and int(proc.name) != os.getpid() and any(m in text for m in markers):
+            found.add(int(proc.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen, Path]]:
+    workdir = tmp_path_factory.mktemp("up")
+    log = (workdir.parent / "up.log").open("w")
+    command = [sys.executable, "-m", "hubkeeper.cli", "up", "--workdir", str(workdir)]
+    process = subprocess.Popen(
+        [*command, "--random-ports"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    output = workdir.parent / "up.log"
+    try:
+        wait_for(lambda: READY_LINE in output.read_text() or process.poll() is not None, 420, "up")
+        assert process.poll() is None, output.read_text()[-3000:]
+        yield process, workdir
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(180)
+        log.close()
+
+
+def test_failover_seen_end_to_end_then_nothing_left(up: tuple[subprocess.Popen, Path]) -> None:
+    process, workdir = up
+    config = load(workdir / "hubkeeper.toml")
+    token = (workdir / "secrets/services/hubkeeper-operator.token").read_text().strip()
+    client = HubClient(HubClientConfig(url=config.hub.url, token=Secret(token)))
+    client.create_users(["alice"])
+    client.start_server("alice")
+    wait_for(lambda: client.user("alice")["servers"].get("", {}).get("ready"), 60, "alice")
+    headers = {"Authorization": f"token {token}"}
+    alice = f"{config.hub.url}/user/alice/api/status"
+    assert requests.get(alice, headers=headers, timeout=10).status_code == 200
+
+    pid = hubctl.launched_pid(config, "a")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # the hub; its orphaned proxy is fenced by the watcher
+
+    status = [
+        sys.executable,
+        "-m",
+        "hubkeeper.cli",
+        "status",
+        "--config",
+        str(workdir / "hubkeeper.toml"),
+    ]
+
+    def switched() -> bool:
+        shown = subprocess.run(status, capture_output=True, text=True, timeout=30).stdout
+        return "active hub   b   generation 2" in shown
+
+    wait_for(switched, 60, "the failover in `hubkeeper status`")
+    wait_for(
+        lambda: requests.get(alice, headers=headers, timeout=10).status_code == 200,
+        30, "alice through NGINX after the failover",
+    )  # fmt: skip
+
+    alertmanager = config.watcher.alertmanager_urls[0]
+
+    def alerted() -> bool:
+        alerts = requests.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+        return any(a["labels"]["alertname"] == "HubkeeperFailover" for a in alerts)
+
+    wait_for(alerted, 60, "the failover alert in Alertmanager")
+
+    elasticsearch = config.shipper.elasticsearch.hosts[0]
+
+    def logged() -> bool:
+        answer = requests.get(
+            f"{elasticsearch}/hubkeeper-logs-*/_search",
+            params={"q": 'message:"failover_done"'}, timeout=10,
+        ).json()  # fmt: skip
+        return answer.get("hits", {}).get("total", {}).get("value", 0) >= 1
+
+    wait_for(logged, 90, "the failover in Elasticsearch", interval=2)
+
+    es_port = int(elasticsearch.rsplit(":", 1)[1])
+    before = processes_of(workdir, es_port)
+    assert len(before) >= 8  # hubs, proxies, NGINX, daemons, Prometheus, Alertmanager, ES
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(180) == 0
+    time.sleep(1)
+    assert processes_of(workdir, es_port) == set()

@@ -1,0 +1,50 @@
+from hubkeeper.status import DEAD_LETTERS, metric_sums, render
+
+METRICS = """\
+# TYPE hubkeeper_shipper_events_total counter
+hubkeeper_shipper_events_total{outcome="indexed"} 90.0
+hubkeeper_shipper_events_total{outcome="dead_lettered"} 2.0
+hubkeeper_shipper_events_total{outcome="duplicate"} 8.0
+# TYPE hubkeeper_shipper_lag_bytes gauge
+hubkeeper_shipper_lag_bytes{source="hub"} 100.0
+hubkeeper_shipper_lag_bytes{source="nginx"} 23.0
+# TYPE other_metric gauge
+other_metric 1.0
+"""
+
+
+def test_metric_sums_per_name_and_per_label_value() -> None:
+    sums = metric_sums(METRICS, "hubkeeper_shipper_")
+    assert sums["hubkeeper_shipper_events_total"] == 100.0
+    assert sums[DEAD_LETTERS] == 2.0
+    assert sums["hubkeeper_shipper_lag_bytes"] == 123.0
+    assert "other_metric" not in sums
+
+
+def test_render_one_screen() -> None:
+    view = {
+        "hubs": {
+            "source": "watcher",
+            "active": "b",
+            "generation": 2,
+            "frozen": False,
+            "hubs": {"a": {"state": "down", "last_probe": {"ok": False, "failed_check": "tcp"}},
+                     "b": {"state": "up", "last_probe": {"ok": True}}},
+            "last_failover": None,
+        },  # fmt: skip
+        "containers": {"source": "daemon", "hubkeeper_containers_seen": 3.0,
+                       "hubkeeper_containers_orphans": 1.0, "hubkeeper_containers_docker_up": 1.0},
+        "shipper": {"source": "unavailable"},
+        "culler": {"source": "daemon", "hubkeeper_culler_last_cycle_timestamp_seconds": 990.0,
+                   "hubkeeper_culler_culls_total": 4.0},
+        "alerts": {"source": "am", "firing": [
+            {"name": "HubkeeperFailover", "severity": "warning", "hub": "b", "summary": "a -> b"}
+        ]},
+    }  # fmt: skip
+    screen = render(view, now=1000.0)
+    assert "active hub   b   generation 2" in screen
+    assert "a          down (failed tcp)" in screen
+    assert "containers 3" in screen and "orphans 1" in screen and "docker up" in screen
+    assert "log shipping (unavailable)" in screen
+    assert "last cycle 10 s ago" in screen and "culled 4" in screen
+    assert "warning  HubkeeperFailover" in screen

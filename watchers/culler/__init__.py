@@ -1,0 +1,1 @@
+"""The idle culler, ``hubkeeper cull``: stops idle servers, aware of busy containers."""
