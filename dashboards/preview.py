@@ -98,9 +98,10 @@ def parse(panel: Panel, answer: dict[str, Any]) -> Result:
     if panel.chart == "search":
         return Result(panel, [], [hit["_source"] for hit in answer["hits"]["hits"]])
     aggs = answer.get("aggregations")
-    if aggs is None and panel.x is not None:  # no index matches yet: an empty panel
-        return Result(panel, [], [])
-    aggs = aggs or {}
+    if aggs is None:  # a plain count asks for none; no matching index yet answers none
+        if answer["hits"]["total"]["value"] == 0:
+            return Result(panel, [], [])
+        aggs = {}
     outer = _buckets(aggs["x"]) if panel.x is not None else [("", answer_total(answer, aggs))]
     points = []
     for x_label, bucket in outer:

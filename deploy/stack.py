@@ -173,6 +173,36 @@ class ManagedProcess:
             self.popen.wait(5)
 
 
+def docker_client(url: str) -> docker.DockerClient | None:
+    """A client of the engine at ``url``, or None while it does not answer."""
+    try:
+        client = docker.DockerClient(base_url=url, timeout=120)
+        client.ping()
+    except docker.errors.DockerException:
+        return None
+    return client
+
+
+def start_docker_engine(log_path: Path) -> ManagedProcess:
+    """``dockerd`` without a bridge or iptables rules: containers use the host network."""
+    if shutil.which("dockerd") is None:
+        raise RuntimeError("no Docker engine: install docker.io (deploy/setup.sh does)")
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen(
+            ["dockerd", *DOCKERD_FLAGS], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    return ManagedProcess("dockerd", popen)
+
+
+def wait_for_docker(url: str, log_path: Path) -> docker.DockerClient:
+    wait_for(lambda: docker_client(url) is not None, 60, "the Docker engine")
+    client = docker_client(url)
+    if client is None:
+        raise RuntimeError(f"the Docker engine stopped answering; see {log_path}")
+    return client
+
+
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
         return requests.get(url, timeout=timeout).status_code == 200
@@ -322,27 +352,12 @@ class Stack:
 
     def ensure_docker(self) -> docker.DockerClient:
         """Use the running Docker engine, or start one (and stop it again at teardown)."""
-        client = self._docker_client()
+        client = docker_client(self.config.docker.url)
         if client is not None:
             return client
-        if shutil.which("dockerd") is None:
-            raise RuntimeError("no Docker engine: install docker.io (deploy/setup.sh does)")
         self.progress("starting the Docker engine")
-        self.spawn("dockerd", ["dockerd", *DOCKERD_FLAGS])
-        wait_for(lambda: self._docker_client() is not None, 60, "the Docker engine")
-        client = self._docker_client()
-        if client is None:
-            raise RuntimeError(f"the Docker engine stopped answering; see {self.logs}/dockerd.log")
-        return client
-
-    def _docker_client(self) -> docker.DockerClient | None:
-        """A client of the configured engine, or None while it does not answer."""
-        try:
-            client = docker.DockerClient(base_url=self.config.docker.url, timeout=120)
-            client.ping()
-        except docker.errors.DockerException:
-            return None
-        return client
+        self.processes.append(start_docker_engine(self.logs / "dockerd.log"))
+        return wait_for_docker(self.config.docker.url, self.logs / "dockerd.log")
 
     def start_hub(self, instance: str) -> int:
         """Start a hub instance the way the watcher does (``deploy.hubctl``); wait for it."""
@@ -383,11 +398,7 @@ class Stack:
                 "--cluster.listen-address=",
             ],
         )
-        ready = f"{self.alertmanager_url}/-/ready"
-        wait_for(lambda: http_ok(ready) or not process.running(), 30, "Alertmanager")
-        if not process.running():
-            raise RuntimeError(f"Alertmanager exited; see {self.logs}/alertmanager.log")
-        return process
+        return self.until_ready(process, f"{self.alertmanager_url}/-/ready", 30)
 
     def render_alerts(self) -> Rendered:
         """Prometheus and Alertmanager configs from ``[alerts]``, in ``<workdir>/alerts``."""
@@ -415,11 +426,7 @@ class Stack:
                 "--rules.alert.resend-delay=1s",
             ],
         )
-        ready = f"{self.prometheus_url}/-/ready"
-        wait_for(lambda: http_ok(ready) or not process.running(), 30, "Prometheus")
-        if not process.running():
-            raise RuntimeError(f"Prometheus exited; see {self.logs}/prometheus.log")
-        return process
+        return self.until_ready(process, f"{self.prometheus_url}/-/ready", 30)
 
     def firing_alerts(self) -> list[dict]:
         """Alerts Alertmanager holds now (active, not silenced or inhibited)."""
@@ -434,10 +441,13 @@ class Stack:
         argv = [sys.executable, "-m", "hubkeeper.cli", command, "--config", str(self.config_path)]
         process = self.spawn(name, argv)
         endpoint = getattr(self.config, section).endpoint
-        healthz = f"http://127.0.0.1:{endpoint.port}/healthz"
-        wait_for(lambda: http_ok(healthz) or not process.running(), 60, command)
+        return self.until_ready(process, f"http://127.0.0.1:{endpoint.port}/healthz", 60)
+
+    def until_ready(self, process: ManagedProcess, url: str, timeout: float) -> ManagedProcess:
+        """Wait until ``url`` answers 200; fail at once, pointing at the log, if it exits."""
+        wait_for(lambda: http_ok(url) or not process.running(), timeout, process.name)
         if not process.running():
-            raise RuntimeError(f"{command} exited; see {self.logs}/{name}.log")
+            raise RuntimeError(f"{process.name} exited; see {self.logs}/{process.name}.log")
         return process
 
     def start_watcher(self) -> ManagedProcess:

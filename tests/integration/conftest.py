@@ -6,7 +6,29 @@ from collections.abc import Iterator
 import pytest
 
 from deploy.elasticsearch import Elasticsearch, running_elasticsearch
-from deploy.stack import Stack, running_stack
+from deploy.stack import (
+    Stack,
+    docker_client,
+    running_stack,
+    start_docker_engine,
+    wait_for_docker,
+)
+from hubkeeper.config import DockerConfig
+
+
+@pytest.fixture(scope="session", autouse=True)
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One Docker engine for the whole session (started only if none answers), so that a
+    stack that started it cannot stop it under the tests that follow."""
+    url = DockerConfig().url
+    started = None
+    if docker_client(url) is None:
+        log_path = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
+        started = start_docker_engine(log_path)
+        wait_for_docker(url, log_path)
+    yield
+    if started is not None:
+        started.stop()
 
 
 @pytest.fixture(scope="session")
