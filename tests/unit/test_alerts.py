@@ -119,7 +119,7 @@ def test_scrape_targets_come_from_the_same_config(secret_files: Path) -> None:
             "jupyterhub": {
                 "instances": [
                     {"name": "a", "proxy_port": 8001},
-                    {"name": "b", "host": "10.0.0.2", "proxy_port": 8011},
+                    {"name": "b", "host": "127.0.0.2", "proxy_port": 8011},
                 ]
             },
             "nginx": {"listen": "0.0.0.0", "public_port": 8443},
@@ -139,7 +139,7 @@ def test_scrape_targets_come_from_the_same_config(secret_files: Path) -> None:
     prometheus = yaml.safe_load(rendered.prometheus.read_text())
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
     hub_targets = [(s["targets"], s["labels"]) for s in jobs["jupyterhub"]["static_configs"]]
-    assert hub_targets == [(["127.0.0.1:8001"], {"hub": "a"}), (["10.0.0.2:8011"], {"hub": "b"})]
+    assert hub_targets == [(["127.0.0.1:8001"], {"hub": "a"}), (["127.0.0.2:8011"], {"hub": "b"})]
     token = str(secret_files / "prometheus.token")
     assert jobs["jupyterhub"]["authorization"] == {"credentials_file": token}
     assert jobs["jupyterhub-nginx"]["static_configs"] == [{"targets": ["127.0.0.1:8443"]}]
