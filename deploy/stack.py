@@ -9,6 +9,7 @@ did not start (an already running Docker engine) is left alone. Logs go to
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -383,7 +384,7 @@ class Stack:
         folder.mkdir(exist_ok=True)
         config_file = folder / "alertmanager.yml"
         if self.prometheus:
-            config_file = self.render_alerts().alertmanager
+            config_file = self.alerting.alertmanager
         else:
             config_file.write_text(
                 "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n", encoding="utf-8"
@@ -400,8 +401,10 @@ class Stack:
         )
         return self.until_ready(process, f"{self.alertmanager_url}/-/ready", 30)
 
-    def render_alerts(self) -> Rendered:
-        """Prometheus and Alertmanager configs from ``[alerts]``, in ``<workdir>/alerts``."""
+    @functools.cached_property
+    def alerting(self) -> Rendered:
+        """Prometheus and Alertmanager configs from ``[alerts]``, rendered once into
+        ``<workdir>/alerts``."""
         rendered = render(self.config, self.config_path, self.workdir / "alerts")
         for warning in rendered.warnings:
             self.progress(f"alerts: {warning}")
@@ -417,7 +420,7 @@ class Stack:
             "prometheus",
             [
                 "prometheus",
-                f"--config.file={self.render_alerts().prometheus}",
+                f"--config.file={self.alerting.prometheus}",
                 f"--storage.tsdb.path={self.workdir / 'prometheus'}",
                 f"--web.listen-address=127.0.0.1:{(self.ports or {})['prometheus']}",
                 "--storage.tsdb.retention.time=1d",

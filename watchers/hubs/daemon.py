@@ -49,7 +49,7 @@ def watch_hubs(config: Config, args: argparse.Namespace) -> int:
     try:
         return daemon.run()
     finally:
-        StateStore.unlock(lock)
+        lock.close()  # closing the file releases the flock
 
 
 def failover(config: Config, args: argparse.Namespace) -> int:
@@ -85,4 +85,4 @@ def failover(config: Config, args: argparse.Namespace) -> int:
         print(f"failover: {'done' if ok else 'failed'}; active hub {watcher.state.active}")
         return 0 if ok else 1
     finally:
-        StateStore.unlock(lock)
+        lock.close()  # closing the file releases the flock

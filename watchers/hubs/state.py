@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,9 +70,3 @@ class StateStore:
     def try_lock(self) -> IO[str] | None:
         """The acting lock, or None if another watcher holds it (keep the handle open)."""
         return try_lock(self.lock_path)
-
-    @staticmethod
-    def unlock(handle: IO[str]) -> None:
-        with contextlib.suppress(OSError):
-            fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
