@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Scalar = str | int | float
+Scalar = str | bool | int | float
 Chart = Literal["line", "bar", "pie", "metric", "search"]
 
 
@@ -75,6 +75,8 @@ def dsl(conditions: tuple[Condition, ...]) -> list[dict[str, Any]]:
 
 
 def _quote(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, int | float):
         return _num(value)
     escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
@@ -88,9 +90,9 @@ def _num(value: float | None) -> str:
 @dataclass(frozen=True)
 class Metric:
     """What each bucket shows: a document count, a distinct count, an average, a maximum,
-    or percentiles of a numeric field."""
+    a sum, or percentiles of a numeric field."""
 
-    kind: Literal["count", "unique", "avg", "max", "percentiles"] = "count"
+    kind: Literal["count", "unique", "avg", "max", "sum", "percentiles"] = "count"
     field: str | None = None
     percents: tuple[float, ...] = (50.0, 95.0, 99.0)
     label: str = "Count"
@@ -150,6 +152,11 @@ ACCESS = Where("event.dataset", ("nginx.access",))
 CONTAINER = Where("event.dataset", ("container",))
 HUB_REQUEST = Where("http.response.status_code")
 ERRORS = Where("log.level", ("error", "critical"))
+# what the daemons index themselves (shippers/documents.py) and log (JSON lines)
+SNAPSHOTS = Where("event.dataset", ("hubkeeper.containers",))
+HUB_STATE = Where("event.dataset", ("hubkeeper.hub",))
+SHIPPER_STATUS = Where("event.dataset", ("hubkeeper.shipper",))
+WATCHER = Where("log.logger", ("watchers.hubs.watcher",))
 TIME = Split("time")
 SECOND_NS = 1_000_000_000
 STATUS_CLASSES = Split(
@@ -161,6 +168,10 @@ STATUS_CLASSES = Split(
 
 def action(*names: str) -> Where:
     return Where("event.action", names)
+
+
+CULLS = (action("cull_decision"),
+         Where("json.result", ("done", "stopping", "unconfirmed")))  # fmt: skip
 
 
 def top(field_name: str, size: int = 10) -> Split:
@@ -221,24 +232,63 @@ SPAWNS = Dashboard(
 USERS = Dashboard(
     "hubkeeper-users",
     "Users and containers",
-    "Who uses what: hub requests per user, what each user server logs, which images run.",
+    "Who uses what: requests and log lines per user, CPU and memory of user servers against "
+    "their limits, OOM kills, orphaned containers.",
     (
         Panel("requests-per-user", "Hub requests per user", "bar", (HUB, HUB_REQUEST),
               x=top("user.name", 20)),
+        Panel("user-activity", "User activity over time", "line", (HUB, HUB_REQUEST),
+              x=TIME, series=top("user.name", 5)),
+        Panel("cpu-of-limit", "CPU of user servers (% of their limit)", "line", (SNAPSHOTS,),
+              Metric("max", "hubkeeper.container.cpu.pct_of_limit", label="CPU %"),
+              x=TIME, series=top("user.name")),
+        Panel("memory-of-limit", "Memory of user servers (% of their limit)", "line",
+              (SNAPSHOTS,),
+              Metric("max", "hubkeeper.container.memory.pct_of_limit", label="memory %"),
+              x=TIME, series=top("user.name")),
+        Panel("memory-by-user", "Largest memory working set per user (bytes)", "bar",
+              (SNAPSHOTS,),
+              Metric("max", "hubkeeper.container.memory.working_set.bytes", label="bytes"),
+              x=top("user.name", 20)),
+        Panel("oom-kills", "OOM kills per user server", "bar",
+              (SNAPSHOTS, Where("hubkeeper.container.memory.oom_kills", gte=1)),
+              Metric("max", "hubkeeper.container.memory.oom_kills", label="OOM kills"),
+              x=top("container.name", 20)),
+        Panel("orphans-over-time", "Orphaned containers (running, unknown to the hub)", "line",
+              (HUB_STATE,), Metric("max", "hubkeeper.hub.orphans", label="orphans"), x=TIME),
+        Panel("orphan-containers", "Orphaned containers", "search",
+              (SNAPSHOTS, Where("hubkeeper.container.orphan", (True,))),
+              columns=("container.name", "user.name", "labels.jupyterhub_server",
+                       "container.image.name", "hubkeeper.container.memory.working_set.bytes")),
         Panel("container-lines-per-user", "User server log lines per user", "bar",
               (CONTAINER,), x=top("labels.jupyterhub_user", 20), series=top("stream", 2)),
         Panel("images", "User server log lines by image", "pie", (CONTAINER,),
               x=top("container.image.name")),
-        Panel("user-activity", "User activity over time", "line", (HUB, HUB_REQUEST),
-              x=TIME, series=top("user.name", 5)),
     ),
 )  # fmt: skip
 
 RELIABILITY = Dashboard(
     "hubkeeper-reliability",
     "Reliability",
-    "What went wrong and where: errors and warnings of every component.",
+    "What the reliability machinery did (failovers, NGINX reloads, culls), whether the logs "
+    "keep up (shipper lag, dead letters), and what went wrong in every component.",
     (
+        Panel("watcher-timeline", "Failovers and watcher decisions", "bar", (WATCHER,),
+              x=TIME, series=top("event.action", 12), width=48),
+        Panel("watcher-events", "Watcher decisions and actions", "search", (WATCHER,),
+              columns=("event.action", "json.kind", "json.reason", "json.source", "json.target",
+                       "json.hub", "json.state"), width=48),
+        Panel("nginx-reloads", "NGINX reloads by the hub made active", "bar",
+              (WATCHER, action("nginx_switched")), x=TIME,
+              series=top("json.active")),
+        Panel("culls-by-reason", "Culls by reason", "pie", CULLS, x=top("json.reason")),
+        Panel("shipper-lag", "Shipper lag (seconds behind, worst file)", "line",
+              (SHIPPER_STATUS,), Metric("max", "hubkeeper.shipper.lag.seconds", label="seconds"),
+              x=TIME, series=top("host.name")),
+        Panel("dead-letters", "Dead letters (events the index refused)", "bar",
+              (SHIPPER_STATUS,),
+              Metric("sum", "hubkeeper.shipper.events.dead_lettered", label="dead letters"),
+              x=TIME),
         Panel("errors-over-time", "Errors and warnings by component", "line",
               (Where("log.level", ("warning", "error", "critical")),), x=TIME,
               series=top("service.name"), width=48),

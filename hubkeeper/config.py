@@ -76,6 +76,11 @@ def positive_seconds(default: float) -> Any:
     return setting(default, "a number of seconds > 0", lambda v: v > 0)
 
 
+def interval_or_off() -> Any:
+    """Seconds between documents a daemon indexes itself; 0 (the default) turns them off."""
+    return setting(0.0, "a number of seconds: 0 (off) or >= 1", lambda v: v == 0 or v >= 1)
+
+
 def port(default: int) -> Any:
     return setting(default, "a TCP port (1-65535)", lambda v: 1 <= v <= 65535)
 
@@ -284,6 +289,8 @@ class ContainersConfig:
     prtg_memory_warning: float = _percent(80.0)
     prtg_memory_error: float = _percent(95.0)
     prtg_cpu_warning: float = _percent(90.0)
+    # a document per container and one of the hub's state, through [shipper]'s output
+    snapshot_interval: float = interval_or_off()
 
     def cross_checks(self) -> list[tuple[str, str]]:
         if self.prtg_memory_warning > self.prtg_memory_error:
@@ -461,6 +468,7 @@ class ShipperConfig:
     close_inactive: float = positive_seconds(300.0)
     retry_backoff: float = positive_seconds(0.5)
     retry_backoff_max: float = positive_seconds(30.0)
+    status_interval: float = interval_or_off()  # the shipper's lag and outcomes as documents
     elasticsearch: ShipperElasticsearchConfig = field(default_factory=ShipperElasticsearchConfig)
     logstash: ShipperLogstashConfig = field(default_factory=ShipperLogstashConfig)
 

@@ -11,8 +11,9 @@ import enum
 import json
 import random
 import re
+from collections import Counter as Counts
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
@@ -109,6 +110,48 @@ def dead_letter(record: Record, error: dict[str, Any] | None, index: str) -> Rec
     return Record(record.key, record.start, record.resume, index, record.id, record.source, body)
 
 
+@dataclass
+class Settled:
+    """What one bulk answer means for its records."""
+
+    again: list[Record] = field(default_factory=list)  # retried records and new dead letters
+    done: Counts[Outcome] = field(default_factory=Counts)  # acknowledged, by outcome
+    retried: bool = False
+    dead_lettered: list[tuple[Record, str]] = field(default_factory=list)  # (record, reason)
+    refused: list[tuple[Record, str]] = field(default_factory=list)  # dead letters refused too
+
+
+def settle(
+    records: Sequence[Record], results: Sequence[ItemResult], config: ShipperElasticsearchConfig
+) -> Settled:
+    """Sort a bulk answer: done (indexed, duplicate, dead-lettered), to send again (429/5xx,
+    and a dead letter for each permanent refusal), or given up (a refused dead letter)."""
+    settled = Settled()
+    dead_prefix = f"{config.dead_letter_index}-"
+    for record, result in zip(records, results, strict=True):
+        kind = outcome(result.status)
+        to_dead_letters = record.index.startswith(dead_prefix)
+        if kind is Outcome.RETRY:
+            settled.again.append(record)
+            settled.retried = True
+        elif kind is Outcome.DEAD and to_dead_letters:
+            settled.refused.append((record, error_reason(result.error)))
+        elif kind is Outcome.DEAD:
+            index = dead_letter_index(config, record.index)
+            settled.again.append(dead_letter(record, result.error, index))
+            settled.dead_lettered.append((record, error_reason(result.error)))
+            settled.done[kind] += 1
+        elif not to_dead_letters:  # a dead letter itself was counted when it was refused
+            settled.done[kind] += 1
+    return settled
+
+
+def error_reason(error: dict[str, Any] | None) -> str:
+    if not error:
+        return "unknown"
+    return f"{error.get('type', 'unknown')}: {str(error.get('reason', ''))[:300]}"
+
+
 def _timestamp(doc: bytes) -> str | None:
     match = re.search(rb'"@timestamp":\s*"([^"]{10,40})"', doc)
     return match.group(1).decode() if match else None
@@ -152,6 +195,46 @@ _FIELDS: dict[str, Any] = {
     "process.pid": {"type": "long"},
     "process.thread.id": {"type": "long"},
     "stream": {"type": "keyword"},
+    "event.kind": {"type": "keyword"},
+    # documents the daemons index themselves (shippers/documents.py)
+    **dict.fromkeys(
+        [
+            "hubkeeper.container.memory.working_set.bytes",
+            "hubkeeper.container.memory.usage.bytes",
+            "hubkeeper.container.memory.limit.bytes",
+            "hubkeeper.container.memory.oom_kills",
+            "hubkeeper.container.processes",
+            "hubkeeper.hub.containers",
+            "hubkeeper.hub.servers",
+            "hubkeeper.hub.orphans",
+            "hubkeeper.hub.missing",
+            "hubkeeper.shipper.lag.bytes",
+            "hubkeeper.shipper.spool.bytes",
+            *(f"hubkeeper.shipper.events.{o.value}" for o in Outcome),
+        ],
+        {"type": "long"},
+    ),
+    **dict.fromkeys(
+        [
+            "hubkeeper.container.memory.pct_of_limit",
+            "hubkeeper.container.cpu.cores",
+            "hubkeeper.container.cpu.limit.cores",
+            "hubkeeper.container.cpu.pct_of_limit",
+            "hubkeeper.container.cpu.throttled_ratio",
+            "hubkeeper.shipper.lag.seconds",
+            "hubkeeper.shipper.spool.pct_of_limit",
+        ],
+        {"type": "double"},
+    ),
+    **dict.fromkeys(
+        [
+            "hubkeeper.container.orphan",
+            "hubkeeper.docker.up",
+            "hubkeeper.hub.up",
+            "hubkeeper.shipper.output.up",
+        ],
+        {"type": "boolean"},
+    ),
 }
 
 

@@ -410,6 +410,8 @@ class JsonParser(Parser):
                     elif target == "log.level":
                         value = level(str(value))
                     doc[target] = value if target == "@timestamp" else str(value)
+                    if key == "event":  # structlog's event name is what happened
+                        doc["event.action"] = doc[target]
                     break
         doc.setdefault("message", "")
         if data:

@@ -32,21 +32,19 @@ from hubkeeper.daemon import Daemon
 from hubkeeper.endpoint import Response
 from hubkeeper.files import try_lock
 from hubkeeper.log import get_logger
+from shippers.documents import DocumentIndexer, iso_time, make_output
 from shippers.elasticsearch import (
-    ElasticsearchOutput,
     Outcome,
     Unavailable,
     backoff,
-    dead_letter,
-    dead_letter_index,
-    outcome,
+    settle,
 )
-from shippers.logstash import LogstashOutput
 from shippers.sources import ContainerInfo, Files, Settings, make_sources
 from shippers.store import Record, Registry, Spool
 
 log = get_logger(__name__)
 READ_BUDGET = 4 << 20  # input bytes per reader cycle
+STATUS_DATASET = "hubkeeper.shipper"
 COMMIT_INTERVAL = 1.0  # seconds between registry writes while batches keep coming
 
 
@@ -95,6 +93,8 @@ class Shipper:
     def __init__(self, config: Config, container_info: ContainerInfo | None = None) -> None:
         section = config.shipper
         self.config = section
+        self.host_name = section.host_name or socket.gethostname()
+        self._reported: dict[Outcome, int] = {}
         state = Path(section.state_dir)
         state.mkdir(parents=True, exist_ok=True)
         self._lock = try_lock(state / "lock")  # one shipper per state folder
@@ -115,18 +115,14 @@ class Shipper:
             max_event_bytes=parse_byte_size(section.max_event_bytes),
             multiline_timeout=section.multiline_timeout,
             close_inactive=section.close_inactive,
-            host_name=section.host_name or socket.gethostname(),
+            host_name=self.host_name,
             index_prefix=section.elasticsearch.index_prefix,
         )
         root = docker_root(config.docker.url) if docker_sources else None
         self.files = Files(
             make_sources(section.sources, root), self.registry, settings, spooled, container_info
         )
-        self.output: ElasticsearchOutput | LogstashOutput = (
-            LogstashOutput(section.logstash)
-            if section.output == "logstash"
-            else ElasticsearchOutput(section.elasticsearch)
-        )
+        self.output = make_output(section)
         self.metrics_registry = CollectorRegistry()
         self.metrics = Metrics(self.metrics_registry)
         self.metrics_registry.register(_StateCollector(self))
@@ -264,7 +260,6 @@ class Shipper:
         False if asked to stop first."""
         pending = records
         attempt = 0
-        dead_prefix = f"{self.config.elasticsearch.dead_letter_index}-"
         while pending:
             if self.stopping.is_set():
                 return False
@@ -279,34 +274,20 @@ class Shipper:
             finally:
                 self.metrics.batch.observe(time.monotonic() - started)
             self.unavailable_since = None
-            again: list[Record] = []
-            done: Counts[Outcome] = Counts()
-            retried = False
-            for record, result in zip(pending, results, strict=True):
-                kind = outcome(result.status)
-                to_dead_letters = record.index.startswith(dead_prefix)
-                if kind is Outcome.RETRY:
-                    again.append(record)
-                    retried = True
-                elif kind is Outcome.DEAD and to_dead_letters:
-                    self.metrics.dead_letter_failures.inc()
-                    log.error("dead_letter_refused", id=record.id, error=_reason(result.error))
-                    continue
-                elif kind is Outcome.DEAD:
-                    index = dead_letter_index(self.config.elasticsearch, record.index)
-                    again.append(dead_letter(record, result.error, index))
-                    log.warning(
-                        "event_dead_lettered", index=record.index, id=record.id,
-                        source=record.source, error=_reason(result.error),
-                    )  # fmt: skip
-                elif to_dead_letters:
-                    continue  # the dead letter itself was counted when it was refused
-                done[kind] += 1
-            for kind, number in done.items():
+            settled = settle(pending, results, self.config.elasticsearch)
+            for record, reason in settled.refused:
+                self.metrics.dead_letter_failures.inc()
+                log.error("dead_letter_refused", id=record.id, error=reason)
+            for record, reason in settled.dead_lettered:
+                log.warning(
+                    "event_dead_lettered", index=record.index, id=record.id,
+                    source=record.source, error=reason,
+                )  # fmt: skip
+            for kind, number in settled.done.items():
                 self.metrics.events.labels(kind.value).inc(number)
                 self.metrics.counts[kind] += number
-            pending = again
-            if retried:
+            pending = settled.again
+            if settled.retried:
                 attempt += 1
                 self.stopping.wait(self._backoff(attempt))
         return True
@@ -333,6 +314,28 @@ class Shipper:
             old_bytes, old_seconds, files = result[tail.source.name]
             result[tail.source.name] = (old_bytes + behind, max(old_seconds, seconds), files + 1)
         return result
+
+    def status(self) -> tuple[str, dict[str, Any]]:
+        """The status document: lag, spool, and outcomes since the previous one."""
+        lag = self.lag().values()
+        counts = dict(self.metrics.counts)
+        since = {kind: counts[kind] - self._reported.get(kind, 0) for kind in Outcome}
+        self._reported = counts
+        used = self.spool.used()
+        document = {
+            "@timestamp": iso_time(time.time()),
+            "event.dataset": STATUS_DATASET,
+            "event.kind": "metric",
+            "service.name": "hubkeeper-shipper",
+            "host.name": self.host_name,
+            "hubkeeper.shipper.lag.bytes": sum(b for b, _s, _f in lag),
+            "hubkeeper.shipper.lag.seconds": round(max((s for _b, s, _f in lag), default=0.0), 3),
+            "hubkeeper.shipper.spool.bytes": used,
+            "hubkeeper.shipper.spool.pct_of_limit": round(100.0 * used / self.spool.max_bytes, 3),
+            "hubkeeper.shipper.output.up": self.unavailable_since is None,
+            **{f"hubkeeper.shipper.events.{kind.value}": n for kind, n in since.items()},
+        }
+        return self.host_name, document
 
     def prtg_route(self, path: str, _query: dict[str, list[str]]) -> Response:
         if path.rstrip("/") != "/prtg/shipper":
@@ -422,12 +425,6 @@ class _StateCollector(Collector):
             )
 
 
-def _reason(error: dict[str, Any] | None) -> str:
-    if not error:
-        return "unknown"
-    return f"{error.get('type', 'unknown')}: {str(error.get('reason', ''))[:300]}"
-
-
 def docker_lookup(url: str, labels: LabelsConfig, hub: str) -> ContainerInfo:
     """Container fields of a user-server container of the hub ``hub`` by id (None for
     other containers)."""
@@ -476,5 +473,12 @@ def ship_logs(config: Config, _args: argparse.Namespace) -> int:
         {"/prtg/": shipper.prtg_route},
     )
     daemon.every(3600, shipper.retention, "retention")
+    if config.shipper.status_interval:
+        status = DocumentIndexer(
+            config.shipper, shipper.metrics_registry, "hubkeeper_shipper_status"
+        )
+        daemon.every(
+            config.shipper.status_interval, lambda: status.index([shipper.status()]), "status"
+        )
     shipper.start()
     return daemon.run(on_stop=shipper.stop)

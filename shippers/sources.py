@@ -38,7 +38,7 @@ from hubkeeper.log import get_logger
 from hubkeeper.redact import redact
 from shippers.framing import Assembler, DockerRecords, Event, events_from, read_lines
 from shippers.parsers import Parser, make_parser, normalize_timestamp, now_iso
-from shippers.store import Entry, Record, Registry
+from shippers.store import Entry, Record, Registry, daily_index
 
 log = get_logger(__name__)
 
@@ -399,7 +399,7 @@ class Files:
         text = _ENCODER.encode(doc)
         if may_hold_secret(text):  # one look at the whole document; most lines pass
             text = _ENCODER.encode(redact_value(doc))
-        index = f"{self.settings.index_prefix}-{dataset}-{stamp[0:4]}.{stamp[5:7]}.{stamp[8:10]}"
+        index = daily_index(self.settings.index_prefix, dataset, stamp)
         body = text.encode("utf-8")
         return Record(
             entry.key, event.start, event.resume, index, event_id(entry.key, event.start),

@@ -89,6 +89,11 @@ class Registry:
             self.dirty = True
 
 
+def daily_index(prefix: str, dataset: str, stamp: str) -> str:
+    """The index of an event of ``dataset`` with the ISO timestamp ``stamp``."""
+    return f"{prefix}-{dataset}-{stamp[0:4]}.{stamp[5:7]}.{stamp[8:10]}"
+
+
 @dataclass(slots=True)
 class Record:
     """One spooled event: where it came from, where it goes, and its JSON document."""

@@ -166,11 +166,13 @@ def test_json_lines_structlog_and_others() -> None:
     assert own == {
         "@timestamp": "2026-11-25T17:23:18.573Z",
         "message": "daemon_started",
+        "event.action": "daemon_started",
         "log.level": "info",
         "log.logger": "hubkeeper.daemon",
         "json": {"port": 9104},
     }
     other = parse("json", '{"time": 1795608000.5, "msg": "hi", "severity": "WARN", "x": {"y": 1}}')
+    assert "event.action" not in other  # only structlog's "event" names an action
     assert (other["@timestamp"], other["log.level"], other["json"]) == (
         "2026-11-25T12:00:00.500Z", "warning", {"x": {"y": 1}},
     )  # fmt: skip

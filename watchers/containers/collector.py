@@ -259,7 +259,7 @@ _PER_CONTAINER: list[tuple[str, str, str, Getter]] = [
         "container_spec_memory_limit_bytes",
         "gauge",
         "Memory limit for the container.",
-        lambda s: s.info.memory_limit if s.stats.memory_limit is None else s.stats.memory_limit,
+        lambda s: s.memory_limit,
     ),
     (
         "container_spec_cpu_quota",

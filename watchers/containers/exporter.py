@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import socket
 import time
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -15,11 +16,13 @@ from hubkeeper.daemon import Daemon
 from hubkeeper.endpoint import Response
 from hubkeeper.hubapi import HubClient
 from hubkeeper.log import get_logger
+from shippers.documents import DocumentIndexer
 from watchers.containers import sensors
 from watchers.containers.cgroup import CgroupReader, raise_open_file_limit
 from watchers.containers.collector import Collector, SelfMetrics, render
 from watchers.containers.discovery import Discovery, docker_api
 from watchers.containers.dockerstats import StatsAPIReader
+from watchers.containers.documents import snapshot_documents
 from watchers.containers.reconcile import Reconciler
 
 log = get_logger(__name__)
@@ -61,6 +64,13 @@ class ContainerExporter:
         )
         self.registry = CollectorRegistry()
         self.registry.register(SelfMetrics(self.collector, self._hub_families))
+        self.hub = config.jupyterhub.name
+        self.host = config.shipper.host_name or socket.gethostname()
+        self.indexer: DocumentIndexer | None = None
+        if section.snapshot_interval:
+            self.indexer = DocumentIndexer(
+                config.shipper, self.registry, "hubkeeper_containers_snapshot"
+            )
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -69,6 +79,13 @@ class ContainerExporter:
             result = self.reconciler.run()
             if result.hub_up:
                 self.collector.set_known_names(result.known)
+
+    def index_snapshot(self) -> None:
+        """Send the current figures and the hub's state through the shipper's output."""
+        if self.indexer is not None:
+            reconciliation = self.reconciler.last if self.reconciler else None
+            snapshot = self.collector.snapshot()
+            self.indexer.index(snapshot_documents(snapshot, reconciliation, self.hub, self.host))
 
     def health(self) -> tuple[bool, str]:
         """Healthy while the resync job keeps running (a down engine is reported, not fatal)."""
@@ -151,5 +168,7 @@ def export_containers(config: Config, _args: argparse.Namespace) -> int:
         daemon.every(section.reconcile_seconds, exporter.reconcile, "reconcile")
     else:
         log.info("reconciliation_off", reason="reconcile = off or no hub token")
+    if exporter.indexer is not None:
+        daemon.every(section.snapshot_interval, exporter.index_snapshot, "snapshot")
     exporter.discovery.start()
     return daemon.run(on_stop=exporter.close)

@@ -95,6 +95,18 @@ class Sample:
     cpu_rate: float | None = None  # CPUs in use (1.0 = one core busy)
     throttled_ratio: float | None = None  # share of CFS periods throttled
 
+    @property
+    def memory_limit(self) -> int:
+        """The memory limit in bytes as the cgroup reports it, else as configured; 0: none."""
+        limit = self.stats.memory_limit
+        return limit if limit is not None else self.info.memory_limit
+
+    @property
+    def cpu_limit(self) -> float:
+        """The CPU limit in cores; 0.0: none."""
+        info = self.info
+        return info.cpu_quota / info.cpu_period if info.cpu_quota and info.cpu_period else 0.0
+
 
 @dataclass(frozen=True)
 class Snapshot:

@@ -123,14 +123,13 @@ def server_sensor(snapshot: Snapshot, user: str, server: str, settings: SensorSe
     if sample is None:
         return prtg.error(f"no running container for server {server_path(user, server)!r}")
     stats, info = sample.stats, sample.info
-    limit = stats.memory_limit if stats.memory_limit is not None else info.memory_limit
+    limit = sample.memory_limit
     channels = [channel("CPU", 100.0 * (sample.cpu_rate or 0.0), "CPU")]
-    if info.cpu_quota and info.cpu_period:
-        cpus = info.cpu_quota / info.cpu_period
+    if sample.cpu_limit:
         channels.append(
             channel(
                 "CPU of limit",
-                100.0 * (sample.cpu_rate or 0.0) / cpus,
+                100.0 * (sample.cpu_rate or 0.0) / sample.cpu_limit,
                 "Percent",
                 limits=Limits(max_warning=settings.cpu_warning_percent),
             )

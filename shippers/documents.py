@@ -1,0 +1,122 @@
+"""Documents a daemon writes about itself (container snapshots, the shipper's status),
+indexed through the shipper's configured output (``[shipper]``: Elasticsearch or Logstash).
+
+They are measurements taken every few seconds, not log lines: while the output does not
+answer they wait in a bounded buffer and go out with the next ones; past the bound the
+oldest are dropped and counted. Ids are deterministic (dataset, identity, timestamp), so
+a document sent twice is indexed once; a permanent refusal goes to the dead-letter index
+like any event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections import deque
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from elasticsearch import ApiError
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from hubkeeper.config import ShipperConfig
+from hubkeeper.log import get_logger
+from shippers.elasticsearch import ElasticsearchOutput, Outcome, Unavailable, settle
+from shippers.logstash import LogstashOutput
+from shippers.store import Record, daily_index
+
+log = get_logger(__name__)
+
+MAX_BUFFERED = 50_000  # documents: 200 containers every 30 s for two hours
+Output = ElasticsearchOutput | LogstashOutput
+
+
+def make_output(section: ShipperConfig) -> Output:
+    """The output ``[shipper]`` configures."""
+    if section.output == "logstash":
+        return LogstashOutput(section.logstash)
+    return ElasticsearchOutput(section.elasticsearch)
+
+
+def iso_time(seconds: float) -> str:
+    """Unix seconds as the shipper writes ``@timestamp`` (UTC, milliseconds)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def document_record(index_prefix: str, identity: str, doc: dict[str, Any]) -> Record:
+    """A spool-style record of one document; its dataset and timestamp name the index."""
+    dataset, stamp = str(doc["event.dataset"]), str(doc["@timestamp"])
+    body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    event_id = hashlib.blake2b(f"{dataset}\0{identity}\0{stamp}".encode(), digest_size=12)
+    return Record(
+        dataset, 0, 0, daily_index(index_prefix, dataset, stamp), event_id.hexdigest(),
+        dataset, body,
+    )  # fmt: skip
+
+
+class DocumentIndexer:
+    """Buffers documents and sends them in batches of ``batch_max_events``."""
+
+    def __init__(self, section: ShipperConfig, registry: CollectorRegistry, metric: str) -> None:
+        self.section = section
+        self.output = make_output(section)
+        self.buffer: deque[Record] = deque()
+        self.templates_installed = False
+        self.unavailable = False
+        self.documents = Counter(
+            f"{metric}_documents_total",
+            "Documents by outcome (indexed, duplicate, dead_lettered; dropped: the buffer "
+            "was full while the output did not answer).",
+            ["outcome"],
+            registry=registry,
+        )
+        for name in (*(o.value for o in Outcome if o is not Outcome.RETRY), "dropped"):
+            self.documents.labels(name)
+        Gauge(
+            f"{metric}_buffered_documents",
+            "Documents waiting for the output.",
+            registry=registry,
+        ).set_function(lambda: len(self.buffer))
+
+    def index(self, documents: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Queue ``(identity, document)`` pairs and send what the output takes now."""
+        prefix = self.section.elasticsearch.index_prefix
+        self.buffer.extend(document_record(prefix, key, doc) for key, doc in documents)
+        dropped = len(self.buffer) - MAX_BUFFERED
+        if dropped > 0:
+            for _ in range(dropped):
+                self.buffer.popleft()
+            self.documents.labels("dropped").inc(dropped)
+            log.warning("documents_dropped", count=dropped, buffered=len(self.buffer))
+        self.flush()
+
+    def flush(self) -> None:
+        try:
+            if not self.templates_installed:
+                self.output.install_templates()
+                self.templates_installed = True
+            while self.buffer:
+                batch = list(itertools.islice(self.buffer, self.section.batch_max_events))
+                settled = settle(batch, self.output.bulk(batch), self.section.elasticsearch)
+                for _ in batch:
+                    self.buffer.popleft()
+                self.buffer.extendleft(reversed(settled.again))
+                for kind, number in settled.done.items():
+                    self.documents.labels(kind.value).inc(number)
+                for record, reason in settled.dead_lettered + settled.refused:
+                    log.warning("document_refused", index=record.index, error=reason)
+                if settled.retried:
+                    break  # the rest goes with the next documents
+        except (Unavailable, ApiError) as error:
+            if not self.unavailable:
+                log.warning(
+                    "documents_output_unavailable", output=self.section.output,
+                    error=str(error)[:300], buffered=len(self.buffer),
+                )  # fmt: skip
+            self.unavailable = True
+            return
+        if self.unavailable:
+            log.info("documents_output_back", output=self.section.output)
+        self.unavailable = False
