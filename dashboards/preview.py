@@ -54,7 +54,7 @@ def search_body(panel: Panel, since: str = "now-24h", interval: int = 60) -> dic
     query = {"bool": {"filter": [*dsl(panel.where), {"range": {"@timestamp": {"gte": since}}}]}}
     if panel.chart == "search":
         return {"size": SEARCH_ROWS, "query": query, "sort": [{"@timestamp": "desc"}],
-                "_source": ["@timestamp", *panel.columns]}  # fmt: skip
+                "_source": False, "fields": ["@timestamp", *panel.columns]}  # fmt: skip
     aggs = _metric_dsl(panel.metric)
     for split, name in ((panel.series, "s"), (panel.x, "x")):
         if split is not None:
@@ -96,7 +96,7 @@ def _values(metric: Metric, bucket: dict[str, Any], series: str) -> list[tuple[s
 def parse(panel: Panel, answer: dict[str, Any]) -> Result:
     """Points or rows out of a search response."""
     if panel.chart == "search":
-        return Result(panel, [], [hit["_source"] for hit in answer["hits"]["hits"]])
+        return Result(panel, [], [_row(hit) for hit in answer["hits"]["hits"]])
     aggs = answer.get("aggregations")
     if aggs is None:  # a plain count asks for none; no matching index yet answers none
         if answer["hits"]["total"]["value"] == 0:
@@ -113,6 +113,11 @@ def parse(panel: Panel, answer: dict[str, Any]) -> Result:
                 (x_label, name, value) for name, value in _values(panel.metric, leaf, series)
             ]
     return Result(panel, points, [])
+
+
+def _row(hit: dict[str, Any]) -> dict[str, Any]:
+    """A hit's ``fields`` (dotted names, flat or nested in the source alike) as cells."""
+    return {name: ", ".join(map(str, values)) for name, values in hit.get("fields", {}).items()}
 
 
 def answer_total(answer: dict[str, Any], aggs: dict[str, Any]) -> dict[str, Any]:

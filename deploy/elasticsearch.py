@@ -231,16 +231,18 @@ def running_elasticsearch(progress: Callable[[str], None] = print) -> Iterator[E
 DAEMON_LOGS = ("watcher", "export-containers", "cull")
 
 
-@contextlib.contextmanager
-def running_log_store(
-    workdir: Path, progress: Callable[[str], None] = print
-) -> Iterator[dict[str, object]]:
-    """Elasticsearch for ``hubkeeper up``; yields the ``[shipper]`` section that ships the
-    local stack's logs (hub, proxy, NGINX, the watcher's JSON lines, user containers) into it."""
-    with running_elasticsearch(progress) as instance:
-        yield {
+DOCUMENT_INTERVAL = 10.0  # seconds between the daemons' own documents in the local stack
+
+
+def log_store_overrides(workdir: Path, elasticsearch_url: str) -> dict[str, dict[str, object]]:
+    """The config sections that ship the local stack's logs (hub, proxy, NGINX, the
+    daemons' JSON lines, user containers) and the daemons' own documents (container
+    snapshots, the shipper's status) into the Elasticsearch at ``elasticsearch_url``."""
+    return {
+        "shipper": {
             "state_dir": str(workdir / "shipper-state"),
-            "elasticsearch": {"hosts": [instance.url], "replicas": 0},
+            "status_interval": DOCUMENT_INTERVAL,
+            "elasticsearch": {"hosts": [elasticsearch_url], "replicas": 0},
             "sources": [
                 {"name": "hub", "paths": [f"{workdir}/logs/hub-*.log"], "parser": "jupyterhub"},
                 {"name": "hubkeeper", "parser": "json", "paths": [
@@ -252,7 +254,18 @@ def running_log_store(
                  "parser": "nginx_error"},
                 {"name": "containers", "type": "docker"},
             ],
-        }  # fmt: skip
+        },
+        "containers": {"snapshot_interval": DOCUMENT_INTERVAL},
+    }  # fmt: skip
+
+
+@contextlib.contextmanager
+def running_log_store(
+    workdir: Path, progress: Callable[[str], None] = print
+) -> Iterator[dict[str, dict[str, object]]]:
+    """Elasticsearch for ``hubkeeper up``; yields :func:`log_store_overrides` for it."""
+    with running_elasticsearch(progress) as instance:
+        yield log_store_overrides(workdir, instance.url)
 
 
 def main(argv: list[str]) -> int:

@@ -85,14 +85,14 @@ def up(args: argparse.Namespace) -> int:
         print(f"[hubkeeper up] {message}", flush=True)
 
     with (
-        running_log_store(workdir, progress) as shipper,
+        running_log_store(workdir, progress) as log_store,
         running_stack(
             workdir,
             ports=None if args.random_ports else default_ports(),
             watcher={},
             prometheus=True,
             daemons=tuple(command for command in DAEMONS if command != "watch-hubs"),
-            overrides={"shipper": shipper},
+            overrides=log_store,
             progress=progress,
         ) as stack,
     ):

@@ -11,10 +11,10 @@ like any event.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
+import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from elasticsearch import ApiError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from hubkeeper.config import ShipperConfig
+from hubkeeper.daemon import Daemon
 from hubkeeper.log import get_logger
 from shippers.elasticsearch import ElasticsearchOutput, Outcome, Unavailable, settle
 from shippers.logstash import LogstashOutput
@@ -31,6 +32,7 @@ log = get_logger(__name__)
 
 MAX_BUFFERED = 50_000  # documents: 200 containers every 30 s for two hours
 Output = ElasticsearchOutput | LogstashOutput
+Documents = Iterable[tuple[str, dict[str, Any]]]
 
 
 def make_output(section: ShipperConfig) -> Output:
@@ -57,12 +59,18 @@ def document_record(index_prefix: str, identity: str, doc: dict[str, Any]) -> Re
 
 
 class DocumentIndexer:
-    """Buffers documents and sends them in batches of ``batch_max_events``."""
+    """A bounded buffer of documents, sent in batches of ``batch_max_events``.
+
+    Measuring (:meth:`add`) and sending (:meth:`flush`) run as separate daemon jobs, so an
+    output that hangs never delays a measurement: the figures taken during an outage are
+    the ones ops want to see after it.
+    """
 
     def __init__(self, section: ShipperConfig, registry: CollectorRegistry, metric: str) -> None:
         self.section = section
         self.output = make_output(section)
         self.buffer: deque[Record] = deque()
+        self._lock = threading.Lock()
         self.templates_installed = False
         self.unavailable = False
         self.documents = Counter(
@@ -80,35 +88,38 @@ class DocumentIndexer:
             registry=registry,
         ).set_function(lambda: len(self.buffer))
 
-    def index(self, documents: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        """Queue ``(identity, document)`` pairs and send what the output takes now."""
+    def schedule(
+        self, daemon: Daemon, seconds: float, measure: Callable[[], Documents], name: str
+    ) -> None:
+        """Measure every ``seconds`` (job ``name``) and send every ``seconds`` (its own job)."""
+        daemon.every(seconds, lambda: self.add(measure()), name)
+        daemon.every(seconds, self.flush, f"{name}-send")
+
+    def add(self, documents: Documents) -> None:
+        """Buffer ``(identity, document)`` pairs."""
         prefix = self.section.elasticsearch.index_prefix
-        self.buffer.extend(document_record(prefix, key, doc) for key, doc in documents)
-        dropped = len(self.buffer) - MAX_BUFFERED
-        if dropped > 0:
-            for _ in range(dropped):
-                self.buffer.popleft()
-            self.documents.labels("dropped").inc(dropped)
-            log.warning("documents_dropped", count=dropped, buffered=len(self.buffer))
-        self.flush()
+        records = [document_record(prefix, key, doc) for key, doc in documents]
+        self._put(records, at_end=True)
 
     def flush(self) -> None:
+        """Send what is buffered until the output refuses or fails (then: next time)."""
         try:
             if not self.templates_installed:
                 self.output.install_templates()
                 self.templates_installed = True
-            while self.buffer:
-                batch = list(itertools.islice(self.buffer, self.section.batch_max_events))
-                settled = settle(batch, self.output.bulk(batch), self.section.elasticsearch)
-                for _ in batch:
-                    self.buffer.popleft()
-                self.buffer.extendleft(reversed(settled.again))
+            while batch := self._take(self.section.batch_max_events):
+                try:
+                    settled = settle(batch, self.output.bulk(batch), self.section.elasticsearch)
+                except BaseException:
+                    self._put(batch, at_end=False)
+                    raise
+                self._put(settled.again, at_end=False)
                 for kind, number in settled.done.items():
                     self.documents.labels(kind.value).inc(number)
                 for record, reason in settled.dead_lettered + settled.refused:
                     log.warning("document_refused", index=record.index, error=reason)
                 if settled.retried:
-                    break  # the rest goes with the next documents
+                    break
         except (Unavailable, ApiError) as error:
             if not self.unavailable:
                 log.warning(
@@ -120,3 +131,22 @@ class DocumentIndexer:
         if self.unavailable:
             log.info("documents_output_back", output=self.section.output)
         self.unavailable = False
+
+    def _take(self, count: int) -> list[Record]:
+        with self._lock:
+            return [self.buffer.popleft() for _ in range(min(count, len(self.buffer)))]
+
+    def _put(self, records: list[Record], at_end: bool) -> None:
+        """Put records in the buffer (new ones at the end, unsent ones back in front);
+        beyond MAX_BUFFERED the oldest are dropped."""
+        with self._lock:
+            if at_end:
+                self.buffer.extend(records)
+            else:
+                self.buffer.extendleft(reversed(records))
+            dropped = len(self.buffer) - MAX_BUFFERED
+            for _ in range(max(dropped, 0)):
+                self.buffer.popleft()
+        if dropped > 0:
+            self.documents.labels("dropped").inc(dropped)
+            log.warning("documents_dropped", count=dropped, buffered=len(self.buffer))

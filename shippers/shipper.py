@@ -474,11 +474,8 @@ def ship_logs(config: Config, _args: argparse.Namespace) -> int:
     )
     daemon.every(3600, shipper.retention, "retention")
     if config.shipper.status_interval:
-        status = DocumentIndexer(
-            config.shipper, shipper.metrics_registry, "hubkeeper_shipper_status"
-        )
-        daemon.every(
-            config.shipper.status_interval, lambda: status.index([shipper.status()]), "status"
-        )
+        section = config.shipper
+        status = DocumentIndexer(section, shipper.metrics_registry, "hubkeeper_shipper_status")
+        status.schedule(daemon, section.status_interval, lambda: [shipper.status()], "status")
     shipper.start()
     return daemon.run(on_stop=shipper.stop)

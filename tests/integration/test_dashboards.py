@@ -1,14 +1,23 @@
-"""The dashboards against real data: a real hub run (logins, spawns, a failed spawn,
-requests, a traceback) shipped by the real shipper into the real Elasticsearch; every
-panel's query answers with data, the export passes the structural check, the preview
-pages show every panel."""
+"""The dashboards against real data: a real stack (two hubs with DockerSpawner and the
+watcher, NGINX, the container exporter, the culler, the shipper) runs what ops would see
+in a day (logins, spawns, a failed spawn, requests, a traceback, an OOM kill, an orphaned
+container, a cull, a dead letter, an Elasticsearch pause, a failover); the shipper and the
+exporter put it into the real Elasticsearch. Every panel's query answers with data, the
+export passes the structural check, the preview pages show every panel."""
 
 import html
+import os
 import re
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -16,15 +25,69 @@ import requests
 from dashboards.kibana import check, saved_objects, to_ndjson
 from dashboards.panels import DASHBOARDS, AnyOf, Where
 from dashboards.preview import preview, run
-from deploy.elasticsearch import Elasticsearch
-from deploy.stack import Stack, wait_for
+from deploy import hubctl
+from deploy.elasticsearch import Elasticsearch, log_store_overrides
+from deploy.stack import Stack, running_stack, wait_for
+from hub.images import BASE_IMAGE
 from hubkeeper.hubapi import HubAPIError
-from tests.integration.helpers import start_and_wait, stop_and_wait
-from tests.integration.shipping import stop_shippers  # noqa: F401  (autouse)
-from tests.integration.test_shipper_stack import stack_shipper
+from tests.integration.helpers import start_and_wait, user_containers
+from tests.integration.shipping import search
 
 NAME = "dash"
-USERS = ["dash-ann", "dash-bob"]
+INDICES = f"{NAME}-logs-*"
+ANN, BOB, IDLE, REFUSED = "dash-ann", "dash-bob", "dash-cat", "dash-eve"
+GHOST = "dash-ghost"
+WATCHER = {"interval": 0.5, "probe_timeout": 0.5, "startup_grace": 1.0, "hold_time": 600.0,
+           "fence_timeout": 10.0, "start_timeout": 45.0, "confirm_timeout": 5.0}  # fmt: skip
+PAUSE = 4.0  # seconds Elasticsearch is stopped (SIGSTOP) while lines keep coming
+
+
+@dataclass
+class Run:
+    stack: Stack
+    es: Elasticsearch
+    paused: tuple[float, float]  # when Elasticsearch was stopped and continued (unix time)
+
+    def docs(self, query: dict[str, Any], index: str = INDICES) -> list[dict[str, Any]]:
+        return search(self.es, index, query)
+
+    def newest(self, *conditions: dict[str, Any]) -> dict[str, Any] | None:
+        body = {"size": 1, "sort": [{"@timestamp": "desc"}],
+                "query": {"bool": {"filter": list(conditions)}}}  # fmt: skip
+        answer = requests.post(f"{self.es.url}/{INDICES}/_search", json=body, timeout=30).json()
+        hits = answer.get("hits", {}).get("hits", [])
+        return hits[0]["_source"] if hits else None
+
+    def arrived(self, what: str, *conditions: dict[str, Any], timeout: float = 60) -> None:
+        wait_for(lambda: self.newest(*conditions) is not None, timeout, what, interval=0.5)
+
+
+def term(field: str, value: object) -> dict[str, Any]:
+    return {"term": {field: value}}
+
+
+def at_least(field: str, value: float) -> dict[str, Any]:
+    return {"range": {field: {"gte": value}}}
+
+
+def after(unix_time: float) -> dict[str, Any]:
+    return {"range": {"@timestamp": {"gt": int(unix_time * 1000), "format": "epoch_millis"}}}
+
+
+def overrides(workdir: Path, es: Elasticsearch, probe: Path) -> dict[str, dict[str, Any]]:
+    """``hubkeeper up``'s log store sections, with short intervals and this module's indices."""
+    sections: dict[str, dict[str, Any]] = log_store_overrides(workdir, es.url)
+    shipper = sections["shipper"]
+    shipper.update(status_interval=1.0, poll_interval=0.05, scan_interval=0.2,
+                   batch_max_wait=0.2, retry_backoff=0.2, retry_backoff_max=2.0)  # fmt: skip
+    shipper["elasticsearch"].update(index_prefix=f"{NAME}-logs", dead_letter_index=f"{NAME}-dead",
+                                    retention_days=0, timeout=10.0)  # fmt: skip
+    shipper["sources"].append({"name": "probe", "parser": "json", "paths": [str(probe)]})
+    sections["containers"].update(snapshot_interval=1.0, reconcile_seconds=1.0, cache_seconds=0,
+                                  resync_seconds=2.0, orphan_grace=0.0)  # fmt: skip
+    sections["culler"] = {"timeout": 3.0, "cull_every": 1.0, "exempt_users": [ANN, BOB],
+                          "busy_cpu_percent": 0.0}  # fmt: skip
+    return sections
 
 
 def login(stack: Stack, user: str) -> int:
@@ -35,16 +98,17 @@ def login(stack: Stack, user: str) -> int:
     return session.post(f"{stack.public_url}/hub/login", data=form, timeout=30).status_code
 
 
-def hub_run(stack: Stack) -> None:
-    """What ops would see in a day, in a minute."""
+def hub_day(stack: Stack) -> None:
+    """Logins (one refused), a failed and three good spawns, requests, a 404, a traceback."""
     client = stack.client()
-    token = client.config.token.reveal()
-    headers = {"Authorization": f"token {token}"}
-    client.create_users(USERS)
-    for user in USERS:
+    headers = {"Authorization": f"token {client.config.token.reveal()}"}
+    client.create_users([ANN, BOB, IDLE, REFUSED])
+    for user in (ANN, BOB):
         assert login(stack, user) == 200
     login(stack, "")  # refused
-    for user in USERS:
+    with pytest.raises(HubAPIError):
+        client.start_server(REFUSED, options={"image": "debian:bookworm"})  # not allowed
+    for user in (ANN, BOB, IDLE):
         start_and_wait(client, user)
         status = requests.get(f"{stack.public_url}/user/{user}/api/status", headers=headers,
                               timeout=10)  # fmt: skip
@@ -53,35 +117,159 @@ def hub_run(stack: Stack) -> None:
     broken = requests.post(f"{stack.public_url}/hub/api/users", data="{not json",
                            headers=headers, timeout=10)  # fmt: skip
     assert broken.status_code == 400  # logged with its traceback
-    for user in USERS:
-        stop_and_wait(client, user)
-    with pytest.raises(HubAPIError):
-        client.start_server(USERS[0], options={"image": "debian:bookworm"})
+
+
+def container_trouble(stack: Stack) -> None:
+    """An OOM kill in ann's server, a CPU burner in bob's, an orphaned container."""
+    (ann,) = user_containers(stack, ANN)
+    hog = ann.exec_run(["python3", "-c", "b'x' * (1536 * 2**20)"])  # the limit is 512M
+    assert hog.exit_code == 137, hog.output[-500:]  # SIGKILL by the OOM killer
+    (bob,) = user_containers(stack, BOB)
+    bob.exec_run(["timeout", "6", "python3", "-c", "while True: pass"], detach=True)
+    labels = stack.config.labels
+    stack.docker.containers.run(
+        BASE_IMAGE, ["sleep", "600"], detach=True, network_mode="host",
+        name=f"{GHOST}-{secrets.token_hex(3)}",
+        labels={labels.user: GHOST, labels.server: "", labels.hub: stack.config.jupyterhub.name},
+    )  # fmt: skip
+
+
+def conflicting_lines(probe: Path) -> None:
+    """Two JSON lines whose field types conflict: the second one is dead-lettered."""
+    with probe.open("a") as out:
+        out.write('{"event": "probe", "probe_value": 1}\n')
+        out.write('{"event": "probe", "probe_value": {"nested": 1}}\n')
+
+
+def pause_elasticsearch(es: Elasticsearch, probe: Path) -> tuple[float, float]:
+    """Stop Elasticsearch (SIGSTOP) while lines keep coming; continue it."""
+    assert es.pid is not None
+    stopped = time.time()
+    os.kill(es.pid, signal.SIGSTOP)
+    try:
+        with probe.open("a") as out:
+            for number in range(int(PAUSE * 10)):
+                out.write(f'{{"event": "probe_during_pause", "number": {number}}}\n')
+                out.flush()
+                time.sleep(0.1)
+    finally:
+        os.kill(es.pid, signal.SIGCONT)
+    return stopped, time.time()
+
+
+def fail_over(stack: Stack) -> None:
+    """kill -9 of hub a and its proxy; the watcher makes b active."""
+    config = stack.config
+    proxy, hub = hubctl.proxy_pid(config, "a"), hubctl.launched_pid(config, "a")
+    assert proxy is not None and hub is not None
+    os.killpg(hub, signal.SIGKILL)
+    os.kill(proxy, signal.SIGKILL)
+    wait_for(lambda: stack.nginx.live() == ("b", 2), 90, "the failover to hub b")
 
 
 @pytest.fixture(scope="module")
-def shipped(stack: Stack, elasticsearch: Elasticsearch, tmp_path_factory) -> Elasticsearch:
-    shipper = stack_shipper(stack, tmp_path_factory.mktemp("dash"), elasticsearch, NAME).start()
-    hub_run(stack)
-    nginx_logs = Path(stack.config.nginx.prefix) / "logs"
-    shipper.wait_shipped(stack.logs / "hub-a.log", nginx_logs / "access.log")
-    container = {"term": {"event.dataset": "container"}}
-    wait_for(lambda: len(shipper.docs(query=container)) > 0, 30, "user server lines")
-    shipper.stop()
-    requests.post(f"{elasticsearch.url}/{NAME}-logs-*/_refresh", timeout=30)
-    return elasticsearch
+def shipped(
+    tmp_path_factory: pytest.TempPathFactory, elasticsearch: Elasticsearch
+) -> Iterator[Run]:
+    workdir = tmp_path_factory.mktemp("dash-stack")
+    probe = workdir / "logs" / "probe.log"
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.touch()
+    with running_stack(
+        workdir, hub_name=f"dash-{secrets.token_hex(3)}", watcher=WATCHER,
+        daemons=("export-containers", "cull", "ship-logs"),
+        overrides=overrides(workdir, elasticsearch, probe),
+    ) as stack:  # fmt: skip
+        hub_day(stack)
+        container_trouble(stack)
+        conflicting_lines(probe)
+        result = Run(stack, elasticsearch, pause_elasticsearch(elasticsearch, probe))
+        result.arrived(
+            "ann's OOM kill",
+            term("event.dataset", "hubkeeper.containers"),
+            term("user.name", ANN),
+            at_least("hubkeeper.container.memory.oom_kills", 1),
+        )
+        result.arrived("the orphan", term("hubkeeper.container.orphan", True),
+                       term("user.name", GHOST))  # fmt: skip
+        result.arrived("the cull", term("event.action", "cull_decision"),
+                       term("json.user", IDLE), term("json.action", "stop"))  # fmt: skip
+        result.arrived("a dead letter", term("event.dataset", "hubkeeper.shipper"),
+                       at_least("hubkeeper.shipper.events.dead_lettered", 1))  # fmt: skip
+        fail_over(stack)
+        switched = time.time()
+        result.arrived("the failover", term("event.action", "failover_done"), timeout=90)
+        result.arrived("the switch", term("event.action", "nginx_switched"))
+        result.arrived("the hub's state from hub b", term("event.dataset", "hubkeeper.hub"),
+                       term("hubkeeper.hub.up", True), after(switched))  # fmt: skip
+        requests.post(f"{elasticsearch.url}/{INDICES}/_refresh", timeout=30)
+        yield result
 
 
 @pytest.mark.parametrize("panel", [p for d in DASHBOARDS for p in d.panels], ids=lambda p: p.id)
-def test_every_panel_query_returns_data(shipped: Elasticsearch, panel) -> None:
-    result = run(panel, shipped.url, f"{NAME}-logs-*", interval=10)
+def test_every_panel_query_returns_data(shipped: Run, panel) -> None:
+    result = run(panel, shipped.es.url, INDICES, interval=10)
     assert not result.empty, f"{panel.title}: no data"
     if panel.series is not None and panel.series.kind == "filters":
         labels = {label for label, _ in panel.series.filters}  # refused login, failed spawn
         assert {s for _, s, v in result.points if v} == labels
 
 
-def test_fields_are_aggregatable_in_the_real_indices(shipped: Elasticsearch) -> None:
+def metric(text: str, metric_name: str, /, **labels: str) -> float | None:
+    """The value of the first series ``metric_name`` with ``labels`` in an exposition text."""
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        if head.split("{")[0] == metric_name and all(
+            f'{k}="{v}"' in head for k, v in labels.items()
+        ):
+            return float(value)
+    return None
+
+
+def test_container_snapshots_agree_with_the_exporter(shipped: Run) -> None:
+    config = shipped.stack.config
+    exporter = f"http://127.0.0.1:{config.containers.endpoint.port}/metrics"
+    text = requests.get(exporter, timeout=10).text
+    snapshot = term("event.dataset", "hubkeeper.containers")
+    ann = shipped.newest(snapshot, term("user.name", ANN))
+    assert ann is not None
+    oom = metric(text, "container_oom_events_total", name=ann["container.name"])
+    assert ann["hubkeeper.container.memory.oom_kills"] == oom >= 1
+    assert ann["hubkeeper.container.memory.limit.bytes"] == 512 * 2**20
+    assert ann["hubkeeper.container.cpu.limit.cores"] == 1.0
+    assert 0 < ann["hubkeeper.container.memory.pct_of_limit"] < 100
+    assert ann["hubkeeper.container.orphan"] is False
+    assert ann["container.image.name"] in config.jupyterhub.allowed_images
+    busy = shipped.docs({"bool": {"filter": [snapshot, term("user.name", BOB)]}})
+    assert max(d.get("hubkeeper.container.cpu.pct_of_limit", 0) for d in busy) > 20  # the burner
+    ghost = shipped.newest(snapshot, term("user.name", GHOST))
+    assert ghost is not None and ghost["hubkeeper.container.orphan"] is True
+    hub = shipped.newest(term("event.dataset", "hubkeeper.hub"), term("hubkeeper.hub.up", True))
+    assert hub is not None
+    assert (hub["hubkeeper.hub.servers"], hub["hubkeeper.hub.orphans"]) == (2, 1)  # cat culled
+    assert hub["hubkeeper.hub.containers"] == 3 and hub["labels.hub"] == config.jupyterhub.name
+    assert metric(text, "hubkeeper_containers_snapshot_documents_total", outcome="indexed")
+    assert metric(text, "hubkeeper_containers_snapshot_documents_total", outcome="dropped") == 0
+
+
+def test_figures_taken_while_elasticsearch_was_stopped_arrived_afterwards(shipped: Run) -> None:
+    stopped, continued = (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) for t in shipped.paused
+    )
+    during = {"range": {"@timestamp": {"gt": stopped, "lt": continued}}}
+    status = shipped.docs(
+        {"bool": {"filter": [term("event.dataset", "hubkeeper.shipper"), during]}}
+    )
+    assert len(status) >= PAUSE - 2  # one a second, measured while the output hung
+    assert max(d["hubkeeper.shipper.lag.seconds"] for d in status) > 1
+    assert max(d["hubkeeper.shipper.lag.bytes"] for d in status) > 0
+    snapshots = shipped.docs({"bool": {"filter": [term("event.dataset", "hubkeeper.hub"), during]}})
+    assert len(snapshots) >= PAUSE - 2
+    lines = shipped.docs(term("event.action", "probe_during_pause"))
+    assert sorted(d["json"]["number"] for d in lines) == list(range(int(PAUSE * 10)))
+
+
+def test_fields_are_aggregatable_in_the_real_indices(shipped: Run) -> None:
     fields = set()
     for panel in (p for d in DASHBOARDS for p in d.panels):
         conditions = [*panel.where]
@@ -93,14 +281,14 @@ def test_fields_are_aggregatable_in_the_real_indices(shipped: Elasticsearch) -> 
         for condition in conditions:
             inner = condition.conditions if isinstance(condition, AnyOf) else (condition,)
             fields |= {c.field for c in inner if isinstance(c, Where) and c.phrase is None}
-    caps = requests.get(f"{shipped.url}/{NAME}-logs-*/_field_caps",
+    caps = requests.get(f"{shipped.es.url}/{INDICES}/_field_caps",
                         params={"fields": ",".join(sorted(fields))}, timeout=30).json()  # fmt: skip
     for name in fields:
         assert name in caps["fields"], f"{name} is not in the indices"
         assert all(c["aggregatable"] for c in caps["fields"][name].values()), name
 
 
-def test_export_and_preview_commands(shipped: Elasticsearch, tmp_path: Path) -> None:
+def test_export_and_preview_commands(shipped: Run, tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "hubkeeper.cli", "dashboards"]
     target = tmp_path / "dashboards.ndjson"
     subprocess.run([*cli, "export", str(target), "--index-prefix", f"{NAME}-logs"],
@@ -109,7 +297,7 @@ def test_export_and_preview_commands(shipped: Elasticsearch, tmp_path: Path) -> 
     assert target.read_text() == to_ndjson(saved_objects(f"{NAME}-logs"))
     out = tmp_path / "preview"
     done = subprocess.run(
-        [*cli, "preview", "--out", str(out), "--elasticsearch", shipped.url,
+        [*cli, "preview", "--out", str(out), "--elasticsearch", shipped.es.url,
          "--index-prefix", f"{NAME}-logs"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -122,13 +310,18 @@ def test_export_and_preview_commands(shipped: Elasticsearch, tmp_path: Path) -> 
         for panel in dashboard.panels:
             section = page.split(f'id="{panel.id}"', 1)[1].split("</section>", 1)[0]
             assert 'class="point' in section or 'class="metric point' in section, panel.id
+    reliability = (out / "hubkeeper-reliability.html").read_text()
+    watcher_events = reliability.split('id="watcher-events"', 1)[1].split("</section>", 1)[0]
+    assert "<td>active_down</td>" in watcher_events  # failover_done's reason, nested in json
+    users = (out / "hubkeeper-users.html").read_text()
+    assert f"<td>{GHOST}</td>" in users.split('id="orphan-containers"', 1)[1]
 
 
-def test_preview_renders_in_headless_chromium(shipped: Elasticsearch, tmp_path: Path) -> None:
+def test_preview_renders_in_headless_chromium(shipped: Run, tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     assert chromium, "Debian chromium is not installed (deploy/setup.sh installs it)"
     out = tmp_path / "preview"
-    preview(out, shipped.url, f"{NAME}-logs")
+    preview(out, shipped.es.url, f"{NAME}-logs")
     for dashboard in DASHBOARDS:
         page = out / f"{dashboard.id}.html"
         shot = tmp_path / f"{dashboard.id}.png"

@@ -69,7 +69,7 @@ def snapshot_documents(
             "labels.hub": info.hub,
             **container_figures(sample),
         }
-        if known:
+        if known and info.hub == hub:  # only this hub's containers were compared
             document["hubkeeper.container.orphan"] = info.name in orphans
         documents.append((info.id, document))
     state: Document = {

@@ -80,12 +80,11 @@ class ContainerExporter:
             if result.hub_up:
                 self.collector.set_known_names(result.known)
 
-    def index_snapshot(self) -> None:
-        """Send the current figures and the hub's state through the shipper's output."""
-        if self.indexer is not None:
-            reconciliation = self.reconciler.last if self.reconciler else None
-            snapshot = self.collector.snapshot()
-            self.indexer.index(snapshot_documents(snapshot, reconciliation, self.hub, self.host))
+    def snapshot_documents(self) -> list[tuple[str, dict]]:
+        """The current figures and the hub's state, for the shipper's output."""
+        reconciliation = self.reconciler.last if self.reconciler else None
+        snapshot = self.collector.snapshot()
+        return snapshot_documents(snapshot, reconciliation, self.hub, self.host)
 
     def health(self) -> tuple[bool, str]:
         """Healthy while the resync job keeps running (a down engine is reported, not fatal)."""
@@ -169,6 +168,8 @@ def export_containers(config: Config, _args: argparse.Namespace) -> int:
     else:
         log.info("reconciliation_off", reason="reconcile = off or no hub token")
     if exporter.indexer is not None:
-        daemon.every(section.snapshot_interval, exporter.index_snapshot, "snapshot")
+        exporter.indexer.schedule(
+            daemon, section.snapshot_interval, exporter.snapshot_documents, "snapshot"
+        )
     exporter.discovery.start()
     return daemon.run(on_stop=exporter.close)
