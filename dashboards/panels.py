@@ -208,7 +208,8 @@ HUB_OVERVIEW = Dashboard(
 SPAWNS = Dashboard(
     "hubkeeper-spawns",
     "Spawns",
-    "Are spawns succeeding and how long they take; what failed; which servers stopped.",
+    "Are spawns succeeding and how long they take; what failed or got stuck; which servers "
+    "stopped, and with which exit code.",
     (
         Panel("spawns-over-time", "Spawns succeeded, failed and servers stopped", "bar",
               (HUB,), x=TIME, series=Split("filters", filters=(
@@ -222,10 +223,18 @@ SPAWNS = Dashboard(
         Panel("spawn-duration-by-user", "Slowest spawn per user (ns)", "bar",
               (HUB, action("spawn")), Metric("max", "event.duration", label="slowest"),
               x=top("user.name")),
-        Panel("spawn-failures", "Spawn failures", "search", (HUB, action("spawn-failed")),
-              columns=("user.name", "message", "error.type"), width=48),
+        Panel("stuck-spawns", "Stuck spawns and stops (culler)", "bar",
+              (action("cull_decision"), Where("json.reason", ("stuck_spawn", "stuck_stop"))),
+              x=top("json.user"), series=top("json.action")),
+        Panel("failure-reasons", "Most frequent spawn failure messages", "bar",
+              (HUB, action("spawn-failed")), x=top("labels.spawn_failure")),
         Panel("servers-stopped", "Servers stopped by user", "bar", (HUB, action("stop")),
               x=top("user.name")),
+        Panel("exit-codes", "Servers found stopped, by exit code", "bar",
+              (HUB, action("server-exited")), x=top("process.exit_code"),
+              series=top("user.name")),
+        Panel("spawn-failures", "Spawn failures", "search", (HUB, action("spawn-failed")),
+              columns=("user.name", "message", "error.type"), width=48),
     ),
 )  # fmt: skip
 

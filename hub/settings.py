@@ -117,11 +117,13 @@ def apply(c: Any, config: Config, instance_name: str) -> None:
     c.DockerSpawner.allowed_images = list(hub.allowed_images)
     c.DockerSpawner.mem_limit = hub.mem_limit
     c.DockerSpawner.cpu_limit = hub.cpu_limit
-    c.DockerSpawner.remove = True
+    c.DockerSpawner.remove = True  # on stop; not auto_remove, which loses the exit code:
+    c.DockerSpawner.extra_host_config = {"auto_remove": False}  # a dead one waits for the hub
     c.DockerSpawner.ip = hub.server_ip
     c.HostNetworkDockerSpawner.server_address = hub.server_ip
     c.Spawner.start_timeout = int(hub.spawn_timeout)
     c.Spawner.http_timeout = int(hub.spawn_timeout)
+    c.Spawner.poll_interval = hub.poll_interval  # how soon a dead server is noticed
     labels = config.labels
     c.DockerSpawner.extra_create_kwargs = {
         "labels": {

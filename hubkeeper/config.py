@@ -204,6 +204,7 @@ class JupyterHubConfig:
         None, "a folder holding one token file per hubkeeper service (<service>.token)"
     )
     spawn_timeout: float = positive_seconds(60.0)
+    poll_interval: int = setting(30, "a whole number of seconds >= 1", lambda v: v >= 1)
     named_server_limit: int = setting(
         5, "a number of named servers per user >= 0", lambda v: v >= 0
     )

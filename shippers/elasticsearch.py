@@ -193,6 +193,7 @@ _FIELDS: dict[str, Any] = {
     "error.message": {"type": "text"},
     "error.stack_trace": {"type": "text"},
     "process.pid": {"type": "long"},
+    "process.exit_code": {"type": "long"},
     "process.thread.id": {"type": "long"},
     "stream": {"type": "keyword"},
     "event.kind": {"type": "keyword"},

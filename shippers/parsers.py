@@ -195,13 +195,36 @@ _TORNADO = re.compile(
 _REQUEST = re.compile(
     r"(\d{3}) ([A-Z]+) (\S+)(?: -> (\S+))? \((?:([^()@]*)@)?([^()@\s]*)\) (\d+(?:\.\d+)?)ms\s*$"
 )
-_ACTIONS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"User (\S+) took (\d+(?:\.\d+)?) seconds to start"), "spawn"),
-    (re.compile(r"User (\S+) server took (\d+(?:\.\d+)?) seconds to stop"), "stop"),
-    (re.compile(r"(?:Unhandled error starting|Error starting) (\S+?)'s server"), "spawn-failed"),
-    (re.compile(r"User logged in: (\S+)"), "login"),
-    (re.compile(r"User logged out: (\S+)"), "logout"),
-]
+
+
+def _seconds_as_ns(text: str) -> tuple[str, int]:
+    return "event.duration", round(float(text) * 1e9)
+
+
+def _exit_code(text: str) -> tuple[str, int]:
+    return "process.exit_code", int(text)
+
+
+def _failure(text: str) -> tuple[str, str]:
+    """The reason a spawn failed, as a keyword ops can count (the start of it)."""
+    return "labels.spawn_failure", text.strip()[:200]
+
+
+# (pattern, action, the field of the pattern's second group); the first group is the user
+_ACTIONS: list[tuple[re.Pattern[str], str, Callable[[str], tuple[str, str | int]] | None]] = [
+    (re.compile(r"User (\S+) took (\d+(?:\.\d+)?) seconds to start"), "spawn", _seconds_as_ns),
+    (re.compile(r"User (\S+) server took (\d+(?:\.\d+)?) seconds to stop"), "stop",
+     _seconds_as_ns),
+    # a server found dead by the hub (DockerSpawner's poll says ``ExitCode=137, ...``)
+    (re.compile(r"User (\S+) server stopped,? with exit code: (?:ExitCode=)?(-?\d+)?"),
+     "server-exited", _exit_code),
+    (re.compile(r"([^\s:]+)(?::\S+)? appears to have stopped while the Hub was down"),
+     "server-exited", None),
+    (re.compile(r"(?:Unhandled error starting|Error starting) (\S+?)'s server(?::\s*(.+))?"),
+     "spawn-failed", _failure),
+    (re.compile(r"User logged in: (\S+)"), "login", None),
+    (re.compile(r"User logged out: (\S+)"), "logout", None),
+]  # fmt: skip
 
 
 class TornadoParser(Parser):
@@ -237,14 +260,15 @@ class TornadoParser(Parser):
                     doc["client.ip"] = ip
                 doc["event.duration"] = round(float(millis) * 1_000_000)
                 return doc
-        if "User " in message or "starting" in message:
-            for pattern, action in _ACTIONS:
+        if "User " in message or "starting" in message or "stopped" in message:
+            for pattern, action, second in _ACTIONS:
                 found = pattern.search(message)
                 if found:
                     doc["event.action"] = action
                     doc["user.name"] = found.group(1)
-                    if pattern.groups > 1:
-                        doc["event.duration"] = round(float(found.group(2)) * 1e9)
+                    if second is not None and found.group(2) is not None:
+                        name, value = second(found.group(2))
+                        doc[name] = value
                     break
         return doc
 

@@ -5,6 +5,7 @@ container, a cull, a dead letter, an Elasticsearch pause, a failover); the shipp
 exporter put it into the real Elasticsearch. Every panel's query answers with data, the
 export passes the structural check, the preview pages show every panel."""
 
+import contextlib
 import html
 import os
 import re
@@ -13,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ from tests.integration.shipping import search
 NAME = "dash"
 INDICES = f"{NAME}-logs-*"
 ANN, BOB, IDLE, REFUSED = "dash-ann", "dash-bob", "dash-cat", "dash-eve"
+STUCK, DEAD = "dash-stu", "dash-dee"  # a spawn that hangs; a server that dies
+STUCK_AFTER = 15.0  # the culler's pending_timeout: well above a normal spawn here (2-4 s)
 GHOST = "dash-ghost"
 WATCHER = {"interval": 0.5, "probe_timeout": 0.5, "startup_grace": 1.0, "hold_time": 600.0,
            "fence_timeout": 10.0, "start_timeout": 45.0, "confirm_timeout": 5.0}  # fmt: skip
@@ -85,8 +89,10 @@ def overrides(workdir: Path, es: Elasticsearch, probe: Path) -> dict[str, dict[s
     shipper["sources"].append({"name": "probe", "parser": "json", "paths": [str(probe)]})
     sections["containers"].update(snapshot_interval=1.0, reconcile_seconds=1.0, cache_seconds=0,
                                   resync_seconds=2.0, orphan_grace=0.0)  # fmt: skip
-    sections["culler"] = {"timeout": 3.0, "cull_every": 1.0, "exempt_users": [ANN, BOB],
-                          "busy_cpu_percent": 0.0}  # fmt: skip
+    sections["jupyterhub"] = {"poll_interval": 1}  # dee's death is noticed at once
+    sections["culler"] = {"timeout": 3.0, "cull_every": 1.0, "exempt_users": [ANN, BOB, DEAD],
+                          "busy_cpu_percent": 0.0, "pending_timeout": STUCK_AFTER,
+                          "stop_stuck": True}  # fmt: skip
     return sections
 
 
@@ -102,13 +108,13 @@ def hub_day(stack: Stack) -> None:
     """Logins (one refused), a failed and three good spawns, requests, a 404, a traceback."""
     client = stack.client()
     headers = {"Authorization": f"token {client.config.token.reveal()}"}
-    client.create_users([ANN, BOB, IDLE, REFUSED])
+    client.create_users([ANN, BOB, IDLE, REFUSED, STUCK, DEAD])
     for user in (ANN, BOB):
         assert login(stack, user) == 200
     login(stack, "")  # refused
     with pytest.raises(HubAPIError):
         client.start_server(REFUSED, options={"image": "debian:bookworm"})  # not allowed
-    for user in (ANN, BOB, IDLE):
+    for user in (ANN, BOB, IDLE, DEAD):
         start_and_wait(client, user)
         status = requests.get(f"{stack.public_url}/user/{user}/api/status", headers=headers,
                               timeout=10)  # fmt: skip
@@ -132,6 +138,28 @@ def container_trouble(stack: Stack) -> None:
         name=f"{GHOST}-{secrets.token_hex(3)}",
         labels={labels.user: GHOST, labels.server: "", labels.hub: stack.config.jupyterhub.name},
     )  # fmt: skip
+
+
+def stuck_spawn(stack: Stack) -> None:
+    """A container paused as soon as it starts: the spawn stays pending until the culler
+    (``pending_timeout``, ``stop_stuck``) stops it."""
+    client = stack.client()
+    events = stack.docker.api.events(
+        decode=True, since=int(time.time()) - 1, until=int(time.time()) + 30,
+        filters={"event": "start", "label": f"{stack.config.labels.user}={STUCK}"},
+    )  # fmt: skip
+
+    def start() -> None:
+        with contextlib.suppress(HubAPIError):  # it answers when the spawn is interrupted
+            client.start_server(STUCK)
+
+    threading.Thread(target=start, daemon=True).start()
+    try:
+        started = next(iter(events))
+    finally:
+        events.close()
+    stack.docker.api.pause(started["id"])
+    wait_for(lambda: "" not in client.user(STUCK)["servers"], 90, "the stuck spawn to be stopped")
 
 
 def conflicting_lines(probe: Path) -> None:
@@ -182,6 +210,9 @@ def shipped(
     ) as stack:  # fmt: skip
         hub_day(stack)
         container_trouble(stack)
+        stuck_spawn(stack)
+        (dead,) = user_containers(stack, DEAD)
+        dead.kill()  # SIGKILL: the hub finds it stopped with exit code 137
         conflicting_lines(probe)
         result = Run(stack, elasticsearch, pause_elasticsearch(elasticsearch, probe))
         result.arrived(
@@ -192,10 +223,18 @@ def shipped(
         )
         result.arrived("the orphan", term("hubkeeper.container.orphan", True),
                        term("user.name", GHOST))  # fmt: skip
+        result.arrived(
+            "the stuck spawn stopped",
+            term("event.action", "cull_decision"),
+            term("json.reason", "stuck_spawn"),
+            term("json.action", "stop"),
+        )
         result.arrived("the cull", term("event.action", "cull_decision"),
                        term("json.user", IDLE), term("json.action", "stop"))  # fmt: skip
         result.arrived("a dead letter", term("event.dataset", "hubkeeper.shipper"),
                        at_least("hubkeeper.shipper.events.dead_lettered", 1))  # fmt: skip
+        result.arrived("dee's exit code", term("event.action", "server-exited"),
+                       term("user.name", DEAD), term("process.exit_code", 137))  # fmt: skip
         fail_over(stack)
         switched = time.time()
         result.arrived("the failover", term("event.action", "failover_done"), timeout=90)

@@ -56,6 +56,7 @@ def test_labels_templates_and_limits(tmp_path: Path) -> None:
     assert c.DockerSpawner.mem_limit == "2G"
     assert c.DockerSpawner.cpu_limit == 0.5
     assert c.DockerSpawner.remove is True
+    assert c.DockerSpawner.extra_host_config == {"auto_remove": False}  # keeps exit codes
 
 
 def test_only_services_with_a_token_file_are_registered(tmp_path: Path) -> None:

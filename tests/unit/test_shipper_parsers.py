@@ -65,6 +65,30 @@ def test_spawn_stop_and_login_lines(message: str, action: str, duration: int | N
     )  # fmt: skip
 
 
+def test_a_spawn_failure_keeps_its_reason_as_a_keyword() -> None:
+    doc = parse(
+        "jupyterhub", HUB + "Error starting alice's server: HTTP 400: Bad Request " + "x" * 300
+    )
+    assert doc["labels.spawn_failure"] == ("HTTP 400: Bad Request " + "x" * 300)[:200]
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [  # the hub finds a server dead: on a request (base.py), at start-up (app.py)
+        ("User alice server stopped, with exit code: ExitCode=137, Error='', "
+         "FinishedAt=2026-11-25T19:00:00.1Z", 137),
+        ("User alice server stopped with exit code: 1", 1),
+        ("User alice server stopped with exit code: unknown", None),
+        ("alice appears to have stopped while the Hub was down", None),
+        ("alice:gpu appears to have stopped while the Hub was down", None),
+    ],
+)  # fmt: skip
+def test_servers_found_stopped_with_their_exit_code(message: str, code: int | None) -> None:
+    doc = parse("jupyterhub", HUB + message)
+    assert (doc["event.action"], doc["user.name"]) == ("server-exited", "alice")
+    assert doc.get("process.exit_code") == code and "event.duration" not in doc
+
+
 def test_jupyter_server_lines_have_no_module() -> None:
     doc = parse("jupyterhub", "[W 2026-11-25 17:33:58.807 JupyterHubSingleUser] No default url")
     assert (doc["log.level"], doc["log.logger"], doc["message"]) == (
