@@ -1,12 +1,14 @@
 """Small helpers shared by the integration tests."""
 
+import contextlib
 import threading
+import time
 from pathlib import Path
 
 import requests
 
 from deploy.stack import Stack, wait_for
-from hubkeeper.hubapi import HubClient
+from hubkeeper.hubapi import HubAPIError, HubClient
 
 
 def user_containers(stack: Stack, user: str) -> list:
@@ -23,6 +25,28 @@ def start_and_wait(client: HubClient, user: str, options: dict | None = None) ->
 
     wait_for(ready, 60, f"{user}'s server")
     return client.user(user)["servers"][""]
+
+
+def start_frozen(stack: Stack, client: HubClient, user: str) -> None:
+    """Start the user's server and pause its container as soon as it starts: the spawn
+    stays pending (until the hub's start timeout, or until someone stops it)."""
+    events = stack.docker.api.events(
+        decode=True,
+        since=int(time.time()) - 1,  # without it, an "until" replays earlier runs' events
+        until=int(time.time()) + 30,
+        filters={"event": "start", "label": f"{stack.config.labels.user}={user}"},
+    )
+
+    def start() -> None:
+        with contextlib.suppress(HubAPIError):  # it answers when the spawn is interrupted
+            client.start_server(user)
+
+    threading.Thread(target=start, daemon=True).start()
+    try:
+        started = next(iter(events))
+    finally:
+        events.close()
+    stack.docker.api.pause(started["id"])
 
 
 def stop_and_wait(client: HubClient, user: str) -> None:

@@ -32,7 +32,7 @@ from deploy.stack import Stack, free_ports, http_ok, running_stack, to_toml, wai
 from hub.images import ALT_IMAGE, BASE_IMAGE
 from hubkeeper import prtg
 from hubkeeper.hubapi import HubAPIError, HubClient
-from tests.integration.helpers import user_containers
+from tests.integration.helpers import start_frozen, user_containers
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 6.0  # the idle timeout of every test culler, seconds
@@ -417,24 +417,7 @@ def test_a_stuck_spawn_is_reported_then_stopped(stack: Stack) -> None:
     60 s start timeout)."""
     client = operator(stack)
     client.create_users(["g-stuck"])
-    events = stack.docker.api.events(
-        decode=True,
-        since=int(time.time()) - 1,  # without it, an "until" replays earlier runs' events
-        until=int(time.time()) + 30,
-        filters={"event": "start", "label": f"{stack.config.labels.user}=g-stuck"},
-    )
-
-    def start() -> None:
-        with contextlib.suppress(HubAPIError):  # it answers when the spawn is interrupted
-            client.start_server("g-stuck")
-
-    starting = threading.Thread(target=start, daemon=True)
-    starting.start()
-    try:
-        started = next(iter(events))
-    finally:
-        events.close()
-    stack.docker.api.pause(started["id"])
+    start_frozen(stack, client, "g-stuck")
     wait_for(lambda: (server(client, "g-stuck") or {}).get("pending") == "spawn", 20, "pending")
     time.sleep(2.5)
 

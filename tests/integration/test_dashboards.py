@@ -1,11 +1,11 @@
 """The dashboards against real data: a real stack (two hubs with DockerSpawner and the
 watcher, NGINX, the container exporter, the culler, the shipper) runs what ops would see
-in a day (logins, spawns, a failed spawn, requests, a traceback, an OOM kill, an orphaned
-container, a cull, a dead letter, an Elasticsearch pause, a failover); the shipper and the
+in a day (logins, spawns, a failed and a stuck spawn, requests, a traceback, an OOM kill, a
+server that dies, an orphaned container, a cull, a dead letter, an Elasticsearch pause, a
+failover); the shipper and the
 exporter put it into the real Elasticsearch. Every panel's query answers with data, the
 export passes the structural check, the preview pages show every panel."""
 
-import contextlib
 import html
 import os
 import re
@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from deploy.elasticsearch import Elasticsearch, log_store_overrides
 from deploy.stack import Stack, running_stack, wait_for
 from hub.images import BASE_IMAGE
 from hubkeeper.hubapi import HubAPIError
-from tests.integration.helpers import start_and_wait, user_containers
+from tests.integration.helpers import start_and_wait, start_frozen, user_containers
 from tests.integration.shipping import search
 
 NAME = "dash"
@@ -144,21 +143,7 @@ def stuck_spawn(stack: Stack) -> None:
     """A container paused as soon as it starts: the spawn stays pending until the culler
     (``pending_timeout``, ``stop_stuck``) stops it."""
     client = stack.client()
-    events = stack.docker.api.events(
-        decode=True, since=int(time.time()) - 1, until=int(time.time()) + 30,
-        filters={"event": "start", "label": f"{stack.config.labels.user}={STUCK}"},
-    )  # fmt: skip
-
-    def start() -> None:
-        with contextlib.suppress(HubAPIError):  # it answers when the spawn is interrupted
-            client.start_server(STUCK)
-
-    threading.Thread(target=start, daemon=True).start()
-    try:
-        started = next(iter(events))
-    finally:
-        events.close()
-    stack.docker.api.pause(started["id"])
+    start_frozen(stack, client, STUCK)
     wait_for(lambda: "" not in client.user(STUCK)["servers"], 90, "the stuck spawn to be stopped")
 
 
