@@ -2,8 +2,9 @@
 alerts are posted to its API as Prometheus and the watcher post them, and the
 notifications are read where they land (HTTP receiver, SMTP server on 127.0.0.1)."""
 
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -87,6 +88,13 @@ POSTED = [
 ]
 
 
+def arrives(received: Callable[[], set], expected: set, timeout: float = 30) -> None:
+    """Until ``received()`` is ``expected``; on timeout, the assertion shows what came."""
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: received() == expected, timeout, str(expected))
+    assert received() == expected
+
+
 def test_each_severity_and_team_reaches_its_receiver_and_inhibited_alerts_do_not(
     alertmanager: Stack, receiver: Receiver, inbox: tuple[Inbox, int]
 ) -> None:
@@ -107,11 +115,11 @@ def test_each_severity_and_team_reaches_its_receiver_and_inhibited_alerts_do_not
         ("HubkeeperShipperOutputDown", ""),
         ("HubkeeperFenceFailed", "a"),
     }
-    wait_for(lambda: paged("/pagerduty") == expected_pages, 20, "the pages")
-    wait_for(lambda: paged("/research-pager") == {("ResearchQuotaExceeded", "")}, 20, "research")
-    wait_for(lambda: webhook("/warnings") == {"HubkeeperOrphanContainers"}, 20, "warnings")
-    wait_for(lambda: webhook("/logging-warnings") == {"HubkeeperShipperLagging"}, 20, "logging")
-    wait_for(lambda: webhook("/watchdog") == {"Watchdog"}, 20, "the Watchdog")
+    arrives(lambda: paged("/pagerduty"), expected_pages)
+    arrives(lambda: paged("/research-pager"), {("ResearchQuotaExceeded", "")})
+    arrives(lambda: webhook("/warnings"), {"HubkeeperOrphanContainers"})
+    arrives(lambda: webhook("/logging-warnings"), {"HubkeeperShipperLagging"})
+    arrives(lambda: webhook("/watchdog"), {"Watchdog"})
     wait_for(lambda: len(inbox[0].mails) == len(expected_pages), 20, "one e-mail per page")
 
     # routing keys come from each receiver's file
