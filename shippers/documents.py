@@ -15,7 +15,6 @@ import json
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from elasticsearch import ApiError
@@ -40,11 +39,6 @@ def make_output(section: ShipperConfig) -> Output:
     if section.output == "logstash":
         return LogstashOutput(section.logstash)
     return ElasticsearchOutput(section.elasticsearch)
-
-
-def iso_time(seconds: float) -> str:
-    """Unix seconds as the shipper writes ``@timestamp`` (UTC, milliseconds)."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
 def document_record(index_prefix: str, identity: str, doc: dict[str, Any]) -> Record:

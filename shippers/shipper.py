@@ -32,13 +32,14 @@ from hubkeeper.daemon import Daemon
 from hubkeeper.endpoint import Response
 from hubkeeper.files import try_lock
 from hubkeeper.log import get_logger
-from shippers.documents import DocumentIndexer, iso_time, make_output
+from shippers.documents import DocumentIndexer, make_output
 from shippers.elasticsearch import (
     Outcome,
     Unavailable,
     backoff,
     settle,
 )
+from shippers.parsers import now_iso
 from shippers.sources import ContainerInfo, Files, Settings, make_sources
 from shippers.store import Record, Registry, Spool
 
@@ -323,7 +324,7 @@ class Shipper:
         self._reported = counts
         used = self.spool.used()
         document = {
-            "@timestamp": iso_time(time.time()),
+            "@timestamp": now_iso(),
             "event.dataset": STATUS_DATASET,
             "event.kind": "metric",
             "service.name": "hubkeeper-shipper",

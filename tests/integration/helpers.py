@@ -1,6 +1,7 @@
 """Small helpers shared by the integration tests."""
 
 import contextlib
+import re
 import threading
 import time
 from pathlib import Path
@@ -9,6 +10,19 @@ import requests
 
 from deploy.stack import Stack, wait_for
 from hubkeeper.hubapi import HubAPIError, HubClient
+
+
+def series(text: str, metric: str, /, **labels: str) -> list[float]:
+    """Values of ``metric`` whose labels include ``labels``."""
+    values = []
+    for line in text.splitlines():
+        if not line.startswith(metric + "{") and not line.startswith(metric + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', head))
+        if all(found.get(key) == wanted for key, wanted in labels.items()):
+            values.append(float(value))
+    return values
 
 
 def user_containers(stack: Stack, user: str) -> list:

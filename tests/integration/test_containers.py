@@ -8,7 +8,6 @@ reads /metrics and the PRTG sensors over HTTP, every PRTG answer through the str
 import contextlib
 import json
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -30,7 +29,7 @@ from testcontainers.core.container import DockerContainer  # noqa: E402
 from deploy.stack import Stack, free_ports, to_toml, wait_for  # noqa: E402
 from hub.images import BASE_IMAGE  # noqa: E402
 from hubkeeper import prtg  # noqa: E402
-from tests.integration.helpers import start_and_wait, user_containers  # noqa: E402
+from tests.integration.helpers import series, start_and_wait, user_containers  # noqa: E402
 
 testcontainers_config.ryuk_disabled = True
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,19 +66,6 @@ class Exporter:
 
     def events(self) -> list[dict]:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line]
-
-
-def series(text: str, metric: str, /, **labels: str) -> list[float]:
-    """Values of ``metric`` whose labels include ``labels``."""
-    values = []
-    for line in text.splitlines():
-        if not line.startswith(metric + "{") and not line.startswith(metric + " "):
-            continue
-        head, _, value = line.rpartition(" ")
-        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', head))
-        if all(found.get(key) == wanted for key, wanted in labels.items()):
-            values.append(float(value))
-    return values
 
 
 def channels(payload: dict) -> dict[str, float]:

@@ -3,8 +3,8 @@
 from typing import Any
 
 from hubkeeper.config import ShipperElasticsearchConfig
-from shippers.documents import iso_time
 from shippers.elasticsearch import templates
+from shippers.parsers import iso_from_epoch
 from watchers.containers.documents import container_figures, snapshot_documents
 from watchers.containers.model import ContainerInfo, Sample, Snapshot, Stats
 from watchers.containers.reconcile import Orphan, Reconciliation
@@ -110,7 +110,7 @@ def test_a_document_per_container_then_the_hub() -> None:
     pairs = snapshot_documents(snapshot(), RECONCILED, "main", "node1")
     assert [identity for identity, _ in pairs] == ["c1", "c2", "c3", "hubkeeper.hub:main"]
     for (identity, doc), each in zip(pairs[:3], SAMPLES, strict=True):
-        assert doc["@timestamp"] == iso_time(T) == "2026-11-25T10:00:00.250+00:00"
+        assert doc["@timestamp"] == iso_from_epoch(T) == "2026-11-25T10:00:00.250Z"
         assert doc["event.dataset"] == "hubkeeper.containers"
         assert doc["user.name"] == each.user
         assert (doc["container.id"], doc["container.name"]) == (identity, each.info.name)
@@ -125,7 +125,7 @@ def test_a_document_per_container_then_the_hub() -> None:
 def test_the_hub_state_when_the_hub_answered() -> None:
     _, hub = snapshot_documents(snapshot(), RECONCILED, "main", "node1")[-1]
     assert hub["event.dataset"] == "hubkeeper.hub"
-    assert hub["@timestamp"] == iso_time(T) and hub["labels.hub"] == "main"
+    assert hub["@timestamp"] == iso_from_epoch(T) and hub["labels.hub"] == "main"
     assert hub["hubkeeper.hub.up"] is True and hub["hubkeeper.docker.up"] is True
     assert hub["hubkeeper.hub.containers"] == 2  # c3 belongs to another hub
     assert hub["hubkeeper.hub.servers"] == 4

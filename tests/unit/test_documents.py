@@ -11,14 +11,16 @@ from prometheus_client import CollectorRegistry
 
 from hubkeeper.config import ShipperConfig, ShipperElasticsearchConfig
 from shippers import documents
-from shippers.documents import DocumentIndexer, document_record, iso_time
+from shippers.documents import DocumentIndexer, document_record
 from shippers.elasticsearch import ItemResult, Outcome, Unavailable, error_reason, settle
+from shippers.parsers import iso_from_epoch
 from shippers.store import Record
 
 CONFIG = ShipperElasticsearchConfig()
 LOG_INDEX = "hubkeeper-logs-app-2024.02.29"
 DEAD_INDEX = "hubkeeper-deadletter-2024.02.29"
 T0 = datetime(2026, 11, 25, 10, 0, 0, 123000, tzinfo=UTC).timestamp()
+STAMP, LATER = iso_from_epoch(T0), iso_from_epoch(T0 + 1)
 REFUSAL = {"type": "mapper_parsing_exception", "reason": "failed to parse field [x]"}
 
 
@@ -84,13 +86,12 @@ def test_error_reason() -> None:
 # --- records and timestamps --------------------------------------------------------------
 
 
-def test_iso_time_is_utc_with_milliseconds() -> None:
-    assert iso_time(0) == "1970-01-01T00:00:00.000+00:00"
-    assert iso_time(T0) == "2026-11-25T10:00:00.123+00:00"
-
-
 def test_document_record_index_id_and_body() -> None:
-    doc = {"@timestamp": iso_time(T0), "event.dataset": "hubkeeper.containers", "user.name": "jü"}
+    doc = {
+        "@timestamp": iso_from_epoch(T0),
+        "event.dataset": "hubkeeper.containers",
+        "user.name": "jü",
+    }
     rec = document_record("hubkeeper-logs", "c1", doc)
     assert rec.index == "hubkeeper-logs-hubkeeper.containers-2026.11.25"
     assert rec.doc == json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
@@ -98,7 +99,7 @@ def test_document_record_index_id_and_body() -> None:
 
     same = document_record("hubkeeper-logs", "c1", {**doc, "user.name": "other"})
     other_identity = document_record("hubkeeper-logs", "c2", doc)
-    other_time = document_record("hubkeeper-logs", "c1", {**doc, "@timestamp": iso_time(T0 + 1)})
+    other_time = document_record("hubkeeper-logs", "c1", {**doc, "@timestamp": LATER})
     assert same.id == rec.id  # a re-sent document is a duplicate, whatever its figures
     assert len({rec.id, other_identity.id, other_time.id}) == 3
 
@@ -142,7 +143,11 @@ def docs(*numbers: int) -> list[tuple[str, dict[str, Any]]]:
     return [
         (
             f"doc{n}",
-            {"@timestamp": iso_time(T0), "event.dataset": "hubkeeper.test", "message": f"d{n}"},
+            {
+                "@timestamp": iso_from_epoch(T0),
+                "event.dataset": "hubkeeper.test",
+                "message": f"d{n}",
+            },
         )
         for n in numbers
     ]

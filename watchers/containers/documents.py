@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shippers.documents import iso_time
+from shippers.parsers import iso_from_epoch
 from watchers.containers.model import Sample, Snapshot
 from watchers.containers.reconcile import Reconciliation
 
@@ -50,7 +50,7 @@ def snapshot_documents(
     snapshot: Snapshot, reconciliation: Reconciliation | None, hub: str, host: str
 ) -> list[tuple[str, Document]]:
     """``(identity, document)`` pairs: each container (by id), then the hub's state."""
-    common = {"@timestamp": iso_time(snapshot.time), "event.kind": "metric",
+    common = {"@timestamp": iso_from_epoch(snapshot.time), "event.kind": "metric",
               "service.name": SERVICE, "host.name": host}  # fmt: skip
     known = reconciliation if reconciliation is not None and reconciliation.hub_up else None
     orphans = {o.container for o in known.orphans} if known else set()
