@@ -5,7 +5,8 @@ how to draw it (``chart``) and how wide it is (``width`` of Kibana's 48 columns)
 Kibana saved objects (:mod:`dashboards.kibana`, KQL) and the static preview
 (:mod:`dashboards.preview`, Elasticsearch query DSL) are produced from these definitions,
 so the two cannot disagree. Only fields the log shipper really indexes are used
-(``shippers/elasticsearch.py``: ``_FIELDS`` and its keyword dynamic template).
+(``shippers/mapping.py``), never a subfield of the flattened ``hubkeeper.json``, which
+Kibana's data views do not list and so cannot aggregate on.
 """
 
 from __future__ import annotations
@@ -171,7 +172,11 @@ def action(*names: str) -> Where:
 
 
 CULLS = (action("cull_decision"),
-         Where("json.result", ("done", "stopping", "unconfirmed")))  # fmt: skip
+         Where("hubkeeper.event.result", ("done", "stopping", "unconfirmed")))  # fmt: skip
+
+
+CONTAINER_ACTIONS = ("container-created", "container-starting", "container-stopping",
+                     "container-removing", "container-gone", "container-not-found")  # fmt: skip
 
 
 def top(field_name: str, size: int = 10) -> Split:
@@ -191,12 +196,15 @@ HUB_OVERVIEW = Dashboard(
         Panel("logins", "Logins succeeded and failed", "bar", (HUB,), x=TIME,
               series=Split("filters", filters=(
                   ("succeeded", action("login")),
-                  ("failed", Where("message", phrase="Failed login for")),
+                  ("failed", action("login-failed")),
               ))),
         Panel("active-users", "Active users", "metric", (HUB,),
               Metric("unique", "user.name", label="users"), width=12, height=8),
         Panel("requests-total", "Requests (NGINX)", "metric", (ACCESS,), width=12, height=8),
         Panel("top-endpoints", "Top endpoints (NGINX)", "bar", (ACCESS,), x=top("url.path")),
+        Panel("refused-requests", "Refused hub requests by reason", "bar",
+              (HUB, Where("event.reason")), x=top("event.reason"),
+              series=top("http.response.status_code", 5)),
         Panel("errors-and-slow", "5xx and slow (>= 1 s) hub requests", "search",
               (HUB, HUB_REQUEST, AnyOf((Where("http.response.status_code", gte=500),
                            Where("event.duration", gte=SECOND_NS)))),
@@ -224,8 +232,8 @@ SPAWNS = Dashboard(
               (HUB, action("spawn")), Metric("max", "event.duration", label="slowest"),
               x=top("user.name")),
         Panel("stuck-spawns", "Stuck spawns and stops (culler)", "bar",
-              (action("cull_decision"), Where("json.reason", ("stuck_spawn", "stuck_stop"))),
-              x=top("json.user"), series=top("json.action")),
+              (action("cull_decision"), Where("event.reason", ("stuck_spawn", "stuck_stop"))),
+              x=top("user.name"), series=top("hubkeeper.event.action")),
         Panel("failure-reasons", "Most frequent spawn failure messages", "bar",
               (HUB, action("spawn-failed")), x=top("labels.spawn_failure")),
         Panel("servers-stopped", "Servers stopped by user", "bar", (HUB, action("stop")),
@@ -270,9 +278,13 @@ USERS = Dashboard(
               columns=("container.name", "user.name", "labels.jupyterhub_server",
                        "container.image.name", "hubkeeper.container.memory.working_set.bytes")),
         Panel("container-lines-per-user", "User server log lines per user", "bar",
-              (CONTAINER,), x=top("labels.jupyterhub_user", 20), series=top("stream", 2)),
+              (CONTAINER,), x=top("labels.jupyterhub_user", 20),
+              series=top("hubkeeper.stream", 2)),
         Panel("images", "User server log lines by image", "pie", (CONTAINER,),
               x=top("container.image.name")),
+        Panel("container-lifecycle", "User server containers created, started, stopped, "
+              "removed (DockerSpawner)", "bar", (HUB, action(*CONTAINER_ACTIONS)), x=TIME,
+              series=top("event.action", len(CONTAINER_ACTIONS)), width=48),
     ),
 )  # fmt: skip
 
@@ -285,12 +297,17 @@ RELIABILITY = Dashboard(
         Panel("watcher-timeline", "Failovers and watcher decisions", "bar", (WATCHER,),
               x=TIME, series=top("event.action", 12), width=48),
         Panel("watcher-events", "Watcher decisions and actions", "search", (WATCHER,),
-              columns=("event.action", "json.kind", "json.reason", "json.source", "json.target",
-                       "json.hub", "json.state"), width=48),
+              columns=("event.action", "hubkeeper.event.kind", "event.reason",
+                       "hubkeeper.event.source", "hubkeeper.event.target", "labels.hub",
+                       "hubkeeper.event.state"), width=48),
+        Panel("adopted-servers", "Servers a hub adopted at its start (after a failover)",
+              "search", (HUB, action("server-adopted", "route-added")),
+              columns=("user.name", "labels.jupyterhub_server", "event.action",
+                       "log.file.path"), width=48),
         Panel("nginx-reloads", "NGINX reloads by the hub made active", "bar",
               (WATCHER, action("nginx_switched")), x=TIME,
-              series=top("json.active")),
-        Panel("culls-by-reason", "Culls by reason", "pie", CULLS, x=top("json.reason")),
+              series=top("hubkeeper.event.active")),
+        Panel("culls-by-reason", "Culls by reason", "pie", CULLS, x=top("event.reason")),
         Panel("shipper-lag", "Shipper lag (seconds behind, worst file)", "line",
               (SHIPPER_STATUS,), Metric("max", "hubkeeper.shipper.lag.seconds", label="seconds"),
               x=TIME, series=top("host.name")),

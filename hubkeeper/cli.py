@@ -58,7 +58,7 @@ def add_daemon_command(
         config = load_config(args.config)
         if config is None:
             return EXIT_CONFIG
-        log.configure(config.logging.level)
+        log.configure(config.logging.level, config.logging.secret_words)
         return _resolve(run)(config, args)
 
     parser.set_defaults(func=start)
@@ -70,6 +70,39 @@ def _resolve(run: DaemonMain | str) -> DaemonMain:
         return run
     module, _, function = run.partition(":")
     return getattr(importlib.import_module(module), function)
+
+
+def ndjson_target(value: str) -> str:
+    """``--output``: ``ndjson`` (stdout, ``-``) or ``ndjson=FILE``."""
+    kind, equals, path = value.partition("=")
+    if kind != "ndjson" or (equals and not path):
+        raise argparse.ArgumentTypeError(f"got {value!r}, expected ndjson or ndjson=FILE")
+    return path or "-"
+
+
+def add_ship_logs_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--once --output ndjson[=FILE]``: print the documents instead of shipping them."""
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="read every source to its current end, print the documents, commit nothing, "
+        "exit (with --output)",
+    )
+    parser.add_argument(
+        "--output",
+        type=ndjson_target,
+        metavar="ndjson[=FILE]",
+        help="with --once: print the documents as NDJSON to stdout, or to FILE (replaced "
+        "atomically); the log goes to stderr",
+    )
+    start = parser.get_default("func")
+
+    def checked(args: argparse.Namespace) -> int:
+        if args.once != (args.output is not None):
+            parser.error("--once and --output go together: --once --output ndjson[=FILE]")
+        return start(args)
+
+    parser.set_defaults(func=checked)
 
 
 def up(args: argparse.Namespace) -> int:
@@ -147,12 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         "serve per-container metrics (Prometheus) and PRTG sensors of user servers",
         "watchers.containers.exporter:export_containers",
     )
-    add_daemon_command(
+    ship = add_daemon_command(
         commands,
         "ship-logs",
         "ship hub, proxy, NGINX and container logs",
         "shippers.shipper:ship_logs",
     )
+    add_ship_logs_arguments(ship)
     cull = add_daemon_command(
         commands,
         "cull",

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from hubkeeper.redact import Secret
+
 ENV_PREFIX = "HUBKEEPER_"
 
 
@@ -34,29 +36,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-class Secret:
-    """A secret string that never appears in ``repr``, ``str`` or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 # --- field helpers -------------------------------------------------------------------
@@ -142,6 +121,12 @@ class HubClientConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
+    #: words added to hubkeeper.redact's secret words, for the daemons' logs and shipped logs
+    secret_words: list[str] = setting(
+        [],
+        "a list of words of letters, digits, '-', '_' and '.'",
+        lambda v: all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,63}", w) for w in v),
+    )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ the error's class.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -16,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 import requests
 
+from hubkeeper.backoff import full_jitter
 from hubkeeper.config import HubClientConfig, Secret
 from hubkeeper.log import get_logger
 from hubkeeper.redact import redact
@@ -208,8 +208,7 @@ class HubClient:
         """Full-jitter exponential backoff, or the hub's Retry-After; capped at backoff_max."""
         if retry_after is not None:
             return min(retry_after, self.config.backoff_max)
-        ceiling = min(self.config.backoff_max, self.config.backoff * 2 ** (attempt - 1))
-        return random.uniform(0, ceiling)
+        return full_jitter(attempt, self.config.backoff, self.config.backoff_max)
 
     @staticmethod
     def _json(response: requests.Response, method: str, path: str) -> Any:

@@ -8,34 +8,24 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
 
-from hubkeeper.config import Secret
-from hubkeeper.redact import MASK, redact
+from hubkeeper.redact import Redactor
 
 
-def _scrub(value: Any) -> Any:
-    if isinstance(value, Secret):
-        return MASK
-    if isinstance(value, str):
-        return redact(value)
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, Mapping):
-        return {key: _scrub(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_scrub(item) for item in value]
-    return redact(repr(value))  # what the JSON renderer would print, redacted
+class _RedactSecrets:
+    """Processor: mask secrets in every value of an event (by key and by value)."""
 
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
 
-def redact_secrets(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    """Processor: mask :class:`Secret` values and credentials inside any value."""
-    return {key: _scrub(value) for key, value in event_dict.items()}
+    def __call__(
+        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        return self.redactor.value(event_dict)
 
 
 class _NamedPrintLogger(structlog.PrintLogger):
@@ -67,8 +57,9 @@ class _ToStructlog(logging.Handler):
             self.handleError(record)
 
 
-def configure(level: str) -> None:
-    """Log events at ``level`` (debug, info, warning, error) and above as JSON to stdout."""
+def configure(level: str, secret_words: Iterable[str] = ()) -> None:
+    """Log events at ``level`` (debug, info, warning, error) and above as JSON to stdout,
+    with secrets masked (:mod:`hubkeeper.redact`, plus ``secret_words``)."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -76,7 +67,7 @@ def configure(level: str) -> None:
             _add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            redact_secrets,
+            _RedactSecrets(Redactor(secret_words)),
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level.lower()),

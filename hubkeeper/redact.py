@@ -1,29 +1,176 @@
-"""Scrub credentials out of free text (log messages, error strings, URLs)."""
+"""Secrets out of everything hubkeeper writes or ships: its own log events and the log
+documents of the hub, the proxy, NGINX and user servers (whose output is untrusted).
+
+Two rules, one module:
+
+- **By key**: in a mapping, at any depth, the value of a key whose name ends with a secret
+  word (``token``, ``password``, ``passwd``, ``secret``, ``authorization``, ``cookie``,
+  ``xsrf``, ``api_key``, ``private_key``, ``credential(s)``, and configured additions;
+  ``-``, ``_`` and ``.`` ignored, case ignored) is replaced by ``***`` whatever its type:
+  ``api_token``, ``X-JupyterHub-Api-Token``, ``_xsrf``, ``headers.Authorization``.
+- **By value**, in every string: ``name=value``, ``name%3Dvalue`` and ``name: value``
+  where the name ends with a secret word (query strings in ``url.original``,
+  ``url.query`` and messages, ``Authorization:``/``X-...-Token:`` headers in text, JSON
+  or Python dicts printed as text), keeping an authorization scheme (``token``,
+  ``Bearer``, ``Basic``) and masking a quoted value up to its closing quote and a
+  ``Cookie`` header up to the end of the line; and the password of URL userinfo
+  (``scheme://user:password@host``).
+
+Every pattern is led by a literal (a secret word, ``://``) and every repeat is bounded or
+runs over a character class that the next literal cannot extend, so the time taken is
+linear in the length of the text, whatever the text (checked by
+``tests/unit/test_linear_patterns.py``). A cheap substring test (:meth:`Redactor.suspect`)
+skips all of it for text that has none of the secret words.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 MASK = "***"
+SECRET_WORDS = (
+    "token", "password", "passwd", "secret", "authorization", "cookie", "xsrf", "api_key",
+    "private_key", "credential", "credentials",
+)  # fmt: skip
+_SEPARATORS = str.maketrans("", "", "-_.")
+_SCHEME = re.compile(r"(?:token|bearer|basic)[ \t]{1,16}", re.IGNORECASE)
+_PLAIN_VALUE = re.compile(r"[^\s'\",;&]+")
+_QUOTED_VALUE = {'"': re.compile(r'(?:[^"\\]|\\.)*'), "'": re.compile(r"(?:[^'\\]|\\.)*")}
+_LINE_VALUE = re.compile(r"[^\r\n'\"]+")  # a cookie header: every pair up to the line's end
+_USERINFO = re.compile(r"://[^\s/?#@:]*:([^\s/?#@]+)@")
 
-_PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    # Authorization: token X / Bearer X / Basic X, also as a repr'd header dict entry.
-    (
-        re.compile(
-            r"""(\bauthorization['"]?\s*[:=]\s*['"]?(?:token|bearer|basic)\s+)[^\s'",;]+""",
+
+class Secret:
+    """A secret string that never appears in ``repr``, ``str`` or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _normal(word: str) -> str:
+    return word.lower().translate(_SEPARATORS)
+
+
+def _word_pattern(word: str) -> str:
+    """A secret word as written in text, with or without a separator between its parts
+    (``api_key``, ``api-key``, ``apikey``)."""
+    return "[-_.]?".join(re.escape(part) for part in re.split(r"[-_.]", word.lower()) if part)
+
+
+class Redactor:
+    """Masks secrets by key and by value; ``extra_words`` adds secret words."""
+
+    def __init__(self, extra_words: Iterable[str] = ()) -> None:
+        written = sorted({*SECRET_WORDS, *(w.lower() for w in extra_words if w)}, key=len)
+        self.words = tuple({_normal(word) for word in written})
+        # Substrings that any spelling of a word contains: its longest part, cut short.
+        self._probes = tuple(
+            {max(reversed(re.split(r"[-_.]", word)), key=len)[:5] for word in written}
+        )
+        self._name = re.compile(
+            "(" + "|".join(_word_pattern(word) for word in reversed(written)) + ")"
+            r"(['\"]?)[ \t]{0,16}(=|:|%3[dD])[ \t]{0,16}",
             re.IGNORECASE,
-        ),
-        rf"\1{MASK}",
-    ),
-    # token=X, access_token=X, api_token=X (query strings, key=value text).
-    (re.compile(r"(\b\w*token=)[^\s&'\",;]+", re.IGNORECASE), rf"\1{MASK}"),
-    # scheme://user:password@host
-    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/?#@:]*:)[^\s/?#@]+@", re.IGNORECASE), rf"\1{MASK}@"),
-]
+        )
+
+    # --- keys ------------------------------------------------------------------------
+
+    def secret_key(self, key: str) -> bool:
+        """Whether a mapping key names a secret (its name ends with a secret word)."""
+        return _normal(key).endswith(self.words)
+
+    # --- text ------------------------------------------------------------------------
+
+    def suspect(self, text: str) -> bool:
+        """Whether ``text`` may hold anything :meth:`text` masks (a fast test)."""
+        return any(map(text.lower().__contains__, self._probes)) or (
+            "://" in text and _USERINFO.search(text) is not None
+        )
+
+    def text(self, text: str) -> str:
+        """``text`` with secret values and URL passwords masked."""
+        if not self.suspect(text):
+            return text
+        pieces: list[str] = []
+        done = 0
+        for found in self._name.finditer(text):
+            if found.start() < done:
+                continue  # inside a value masked already
+            span = self._value_span(text, found)
+            if span is None:
+                continue
+            start, end = span
+            pieces += [text[done:start], MASK]
+            done = end
+        pieces.append(text[done:])
+        return _USERINFO.sub(_mask_userinfo, "".join(pieces)) if "://" in text else "".join(pieces)
+
+    def _value_span(self, text: str, found: re.Match[str]) -> tuple[int, int] | None:
+        """Where the value after a secret name lies (a scheme word is kept)."""
+        position = found.end()
+        quote = text[position : position + 1]
+        if quote in _QUOTED_VALUE:
+            position += 1
+        scheme = _SCHEME.match(text, position)
+        if scheme is not None and found.group(1).lower().startswith("auth"):
+            position = scheme.end()
+        if quote in _QUOTED_VALUE:
+            value = _QUOTED_VALUE[quote].match(text, position)
+        elif "cookie" in found.group(1).lower() and found.group(3) == ":":
+            value = _LINE_VALUE.match(text, position)
+        else:
+            value = _PLAIN_VALUE.match(text, position)
+        if value is None or value.end() == position:
+            return None
+        return position, value.end()
+
+    # --- values ----------------------------------------------------------------------
+
+    def value(self, value: Any) -> Any:
+        """A JSON-like value with secrets masked by key and by value, at any depth; any
+        other object as its redacted ``repr`` (what a JSON renderer would print)."""
+        if isinstance(value, str):
+            return self.text(value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, Secret):
+            return MASK
+        if isinstance(value, Mapping):
+            return {
+                key: MASK if isinstance(key, str) and self.secret_key(key) else self.value(item)
+                for key, item in value.items()
+            }
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self.value(item) for item in value]
+        return self.text(repr(value))
+
+
+def _mask_userinfo(found: re.Match[str]) -> str:
+    whole = found.group(0)
+    return whole[: found.start(1) - found.start(0)] + MASK + "@"
+
+
+DEFAULT = Redactor()
 
 
 def redact(text: str) -> str:
-    """Return ``text`` with tokens, authorization headers and URL passwords masked."""
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+    """``text`` with the default secret words' values and URL passwords masked."""
+    return DEFAULT.text(text)

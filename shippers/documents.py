@@ -11,40 +11,33 @@ like any event.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from elasticsearch import ApiError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from hubkeeper.config import ShipperConfig
 from hubkeeper.daemon import Daemon
 from hubkeeper.log import get_logger
-from shippers.elasticsearch import ElasticsearchOutput, Outcome, Unavailable, settle
-from shippers.logstash import LogstashOutput
+from shippers.delivery import Delivery, Outcome, Settled, Unavailable, make_output, next_round
+from shippers.ecs import ECS_VERSION
+from shippers.parsers import to_json
 from shippers.store import Record, daily_index
 
 log = get_logger(__name__)
 
 MAX_BUFFERED = 50_000  # documents: 200 containers every 30 s for two hours
-Output = ElasticsearchOutput | LogstashOutput
 Documents = Iterable[tuple[str, dict[str, Any]]]
 
 
-def make_output(section: ShipperConfig) -> Output:
-    """The output ``[shipper]`` configures."""
-    if section.output == "logstash":
-        return LogstashOutput(section.logstash)
-    return ElasticsearchOutput(section.elasticsearch)
-
-
 def document_record(index_prefix: str, identity: str, doc: dict[str, Any]) -> Record:
-    """A spool-style record of one document; its dataset and timestamp name the index."""
+    """A spool-style record of one document (given ``ecs.version``); its dataset and
+    timestamp name the index."""
+    doc.setdefault("ecs.version", ECS_VERSION)
     dataset, stamp = str(doc["event.dataset"]), str(doc["@timestamp"])
-    body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    body = to_json(doc)
     event_id = hashlib.blake2b(f"{dataset}\0{identity}\0{stamp}".encode(), digest_size=12)
     return Record(
         dataset, 0, 0, daily_index(index_prefix, dataset, stamp), event_id.hexdigest(),
@@ -62,10 +55,12 @@ class DocumentIndexer:
 
     def __init__(self, section: ShipperConfig, registry: CollectorRegistry, metric: str) -> None:
         self.section = section
-        self.output = make_output(section)
+        self.delivery = Delivery(
+            make_output(section), section.elasticsearch, next_round,
+            on_unavailable=self._unavailable, on_answer=self._answered,
+        )  # fmt: skip
         self.buffer: deque[Record] = deque()
         self._lock = threading.Lock()
-        self.templates_installed = False
         self.unavailable = False
         self.documents = Counter(
             f"{metric}_documents_total",
@@ -96,32 +91,34 @@ class DocumentIndexer:
         self._put(records, at_end=True)
 
     def flush(self) -> None:
-        """Send what is buffered until the output refuses or fails (then: next time)."""
-        try:
-            if not self.templates_installed:
-                self.output.install_templates()
-                self.templates_installed = True
-            while batch := self._take(self.section.batch_max_events):
-                try:
-                    settled = settle(batch, self.output.bulk(batch), self.section.elasticsearch)
-                except BaseException:
-                    self._put(batch, at_end=False)
-                    raise
-                self._put(settled.again, at_end=False)
-                for kind, number in settled.done.items():
-                    self.documents.labels(kind.value).inc(number)
-                for record, reason in settled.dead_lettered + settled.refused:
-                    log.warning("document_refused", index=record.index, error=reason)
-                if settled.retried:
-                    break
-        except (Unavailable, ApiError) as error:
-            if not self.unavailable:
-                log.warning(
-                    "documents_output_unavailable", output=self.section.output,
-                    error=str(error)[:300], buffered=len(self.buffer),
-                )  # fmt: skip
-            self.unavailable = True
+        """Send what is buffered until the output fails or answers 429/5xx for some of it
+        (then the rest waits for the next flush)."""
+        if not self.delivery.install_templates():
             return
+        while batch := self._take(self.section.batch_max_events):
+            try:
+                left = self.delivery.send(batch)
+            except BaseException:
+                self._put(batch, at_end=False)
+                raise
+            if left:
+                self._put(left, at_end=False)
+                return
+
+    def _unavailable(self, error: Unavailable, _attempt: int) -> None:
+        """Logged once per outage: a flush runs every few seconds."""
+        if not self.unavailable:
+            log.warning(
+                "documents_output_unavailable", output=self.section.output,
+                error=str(error)[:300], buffered=len(self.buffer),
+            )  # fmt: skip
+        self.unavailable = True
+
+    def _answered(self, settled: Settled) -> None:
+        for kind, number in settled.done.items():
+            self.documents.labels(kind.value).inc(number)
+        for record, reason in settled.dead_lettered + settled.refused:
+            log.warning("document_refused", index=record.index, error=reason)
         if self.unavailable:
             log.info("documents_output_back", output=self.section.output)
         self.unavailable = False

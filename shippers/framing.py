@@ -12,11 +12,14 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from shippers.parsers import Doc, Parser, fold, is_continuation
+from shippers.parsers import Doc, Parser, Unparsable, fold, is_continuation
 
 TRUNCATED = "truncated"
 INVALID_UTF8 = "invalid_utf8"
-PARSE_FAILURE = "parse_failure"
+PARSE_FAILURE = "parse_failure"  # shipped raw; ``hubkeeper.failure`` says why
+FAILURE = "hubkeeper.failure"
+UNKNOWN_FORMAT = "unknown_format"  # no parser knows the line
+PARSER_ERROR = "parser_error"  # a parser raised on it (a bug, or a value it cannot take)
 CHUNK = 1 << 20
 
 
@@ -34,9 +37,11 @@ class Line:
 
 @dataclass(slots=True)
 class Event:
-    """A document and where its lines lie; ``resume`` is where to read on after it."""
+    """A document, its text (its lines, joined) and where they lie; ``resume`` is where to
+    read on after it."""
 
     doc: Doc
+    text: str
     start: int
     end: int
     resume: int
@@ -60,14 +65,20 @@ def decode(data: bytes, truncated: bool = False) -> tuple[str, tuple[str, ...]]:
 
 
 def read_lines(
-    read_at: Callable[[int, int], bytes], start: int, size: int, max_bytes: int, window: int
+    read_at: Callable[[int, int], bytes],
+    start: int,
+    size: int,
+    max_bytes: int,
+    window: int,
+    final: bool = False,
 ) -> Iterator[Line]:
     """Complete lines from ``start`` on, about ``window`` bytes of them (at least twice
     ``max_bytes``: an event and the line that ends it always fit).
 
     A line longer than ``max_bytes`` keeps its first ``max_bytes`` bytes, is tagged
     ``truncated``, and ends at its newline; the rest is skipped without being held in
-    memory. A last line without its newline is not returned (it is read again later).
+    memory. A last line without its newline is not returned (it is read again later),
+    unless ``final`` says that nothing more will come.
     """
     window = max(window, 2 * (max_bytes + 1))
     position, kept = start, 0
@@ -86,6 +97,9 @@ def read_lines(
             kept += min(j - i, max_bytes) + 1
             i = j + 1
         if n - i <= max_bytes:
+            if final and i < n and position + n >= size:
+                text, tags = decode(data[i:])
+                yield Line(text, position + i, position + n, tags)
             return  # the end of the window or of the file; a partial line waits
         end = _newline_after(read_at, position + n)  # a long line: keep its head only
         if end is None:
@@ -124,10 +138,12 @@ class DockerRecords:
         try:
             record = json.loads(line.text)
             text, stream, stamp = record["log"], record.get("stream", "stdout"), record.get("time")
-            if not isinstance(text, str):
+            if not (isinstance(text, str) and isinstance(stream, str)):
                 raise TypeError
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             return [line]  # not a record: pass it on as it is
+        if not isinstance(stamp, str):
+            stamp = None
         final = text.endswith("\n")
         if stream in self._skipping:  # the rest of a line already sent, cut
             if final:
@@ -173,14 +189,26 @@ class _Pending:
     size: int = 0
 
 
+def raw(text: str, reason: str) -> Doc:
+    """A line shipped as it is, tagged with the reason it was not parsed."""
+    return {"message": text, "tags": [PARSE_FAILURE], FAILURE: reason}
+
+
 class Assembler:
     """Lines into events: a line the parser knows starts an event, continuation lines
-    (tracebacks, stacks) join it, any other line becomes a ``parse_failure`` event."""
+    (tracebacks, stacks) join it, any other line becomes an event of its own: tagged
+    ``parse_failure`` (``unknown_format``), or a plain message where plain text is what
+    the source prints (``plain``: user servers' output).
 
-    def __init__(self, parser: Parser, max_bytes: int, max_lines: int = 500) -> None:
+    A parser that raises fails that line only: it is shipped raw (``parser_error``)."""
+
+    def __init__(
+        self, parser: Parser, max_bytes: int, max_lines: int = 500, plain: bool = False
+    ) -> None:
         self.parser = parser
         self.max_bytes = max_bytes
         self.max_lines = max_lines
+        self.plain = plain
         self._pending: dict[str | None, _Pending] = {}
 
     def pending_start(self) -> int | None:
@@ -189,7 +217,12 @@ class Assembler:
         return min((p.first.start for p in self._pending.values()), default=None)
 
     def feed(self, line: Line) -> list[Event]:
-        doc = self.parser.parse(line.text)
+        try:
+            doc = self.parser.parse(line.text)
+        except Unparsable as unparsable:
+            doc = raw(line.text, unparsable.reason)
+        except Exception:
+            doc = raw(line.text, PARSER_ERROR)
         pending = self._pending.get(line.stream)
         # An event is capped (lines, bytes), so it always ends within one read window;
         # continuation lines past the cap start an event of their own.
@@ -206,7 +239,7 @@ class Assembler:
             return []
         done = self._finish(line.stream)
         if doc is None:
-            doc = {"message": line.text, "tags": [PARSE_FAILURE]}
+            doc = {"message": line.text} if self.plain else raw(line.text, UNKNOWN_FORMAT)
         self._pending[line.stream] = _Pending(doc, line, line.end, size=len(line.text))
         return done
 
@@ -218,17 +251,15 @@ class Assembler:
         pending = self._pending.pop(stream, None)
         if pending is None:
             return []
-        tags = pending.first.tags
+        first = pending.first
+        tags, text = first.tags, first.text
         if pending.extra:
             fold(pending.doc, pending.extra)
+            text = "\n".join([text, *pending.extra])
             if pending.size > self.max_bytes and TRUNCATED not in tags:
                 tags = (*tags, TRUNCATED)
-        first = pending.first
-        return [
-            Event(
-                pending.doc, first.start, pending.end, pending.end, tags, first.stream, first.time
-            )
-        ]
+        end = pending.end
+        return [Event(pending.doc, text, first.start, end, end, tags, first.stream, first.time)]
 
 
 def events_from(

@@ -1,4 +1,5 @@
-"""The Logstash output: the Beats (Lumberjack v2) protocol, windowed and compressed.
+"""The Logstash adapter of the delivery contract (``shippers/delivery.py``): the Beats
+(Lumberjack v2) protocol, windowed and compressed.
 
 Each window is a window-size frame (``2W`` + count) and the events as JSON frames
 (``2J`` + sequence + length + JSON), zlib-compressed into one ``2C`` frame. The receiver
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from datetime import date
 
 from hubkeeper.config import ShipperLogstashConfig
-from shippers.elasticsearch import ItemResult, Unavailable
+from shippers.delivery import ItemResult, Unavailable
 from shippers.store import Record
 
 

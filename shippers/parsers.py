@@ -12,13 +12,18 @@ local wall-clock times are read in the source's time zone (:class:`Clock`).
 from __future__ import annotations
 
 import calendar
+import functools
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo
+
+import orjson
 
 Doc = dict[str, Any]
 
@@ -28,6 +33,16 @@ LEVELS = {
 }  # fmt: skip
 MONTHS = {name: i for i, name in enumerate(calendar.month_abbr) if name}
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def to_json(doc: Doc) -> bytes:
+    """A document as compact UTF-8 JSON: orjson (twenty times faster than the standard
+    library), or the standard library for what only it takes (integers past 64 bits).
+    A string with a lone surrogate (from a JSON escape) raises ValueError."""
+    try:
+        return orjson.dumps(doc)
+    except TypeError:
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def level(value: str) -> str:
@@ -48,6 +63,31 @@ def now_iso() -> str:
     return iso_from_epoch(time.time())
 
 
+_STAMP = re.compile(r"\d{4}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z")
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_day(date: str) -> bool:
+    """Whether ``YYYY-MM-DD`` (digits) is a day of the calendar, years 1-9999."""
+    year, month, day = int(date[0:4]), int(date[5:7]), int(date[8:10])
+    return year >= 1 and 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]
+
+
+def valid_timestamp(stamp: object) -> bool:
+    """Whether ``stamp`` is a real instant written as this module writes them
+    (``YYYY-MM-DDTHH:MM:SS.fffZ``, years 1-9999): no February 30, hour 24 or month 13."""
+    return (
+        isinstance(stamp, str)
+        and len(stamp) == 24
+        and _STAMP.match(stamp) is not None
+        and _real_day(stamp[:10])
+    )
+
+
+def _naive(y: int, mo: int, d: int, h: int, mi: int, s: int, ms: int = 0) -> str:
+    return f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{ms:03d}Z"
+
+
 class Clock:
     """Reads wall-clock times of one time zone (``local``, ``UTC`` or an IANA name)."""
 
@@ -63,8 +103,12 @@ class Clock:
             self.utc = False
 
     def iso(self, y: int, mo: int, d: int, h: int, mi: int, s: int, ms: int = 0) -> str:
-        if self.utc:
-            return f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{ms:03d}Z"
+        """The UTC instant of a wall-clock time; an impossible time is returned as it is
+        written, for :func:`valid_timestamp` to catch (never raised, never rolled over
+        into the next day as ``mktime`` would)."""
+        naive = _naive(y, mo, d, h, mi, s, ms)
+        if self.utc or not valid_timestamp(naive):
+            return naive
         if self._tz is None:
             epoch = time.mktime((y, mo, d, h, mi, s, 0, 0, -1))
         else:
@@ -98,7 +142,7 @@ class Clock:
         y, mo, d = self.today(now)
         h, mi, s, ms = int(hms[0:2]), int(hms[3:5]), int(hms[6:8]), int(hms[9:12] or 0)
         stamp = self.iso(y, mo, d, h, mi, s, ms)
-        if _epoch(stamp) > now + 3600:
+        if valid_timestamp(stamp) and _epoch(stamp) > now + 3600:
             y, mo, d = self.today(now - 86400)
             stamp = self.iso(y, mo, d, h, mi, s, ms)
         return stamp
@@ -109,20 +153,24 @@ def _epoch(stamp: str) -> float:
 
 
 def normalize_timestamp(value: Any) -> str | None:
-    """An ISO 8601 string or epoch number as UTC ISO with milliseconds; None if neither."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return iso_from_epoch(value / 1000 if value > 1e11 else value)
-    if not isinstance(value, str):
+    """An ISO 8601 string or epoch number (seconds, or milliseconds past 1e11) as UTC ISO
+    with milliseconds; one that names no real instant as its text, for
+    :func:`valid_timestamp` to catch; None for any other type."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return iso_from_epoch(moment.timestamp())
+        if isinstance(value, str):
+            moment = datetime.fromisoformat(value.strip())
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            seconds = moment.timestamp()
+        else:
+            seconds = value / 1000 if value > 1e11 else float(value)
+        if math.isfinite(seconds):
+            return iso_from_epoch(seconds)
+    except (ValueError, OverflowError, OSError):
+        pass
+    return str(value)[:64]
 
 
 def split_url(doc: Doc, uri: str) -> None:
@@ -169,8 +217,18 @@ def fold(doc: Doc, lines: Sequence[str]) -> None:
 # --- parsers -------------------------------------------------------------------------
 
 
+class Unparsable(Exception):
+    """A line in a parser's format that it cannot take (the reason names why): it is
+    shipped raw, tagged with the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Parser:
-    """One log format: ``parse`` returns the fields of an event starting with ``line``."""
+    """One log format: ``parse`` returns the fields of an event starting with ``line``,
+    None when the line is not in its format, or raises :class:`Unparsable`."""
 
     name = "raw"
     dataset = "raw"
@@ -190,46 +248,177 @@ class RawParser(Parser):
 
 
 _TORNADO = re.compile(
-    r"\[([DIWEC]) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ([^\s\]]+)(?: ([^\s\]:]+):(\d+))?\] ?"
-)
+    r"\[([DIWEC]) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ([^\s\]]+)(?: ([^\s\]:]+):(\d{1,9}))?\] ?"
+)  # numbers have bounded digits here and below: each fits its field's type (long, float)
 _REQUEST = re.compile(
-    r"(\d{3}) ([A-Z]+) (\S+)(?: -> (\S+))? \((?:([^()@]*)@)?([^()@\s]*)\) (\d+(?:\.\d+)?)ms\s*$"
+    r"(\d{3}) ([A-Z]+) (\S+)(?: -> (\S+))? \((?:([^()@]*)@)?([^()@\s]*)\) "
+    r"(\d{1,12}(?:\.\d{1,9})?)ms\s*$"
 )
 
 
-def _seconds_as_ns(text: str) -> tuple[str, int]:
-    return "event.duration", round(float(text) * 1e9)
+_WEB_WARNING = re.compile(r"(\d{3}) ([A-Z]+) (\S+) \(([^()\s]*)\): ")
 
 
-def _exit_code(text: str) -> tuple[str, int]:
-    return "process.exit_code", int(text)
+def _named(user: str, server: str = "") -> Doc:
+    """A user and, for a named server, the server (as the container labels have it)."""
+    doc: Doc = {"user.name": user}
+    if server:
+        doc["labels.jupyterhub_server"] = server
+    return doc
 
 
-def _failure(text: str) -> tuple[str, str]:
-    """The reason a spawn failed, as a keyword ops can count (the start of it)."""
-    return "labels.spawn_failure", text.strip()[:200]
+def _route(spec: str) -> Doc:
+    """The user and server of a proxy route ``[host][/base]/user/<name>/[<server>/]``."""
+    _, found, rest = spec.partition("/user/")
+    if not found:
+        return {}  # a service's route
+    user, _, server = rest.partition("/")
+    return _named(unquote(user), unquote(server.partition("/")[0]))
 
 
-# (pattern, action, the field of the pattern's second group); the first group is the user
-_ACTIONS: list[tuple[re.Pattern[str], str, Callable[[str], tuple[str, str | int]] | None]] = [
-    (re.compile(r"User (\S+) took (\d+(?:\.\d+)?) seconds to start"), "spawn", _seconds_as_ns),
-    (re.compile(r"User (\S+) server took (\d+(?:\.\d+)?) seconds to stop"), "stop",
-     _seconds_as_ns),
-    # a server found dead by the hub (DockerSpawner's poll says ``ExitCode=137, ...``)
-    (re.compile(r"User (\S+) server stopped,? with exit code: (?:ExitCode=)?(-?\d+)?"),
-     "server-exited", _exit_code),
-    (re.compile(r"([^\s:]+)(?::\S+)? appears to have stopped while the Hub was down"),
-     "server-exited", None),
-    (re.compile(r"(?:Unhandled error starting|Error starting) (\S+?)'s server(?::\s*(.+))?"),
-     "spawn-failed", _failure),
-    (re.compile(r"User logged in: (\S+)"), "login", None),
-    (re.compile(r"User logged out: (\S+)"), "logout", None),
+def _unquoted(text: str) -> str:
+    """A name as ``%r`` writes it (JupyterHub 6) without its quotes."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+# The fields each named group of a pattern below becomes.
+_GROUPS: dict[str, Callable[[str], Doc]] = {
+    "owner": lambda text: _named(*text.split(":", 1)),  # user or user:server
+    "user": _named,
+    "server": lambda text: {"labels.jupyterhub_server": text} if text else {},
+    "login": lambda text: _named(_unquoted(text)),
+    "route": _route,
+    "seconds": lambda text: {"event.duration": round(float(text) * 1e9)},
+    "code": lambda text: {"process.exit_code": int(text)},
+    "failure": lambda text: {"labels.spawn_failure": text.strip()[:200]},  # a countable keyword
+    "name": lambda text: {"container.name": text},
+    "id": lambda text: {"container.id": text},
+    "image": lambda text: {"container.image.name": text},
+    "options": lambda text: {"labels.user_options": text},
+}
+_Rules = list[tuple[re.Pattern[str], str]]
+
+
+def _rules(*rules: tuple[str, str]) -> _Rules:
+    return [(re.compile(pattern), action) for pattern, action in rules]
+
+
+_SECONDS = r"(?P<seconds>\d{1,12}(?:\.\d{1,9})?) seconds"
+_NAME_ID = r"(?P<name>\S+) \(id: (?P<id>\w+)\)"  # DockerSpawner logs 7 characters of the id
+_CONTAINER = rf"container {_NAME_ID}"
+_FAILED = r"(?P<user>\S+?)'s server(?::\s*(?P<failure>.+))?"
+
+# JupyterHub 5/6 and DockerSpawner 13/14 lines by their first word: (pattern matched at the
+# start of the message, event.action), tried in order. Every pattern is anchored and each
+# unbounded run stops at a literal that cannot occur inside it, so matching is linear.
+_BY_FIRST_WORD: dict[str, _Rules] = {
+    "User": _rules(
+        (rf"User (?P<owner>\S+) took {_SECONDS} to start", "spawn"),
+        (rf"User (?P<user>\S+) server took {_SECONDS} to stop", "stop"),
+        # a server found dead by the hub (DockerSpawner's poll says ``ExitCode=137, ...``)
+        (r"User (?P<user>\S+) server stopped,? with exit code: "
+         r"(?:ExitCode=)?(?P<code>-?\d{1,10}(?!\d))?", "server-exited"),
+        (r"User logged in: (?P<user>\S+)", "login"),
+        (r"User logged out: (?P<user>\S+)", "logout"),
+    ),
+    "Failed": _rules((r"Failed login for (?P<login>.+)", "login-failed")),
+    "Error": _rules((rf"Error starting {_FAILED}", "spawn-failed")),
+    "Unhandled": _rules((rf"Unhandled error starting {_FAILED}", "spawn-failed")),
+    "Not": _rules(
+        (r"Not starting (?P<user>\S+?)'s server (?P<server>\S*): (?P<failure>.+)", "spawn-failed"),
+    ),
+    "Received": _rules(  # JupyterHub 5.3+: options no apply_user_options hook handled
+        (r"Received unhandled user_options for (?P<owner>\S+?): (?P<options>.+)",
+         "user-options-unhandled"),
+    ),
+    "Adding": _rules((r"Adding missing route for (?P<route>\S+)", "route-added")),
+    "Created": _rules((rf"Created {_CONTAINER} from image (?P<image>\S+)", "container-created")),
+    "Found": _rules((rf"Found existing {_CONTAINER}", "container-found")),
+    "Starting": _rules((rf"Starting {_CONTAINER}", "container-starting")),
+    "Stopping": _rules((rf"Stopping {_CONTAINER}", "container-stopping")),
+    "Removing": _rules(
+        (rf"Removing container that should have been cleaned up: {_NAME_ID}",
+         "container-removing"),
+        (r"Removing container (?P<id>\w+)$", "container-removing"),
+    ),
+    "Container": _rules(
+        (r"Container '(?P<name>[^']*)' is gone", "container-gone"),
+        (r"Container '(?P<name>[^']*)' is on unhealthy node", "container-unhealthy"),
+        (r"Container not found: (?P<name>\S+)", "container-not-found"),
+    ),
+}  # fmt: skip
+# Lines that start with the name: (their ending, a pattern of the whole message, action).
+_BY_ENDING: list[tuple[str, re.Pattern[str], str]] = [
+    (ending, re.compile(pattern), action)
+    for ending, pattern, action in [
+        # a standby adopting the servers of the hub it replaces
+        (" still running", r"(?P<owner>\S+) still running", "server-adopted"),
+        (" appears to have stopped while the Hub was down",
+         r"(?P<owner>\S+) appears to have stopped while the Hub was down", "server-exited"),
+        (", giving up.",
+         r"(?P<user>\S+?)'s server (?P<failure>failed to start in \d{1,12}(?:\.\d{1,9})? seconds), "
+         r"giving up\.", "spawn-failed"),
+    ]
 ]  # fmt: skip
+
+
+_ENDINGS = tuple(ending for ending, _, _ in _BY_ENDING)
+
+
+def _fields(found: re.Match[str], action: str) -> Doc:
+    doc: Doc = {"event.action": action}
+    for group, text in found.groupdict().items():
+        if text is not None:
+            doc.update(_GROUPS[group](text))
+    return doc
+
+
+def hub_event(message: str) -> Doc:
+    """``event.action`` and the user, server and container fields of a JupyterHub or
+    DockerSpawner message (the text after the log prefix); {} for any other message."""
+    for pattern, action in _BY_FIRST_WORD.get(message.partition(" ")[0], ()):
+        found = pattern.match(message)
+        if found:
+            return _fields(found, action)
+    if message.endswith(_ENDINGS):
+        for ending, pattern, action in _BY_ENDING:
+            found = pattern.fullmatch(message) if message.endswith(ending) else None
+            if found:
+                return _fields(found, action)
+    return {}
+
+
+def http_fields(message: str) -> Doc:
+    """A request line (``200 GET /hub/api/users (user@ip) 5.23ms``) or tornado's warning
+    about a refused request (``403 GET /hub/api/users (ip): Missing or invalid
+    credentials.``, its reason as ``event.reason``) as ECS fields; {} for other messages."""
+    doc: Doc = {}
+    request = _REQUEST.match(message)
+    if request:
+        status, method, uri, _location, user, ip, millis = request.groups()
+        doc["event.duration"] = round(float(millis) * 1_000_000)
+        if user:
+            doc["user.name"] = user
+    else:
+        request = _WEB_WARNING.match(message)
+        if request is None:
+            return doc
+        status, method, uri, ip = request.groups()
+        doc["event.reason"] = message[request.end() :]
+    doc["http.response.status_code"] = int(status)
+    doc["http.request.method"] = method
+    split_url(doc, uri)
+    if ip:
+        doc["client.ip"] = ip
+    return doc
 
 
 class TornadoParser(Parser):
     """JupyterHub and Jupyter Server: ``[L yyyy-mm-dd hh:mm:ss.mmm Logger module:line] msg``,
-    with request lines ``200 GET /hub/api/users (user@ip) 5.23ms`` and spawn/stop lines."""
+    with request lines, refused requests, and spawn, stop, login, container and adoption
+    lines (:func:`hub_event`)."""
 
     name = dataset = "jupyterhub"
 
@@ -247,29 +436,7 @@ class TornadoParser(Parser):
         if match.group(4):
             doc["log.origin.file.name"] = match.group(4)
             doc["log.origin.file.line"] = int(match.group(5))
-        if message[:1].isdigit():
-            request = _REQUEST.match(message)
-            if request:
-                status, method, uri, _location, user, ip, millis = request.groups()
-                doc["http.response.status_code"] = int(status)
-                doc["http.request.method"] = method
-                split_url(doc, uri)
-                if user:
-                    doc["user.name"] = user
-                if ip:
-                    doc["client.ip"] = ip
-                doc["event.duration"] = round(float(millis) * 1_000_000)
-                return doc
-        if "User " in message or "starting" in message or "stopped" in message:
-            for pattern, action, second in _ACTIONS:
-                found = pattern.search(message)
-                if found:
-                    doc["event.action"] = action
-                    doc["user.name"] = found.group(1)
-                    if second is not None and found.group(2) is not None:
-                        name, value = second(found.group(2))
-                        doc[name] = value
-                    break
+        doc.update(http_fields(message) if message[:1].isdigit() else hub_event(message))
         return doc
 
 
@@ -310,7 +477,7 @@ class ChpParser(Parser):
 # NGINX writes a double quote inside a field as \x22, so no field holds one.
 _NGINX_ACCESS = re.compile(
     r"(\S+) - (\S+) \[(\d\d)/(\w{3})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)\] "
-    r'"([^"]*)" (\d{3}) (\d+|-) "([^"]*)" "([^"]*)"'
+    r'"([^"]*)" (\d{3}) (\d{1,18}|-) "([^"]*)" "([^"]*)"'
 )
 
 
@@ -329,9 +496,8 @@ class NginxAccessParser(Parser):
         month = MONTHS.get(mon)
         if month is None:
             return None
-        if oh == "00" and om == "00":
-            stamp = f"{y}-{month:02d}-{d}T{h}:{mi}:{s}.000Z"
-        else:
+        stamp = f"{y}-{month:02d}-{d}T{h}:{mi}:{s}.000Z"
+        if (oh != "00" or om != "00") and valid_timestamp(stamp):
             offset = (int(oh) * 3600 + int(om) * 60) * (1 if sign == "+" else -1)
             local = calendar.timegm((int(y), month, int(d), int(h), int(mi), int(s), 0, 0, 0))
             stamp = iso_from_epoch(local - offset)
@@ -359,7 +525,9 @@ class NginxAccessParser(Parser):
         return doc
 
 
-_NGINX_ERROR = re.compile(r"(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[(\w+)\] (\d+)#(\d+): (?:\*(\d+) )?")
+_NGINX_ERROR = re.compile(
+    r"(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[(\w+)\] (\d{1,18})#(\d{1,18}): (?:\*(\d{1,18}) )?"
+)
 _NGINX_ERROR_FIELDS = re.compile(r', (client|server|request|upstream|host): "?([^",]*)"?')
 
 
@@ -383,7 +551,7 @@ class NginxErrorParser(Parser):
             "message": message,
         }
         if connection:
-            doc["nginx.error.connection_id"] = int(connection)
+            doc["hubkeeper.nginx.connection_id"] = int(connection)
         for key, value in _NGINX_ERROR_FIELDS.findall(message):
             if key == "client":
                 doc["client.ip"] = value
@@ -393,7 +561,7 @@ class NginxErrorParser(Parser):
                     doc["http.request.method"] = parts[0]
                     split_url(doc, parts[1])
             elif key == "upstream":
-                doc["nginx.error.upstream"] = value
+                doc["hubkeeper.nginx.upstream"] = value
         return doc
 
 
@@ -406,9 +574,72 @@ _JSON_FIELDS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
+MAX_JSON_DEPTH = 16  # nested objects and arrays (Elasticsearch refuses past 20)
+
+
+def _finite_float(text: str) -> float | str:
+    """A JSON number as a float; one too large for a double (``1e400``) as its text, never
+    infinity, which no JSON encoder may write."""
+    value = float(text)
+    return value if math.isfinite(value) else text
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and arrays nest in ``value`` (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (
+                item.values() if isinstance(item, dict) else item
+            ))  # fmt: skip
+    return deepest
+
+
+#: Loggers of hubkeeper's own daemons (their JSON lines name the module).
+OWN_LOGGERS = ("hubkeeper.", "watchers.", "shippers.", "dashboards.")
+#: Context keys of hubkeeper's own events that dashboards count by, and their fields.
+DAEMON_KEYS: dict[str, str] = {
+    "user": "user.name",
+    "server": "labels.jupyterhub_server",
+    "hub": "labels.hub",
+    "reason": "event.reason",
+    **{key: f"hubkeeper.event.{key}" for key in
+       ("action", "active", "kind", "result", "source", "state", "target")},
+}  # fmt: skip
+# A key path longer than this (a.b.c) cannot be one term of the flattened hubkeeper.json
+# (Lucene's 32766 bytes, with the value, at most 1024 characters, and 4-byte characters).
+MAX_KEY_PATH = 7000
+
+
+def _daemon_context(doc: Doc, data: dict[str, Any]) -> None:
+    """Move the scalar values of :data:`DAEMON_KEYS` into their fields, as keywords."""
+    for key, name in DAEMON_KEYS.items():
+        value = data.get(key)
+        if isinstance(value, str | int | float):
+            doc[name] = value if isinstance(value, str) else json.dumps(value)
+            del data[key]
+
+
+def _longest_key_path(value: Any) -> int:
+    """The longest dotted key path (``a.b.c``) in ``value``, in characters."""
+    longest, stack = 0, [(value, -1)]
+    while stack:
+        item, length = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((child, length + 1 + len(key)) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, length) for child in item)
+        else:
+            longest = max(longest, length)
+    return longest
+
+
 class JsonParser(Parser):
     """JSON lines (hubkeeper's own logs, servers that log JSON): the usual keys become ECS
-    fields; the rest is kept under ``json``."""
+    fields, the context keys of hubkeeper's own events typed fields (:data:`DAEMON_KEYS`);
+    the rest is kept under ``hubkeeper.json`` (one ``flattened`` field)."""
 
     name = "json"
     dataset = "json"
@@ -417,20 +648,21 @@ class JsonParser(Parser):
         if not line.startswith("{"):
             return None
         try:
-            data = json.loads(line)
-        except ValueError:
+            data = json.loads(line, parse_constant=str, parse_float=_finite_float)
+        except (ValueError, RecursionError):
             return None
+        if line.count("{") + line.count("[") > MAX_JSON_DEPTH and _depth(data) > MAX_JSON_DEPTH:
+            raise Unparsable("json_too_deep")
         if not isinstance(data, dict):
             return None
         doc: Doc = {}
         for target, keys in _JSON_FIELDS:
             for key in keys:
-                if key in data and isinstance(data[key], str | int | float):
-                    value = data.pop(key)
-                    if target == "@timestamp":
+                value = data.get(key)
+                if isinstance(value, str | int | float) and not isinstance(value, bool):
+                    data.pop(key)
+                    if target == "@timestamp":  # checked with the others when recorded
                         value = normalize_timestamp(value)
-                        if value is None:
-                            continue
                     elif target == "log.level":
                         value = level(str(value))
                     doc[target] = value if target == "@timestamp" else str(value)
@@ -438,8 +670,12 @@ class JsonParser(Parser):
                         doc["event.action"] = doc[target]
                     break
         doc.setdefault("message", "")
+        if str(doc.get("log.logger", "")).startswith(OWN_LOGGERS):
+            _daemon_context(doc, data)
         if data:
-            doc["json"] = data
+            if len(line) > MAX_KEY_PATH and _longest_key_path(data) > MAX_KEY_PATH:
+                raise Unparsable("json_key_too_long")
+            doc["hubkeeper.json"] = data
         return doc
 
 

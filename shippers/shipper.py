@@ -21,7 +21,6 @@ from typing import Any
 
 import docker
 import docker.errors
-from elasticsearch import ApiError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -32,13 +31,16 @@ from hubkeeper.daemon import Daemon
 from hubkeeper.endpoint import Response
 from hubkeeper.files import try_lock
 from hubkeeper.log import get_logger
-from shippers.documents import DocumentIndexer, make_output
-from shippers.elasticsearch import (
+from hubkeeper.redact import Redactor
+from shippers.delivery import (
+    Delivery,
     Outcome,
+    Settled,
     Unavailable,
-    backoff,
-    settle,
+    make_output,
+    retry_until,
 )
+from shippers.documents import DocumentIndexer
 from shippers.parsers import now_iso
 from shippers.sources import ContainerInfo, Files, Settings, make_sources
 from shippers.store import Record, Registry, Spool
@@ -53,7 +55,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.events = Counter(
             "hubkeeper_shipper_events_total",
-            "Events by delivery outcome (indexed, duplicate, retried, dead_lettered).",
+            "Events by delivery outcome (indexed, duplicate, dead_lettered; retried: answered "
+            "429/5xx and sent again, counted each time).",
             ["outcome"],
             registry=registry,
         )
@@ -66,7 +69,14 @@ class Metrics:
         )  # fmt: skip
         self.parse_failures = Counter(
             "hubkeeper_shipper_parse_failures_total",
-            "Events shipped raw because no parser knew them.",
+            "Events shipped raw (unknown_format, parser_error, json_too_deep, encode_error) "
+            "or with the time they were read (timestamp_invalid), by reason.",
+            ["source", "reason"],
+            registry=registry,
+        )
+        self.read_failures = Counter(
+            "hubkeeper_shipper_read_failures_total",
+            "Failed reads of a file (I/O errors); it is read again after a pause.",
             ["source"],
             registry=registry,
         )
@@ -86,6 +96,12 @@ class Metrics:
             registry=registry,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+
+    def count(self, settled: Settled) -> None:
+        """Count a bulk answer's items by outcome, those sent again as retried."""
+        for kind, number in (*settled.done.items(), (Outcome.RETRY, settled.retried)):
+            self.events.labels(kind.value).inc(number)
+            self.counts[kind] += number
 
 
 class Shipper:
@@ -118,6 +134,7 @@ class Shipper:
             close_inactive=section.close_inactive,
             host_name=self.host_name,
             index_prefix=section.elasticsearch.index_prefix,
+            redactor=Redactor(config.logging.secret_words),
         )
         root = docker_root(config.docker.url) if docker_sources else None
         self.files = Files(
@@ -128,6 +145,12 @@ class Shipper:
         self.metrics = Metrics(self.metrics_registry)
         self.metrics_registry.register(_StateCollector(self))
         self.stopping = threading.Event()
+        self.delivery = Delivery(
+            self.output, section.elasticsearch,
+            retry_until(self.stopping, section.retry_backoff, section.retry_backoff_max),
+            on_unavailable=self._unavailable, on_answer=self._answered,
+            timer=self.metrics.batch.time,
+        )  # fmt: skip
         self.last_ack: float | None = None
         self._committed_at = 0.0
         self.unavailable_since: float | None = None
@@ -175,35 +198,24 @@ class Shipper:
                 self.stopping.wait(1.0)
 
     def _count_read(self, records: list[Record]) -> None:
-        read: Counts[str] = Counts()
-        failed: Counts[str] = Counts()
-        for record in records:
-            read[record.source] += 1
-            if b'"parse_failure"' in record.doc:
-                failed[record.source] += 1
-        for source, number in read.items():
+        files = self.files
+        for source, number in Counts(record.source for record in records).items():
             self.metrics.read.labels(source).inc(number)
-        for source, number in failed.items():
-            self.metrics.parse_failures.labels(source).inc(number)
+        for (source, reason), number in files.line_failures.items():
+            self.metrics.parse_failures.labels(source, reason).inc(number)
+        for source, number in files.read_failures.items():
+            self.metrics.read_failures.labels(source).inc(number)
+        files.line_failures.clear()
+        files.read_failures.clear()
 
     def _send_loop(self) -> None:
         cursor = self.registry.cursor
-        ready = False
-        attempt = 0
         waiting_since: float | None = None
         section = self.config
         max_bytes = parse_byte_size(section.batch_max_bytes)
+        if self.delivery.install_templates():  # else stopping
+            log.info("index_templates_installed")
         while not self.stopping.is_set():
-            if not ready:
-                try:
-                    self.output.install_templates()
-                    ready, attempt = True, 0
-                    log.info("index_templates_installed")
-                except (Unavailable, ApiError) as error:
-                    attempt += 1
-                    self._unavailable(error, attempt)
-                    self.stopping.wait(self._backoff(attempt))
-                continue
             try:
                 records, after = self.spool.read(cursor, section.batch_max_events, max_bytes)
             except Exception:
@@ -224,7 +236,7 @@ class Shipper:
                 self.spool.wait(after, section.batch_max_wait - (now - waiting_since))
                 continue
             waiting_since = None
-            if not self._deliver(records):
+            if self.delivery.send(records):
                 break  # stopping: unacknowledged records are sent again after a restart
             offsets: dict[str, int] = {}
             for record in records:
@@ -245,10 +257,7 @@ class Shipper:
             self.spool.release(cursor)
         self._committed_at = time.monotonic()
 
-    def _backoff(self, attempt: int) -> float:
-        return backoff(attempt, self.config.retry_backoff, self.config.retry_backoff_max)
-
-    def _unavailable(self, error: Exception, attempt: int) -> None:
+    def _unavailable(self, error: Unavailable, attempt: int) -> None:
         self.metrics.request_failures.inc()
         if self.unavailable_since is None:
             self.unavailable_since = time.time()
@@ -256,52 +265,30 @@ class Shipper:
             "output_unavailable", output=self.config.output, error=str(error)[:500], attempt=attempt
         )
 
-    def _deliver(self, records: list[Record]) -> bool:
-        """Send until every record is acknowledged (indexed, duplicate or dead-lettered);
-        False if asked to stop first."""
-        pending = records
-        attempt = 0
-        while pending:
-            if self.stopping.is_set():
-                return False
-            started = time.monotonic()
-            try:
-                results = self.output.bulk(pending)
-            except (Unavailable, ApiError) as error:
-                attempt += 1
-                self._unavailable(error, attempt)
-                self.stopping.wait(self._backoff(attempt))
-                continue
-            finally:
-                self.metrics.batch.observe(time.monotonic() - started)
-            self.unavailable_since = None
-            settled = settle(pending, results, self.config.elasticsearch)
-            for record, reason in settled.refused:
-                self.metrics.dead_letter_failures.inc()
-                log.error("dead_letter_refused", id=record.id, error=reason)
-            for record, reason in settled.dead_lettered:
-                log.warning(
-                    "event_dead_lettered", index=record.index, id=record.id,
-                    source=record.source, error=reason,
-                )  # fmt: skip
-            for kind, number in settled.done.items():
-                self.metrics.events.labels(kind.value).inc(number)
-                self.metrics.counts[kind] += number
-            pending = settled.again
-            if settled.retried:
-                attempt += 1
-                self.stopping.wait(self._backoff(attempt))
-        return True
+    def _answered(self, settled: Settled) -> None:
+        self.unavailable_since = None
+        for record, reason in settled.refused:
+            self.metrics.dead_letter_failures.inc()
+            log.error("dead_letter_refused", id=record.id, error=reason)
+        for record, reason in settled.dead_lettered:
+            log.warning(
+                "event_dead_lettered", index=record.index, id=record.id,
+                source=record.source, error=reason,
+            )  # fmt: skip
+        self.metrics.count(settled)
 
     # --- reports -------------------------------------------------------------------------
 
     def health(self) -> tuple[bool, str]:
+        """Unhealthy only when a thread stopped; degraded (still healthy: the rest ships)
+        while the output does not answer or a source has a file it cannot read."""
         if not self.alive():
             return False, "a shipper thread stopped\n"
+        problems = [f"source {name}: {why}" for name, why in sorted(self.files.failing().items())]
         if self.unavailable_since is not None:
             down = time.time() - self.unavailable_since
-            return True, f"{self.config.output} unavailable for {down:.0f}s\n"
-        return True, "ok\n"
+            problems.insert(0, f"{self.config.output} unavailable for {down:.0f}s")
+        return True, ("degraded: " + "; ".join(problems) if problems else "ok") + "\n"
 
     def lag(self) -> dict[str, tuple[int, float, int]]:
         """Per source: bytes behind, seconds behind (at most), open files."""
@@ -371,7 +358,7 @@ class Shipper:
             return
         try:
             deleted = self.output.delete_expired(datetime.now(UTC).date())
-        except (Unavailable, ApiError) as error:
+        except Unavailable as error:
             log.warning("retention_failed", error=str(error)[:500])  # tried again in an hour
             return
         if deleted:
@@ -399,12 +386,19 @@ class _StateCollector(Collector):
             labels=["source"],
         )
         files = GaugeMetricFamily("hubkeeper_shipper_files", "Files open.", labels=["source"])
+        failing = GaugeMetricFamily(
+            "hubkeeper_shipper_source_failing",
+            "1 while a file of the source cannot be read (the others are read on).",
+            labels=["source"],
+        )
+        broken = self.shipper.files.failing()
         for source, (behind, seconds, count) in self.shipper.lag().items():
             lag_bytes.add_metric([source], behind)
             lag_seconds.add_metric([source], seconds)
             files.add_metric([source], count)
+            failing.add_metric([source], 1 if source in broken else 0)
         spool = self.shipper.spool
-        yield from (lag_bytes, lag_seconds, files)
+        yield from (lag_bytes, lag_seconds, files, failing)
         yield GaugeMetricFamily(
             "hubkeeper_shipper_spool_bytes",
             "Spooled bytes not yet acknowledged.",
@@ -462,8 +456,12 @@ def docker_root(url: str) -> str | None:
         return None
 
 
-def ship_logs(config: Config, _args: argparse.Namespace) -> int:
-    """Run the shipper until SIGTERM."""
+def ship_logs(config: Config, args: argparse.Namespace) -> int:
+    """Run the shipper until SIGTERM; with ``--once``, print the documents instead."""
+    if getattr(args, "once", False):
+        from shippers.console import print_documents  # which builds on this module
+
+        return print_documents(config, args.output)
     logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # a line per request
     shipper = Shipper(config)
     daemon = Daemon(

@@ -23,47 +23,46 @@ from __future__ import annotations
 import fnmatch
 import glob
 import hashlib
-import json
 import os
-import re
 import time
+from collections import Counter as Counts
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from hubkeeper.backoff import full_jitter
 from hubkeeper.config import ShipperSource
 from hubkeeper.log import get_logger
-from hubkeeper.redact import redact
-from shippers.framing import Assembler, DockerRecords, Event, events_from, read_lines
-from shippers.parsers import Parser, make_parser, normalize_timestamp, now_iso
+from hubkeeper.redact import DEFAULT, Redactor
+from shippers.ecs import ECS_VERSION
+from shippers.framing import (
+    FAILURE,
+    Assembler,
+    DockerRecords,
+    Event,
+    decode,
+    events_from,
+    raw,
+    read_lines,
+)
+from shippers.parsers import (
+    Parser,
+    make_parser,
+    normalize_timestamp,
+    now_iso,
+    to_json,
+    valid_timestamp,
+)
 from shippers.store import Entry, Record, Registry, daily_index
 
 log = get_logger(__name__)
 
 ContainerInfo = Callable[[str], dict[str, str] | None]
-_USERINFO = re.compile(r"://[^/\s\"@]*@")
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
-
-
-def may_hold_secret(text: str) -> bool:
-    """Whether ``text`` has what :func:`hubkeeper.redact.redact` looks for (a fast test)."""
-    if "://" in text and _USERINFO.search(text):  # scheme://user:password@host
-        return True
-    lower = text.lower()
-    return "token" in lower or "authorization" in lower
-
-
-def redact_value(value: Any) -> Any:
-    """Mask credentials in every string of a document (recursively)."""
-    if isinstance(value, str):
-        return redact(value) if may_hold_secret(value) else value
-    if isinstance(value, dict):
-        return {key: redact_value(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [redact_value(item) for item in value]
-    return value
+TIMESTAMP_INVALID = "timestamp_invalid"  # tag: the time read is none (``@timestamp`` is when read)
+TIMESTAMP_ORIGINAL = "hubkeeper.timestamp_original"
+ENCODE_ERROR = "encode_error"  # the parsed document could not be written: shipped raw
+RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # backoff before a file that failed is read again, s
 
 
 def event_id(key: str, start: int) -> str:
@@ -110,6 +109,9 @@ class Tail:
     stalled: tuple[int, int] | None = None  # (size, resume) when only a pending piece is left
     emitted: set[int] = field(default_factory=set)
     in_glob: bool = True
+    error: str | None = None  # why the last read failed (None: it did not)
+    failures: int = 0  # reads failed in a row
+    retry_at: float = 0.0  # monotonic time before which a failed file is not read
 
     def lag_seconds(self, now: float) -> float:
         """How long the oldest unacknowledged byte has been in the file (since it was
@@ -135,6 +137,7 @@ class Settings:
     close_inactive: float = 300.0
     host_name: str = ""
     index_prefix: str = "hubkeeper-logs"
+    redactor: Redactor = DEFAULT
 
 
 class Files:
@@ -155,6 +158,10 @@ class Files:
         self.tails: dict[str, Tail] = {}
         self.finished: dict[str, int] = {}  # closed entries waiting for acknowledgement
         self.ignored: set[tuple[int, int]] = set()  # containers that are not user servers
+        # Lines shipped raw or repaired, by (source, reason); files whose read failed.
+        self.line_failures: Counts[tuple[str, str]] = Counts()
+        self.read_failures: Counts[str] = Counts()
+        self.unopened: dict[str, tuple[str, str]] = {}  # path: source, why it cannot be opened
         # Where each known entry resumes: past what the spool already holds.
         self._loose: dict[str, int] = {
             key: max(entry.acked, spooled.get(key, 0)) for key, entry in registry.entries.items()
@@ -180,6 +187,8 @@ class Files:
 
     def scan(self) -> None:
         candidates = self._candidates()
+        paths = {path for _source, path, _size in candidates.values()}
+        self.unopened = {p: why for p, why in self.unopened.items() if p in paths}
         claimed: set[tuple[int, int]] = set()
         now = time.monotonic()
         for key, tail in list(self.tails.items()):
@@ -266,7 +275,10 @@ class Files:
             found_source, path, size = candidates[ident]
             if ident in claimed or found_source is not source or size < entry.fp_len:
                 continue
-            fd = _open(path, ident)
+            try:
+                fd = _open(path, ident)
+            except OSError:
+                fd = None  # not this one; _start reports a file that cannot be opened
             if fd is None:
                 continue
             if fingerprint(fd, entry.fp_len) == entry.fp:
@@ -275,7 +287,15 @@ class Files:
         return None
 
     def _start(self, ident: tuple[int, int], source: Source, path: str) -> None:
-        fd = _open(path, ident)
+        try:
+            fd = _open(path, ident)
+        except OSError as error:  # tried again at every scan, reported until it opens
+            if path not in self.unopened:
+                log.warning("file_open_failed", source=source.name, path=path, error=str(error))
+                self.read_failures[source.name] += 1
+            self.unopened[path] = (source.name, f"{type(error).__name__}: {error}"[:300])
+            return
+        self.unopened.pop(path, None)
         if fd is None:
             return
         length = min(os.fstat(fd).st_size, self.settings.fingerprint_bytes)
@@ -324,46 +344,95 @@ class Files:
 
     # --- reading -----------------------------------------------------------------------
 
-    def read(self, budget: int) -> tuple[list[Record], list[tuple[Tail, int, set[int]]]]:
+    def read(
+        self, budget: int, final: bool = False
+    ) -> tuple[list[Record], list[tuple[Tail, int, set[int]]]]:
         """Records from every file (about ``budget`` bytes of input in all), and each
-        file's new position, to apply once the records are durable."""
+        file's new position, to apply once the records are durable. ``final``: nothing
+        more will be written (``--once``): a last line without its newline and a pending
+        multi-line event are taken as they are.
+
+        A file whose read fails (an I/O error, anything not about one line) is skipped,
+        read again after a growing pause, and reported (:meth:`failing`); the other
+        files go on. A line that cannot be parsed or written fails alone (:meth:`_record`).
+        """
         records: list[Record] = []
         moves: list[tuple[Tail, int, set[int]]] = []
         now = time.monotonic()
         for tail in list(self.tails.values()):
             if budget <= 0:
                 break
-            size = os.fstat(tail.fd).st_size
-            if size != tail.size:
-                tail.size, tail.grew_at = size, now
-                tail.seen.append((size, now))
-                if len(tail.seen) > 1000:  # a long outage: keep the oldest and the newest
-                    tail.seen = deque([tail.seen[0], *list(tail.seen)[500:]])
-            while tail.seen and tail.seen[0][0] <= tail.entry.acked:
-                tail.seen.popleft()
-            if size <= tail.pos:
+            if tail.retry_at > now:
                 continue
-            quiet = now - tail.grew_at >= self.settings.multiline_timeout
-            if tail.stalled == (size, tail.pos) and not quiet:
-                continue  # only a pending piece is left and nothing new came
-            if not self._intact(tail, size):
+            try:
+                read = self._read(tail, now, final)
+            except Exception as error:
+                self._failed(tail, error, now)
                 continue
-            events, resume = self._events(tail, size, quiet)
-            if resume is None:
-                tail.stalled = (size, tail.pos)
-                continue
-            fresh = [e for e in events if e.start not in tail.emitted]
-            records.extend(self._record(tail, event) for event in fresh)
-            emitted = {e.start for e in events if e.start >= resume} | {
-                s for s in tail.emitted if s >= resume
-            }
-            moves.append((tail, resume, emitted))
-            # No progress: only a pending piece is left; wait for more bytes or for quiet.
-            tail.stalled = (size, resume) if resume == tail.pos else None
-            budget -= resume - tail.pos
+            if tail.error is not None:
+                log.info("file_read_again", source=tail.source.name, path=tail.entry.path)
+                tail.error, tail.failures = None, 0
+            if read is not None:
+                tail_records, move = read
+                records.extend(tail_records)
+                moves.append(move)
+                budget -= move[1] - tail.pos
         return records, moves
 
-    def _events(self, tail: Tail, size: int, flush: bool) -> tuple[list[Event], int | None]:
+    def _read(
+        self, tail: Tail, now: float, final: bool
+    ) -> tuple[list[Record], tuple[Tail, int, set[int]]] | None:
+        """One file's new records and its move; None when there is nothing to read."""
+        size = os.fstat(tail.fd).st_size
+        if size != tail.size:
+            tail.size, tail.grew_at = size, now
+            tail.seen.append((size, now))
+            if len(tail.seen) > 1000:  # a long outage: keep the oldest and the newest
+                tail.seen = deque([tail.seen[0], *list(tail.seen)[500:]])
+        while tail.seen and tail.seen[0][0] <= tail.entry.acked:
+            tail.seen.popleft()
+        if size <= tail.pos:
+            return None
+        quiet = final or now - tail.grew_at >= self.settings.multiline_timeout
+        if tail.stalled == (size, tail.pos) and not quiet:
+            return None  # only a pending piece is left and nothing new came
+        if not self._intact(tail, size):
+            return None
+        events, resume = self._events(tail, size, quiet, final)
+        if resume is None:
+            tail.stalled = (size, tail.pos)
+            return None
+        records = [self._record(tail, e) for e in events if e.start not in tail.emitted]
+        emitted = {e.start for e in events if e.start >= resume} | {
+            s for s in tail.emitted if s >= resume
+        }
+        # No progress: only a pending piece is left; wait for more bytes or for quiet.
+        tail.stalled = (size, resume) if resume == tail.pos else None
+        return records, (tail, resume, emitted)
+
+    def _failed(self, tail: Tail, error: Exception, now: float) -> None:
+        tail.failures += 1
+        pause = full_jitter(tail.failures, RETRY_FIRST, RETRY_MAX)
+        tail.retry_at = now + pause
+        tail.error = f"{type(error).__name__}: {error}"[:300]
+        self.read_failures[tail.source.name] += 1
+        log.warning(
+            "file_read_failed", source=tail.source.name, path=tail.entry.path,
+            error=tail.error, retry_in=round(pause, 1),
+        )  # fmt: skip
+
+    def failing(self) -> dict[str, str]:
+        """Sources with a file that cannot be opened or whose last read failed, and why
+        (one file each)."""
+        failing = {source: f"{path}: {why}" for path, (source, why) in self.unopened.items()}
+        for tail in list(self.tails.values()):
+            if tail.error is not None:
+                failing[tail.source.name] = f"{tail.entry.path}: {tail.error}"
+        return failing
+
+    def _events(
+        self, tail: Tail, size: int, flush: bool, final: bool
+    ) -> tuple[list[Event], int | None]:
         settings = self.settings
         lines = read_lines(
             lambda offset, length: os.pread(tail.fd, length, offset),
@@ -371,36 +440,63 @@ class Files:
             size,
             settings.max_event_bytes,
             settings.read_window,
+            final,
         )
         docker = DockerRecords(settings.max_event_bytes) if tail.source.docker else None
-        assembler = Assembler(tail.source.parser, settings.max_event_bytes)
+        assembler = Assembler(
+            tail.source.parser, settings.max_event_bytes, plain=tail.source.docker
+        )
         return events_from(lines, docker, assembler, flush, size)
 
     def _record(self, tail: Tail, event: Event) -> Record:
+        """The spool record of an event; one that cannot be written as parsed is shipped
+        raw, as its bytes in the file (``encode_error``)."""
+        try:
+            return self._document(tail, event)
+        except Exception:
+            length = min(event.end - event.start, self.settings.max_event_bytes)
+            text, tags = decode(os.pread(tail.fd, length, event.start).rstrip(b"\n"))
+            event.doc, event.text, event.tags = raw(text, ENCODE_ERROR), text, tags
+            return self._document(tail, event)
+
+    def _document(self, tail: Tail, event: Event) -> Record:
         source, entry, doc = tail.source, tail.entry, event.doc
+        tags = [*doc.get("tags", ()), *event.tags]
         stamp = doc.get("@timestamp")
-        if not isinstance(stamp, str) or len(stamp) < 10:
-            stamp = (normalize_timestamp(event.time) if event.time else None) or now_iso()
-            doc["@timestamp"] = stamp
+        if stamp is None and event.time:  # a Docker json-file record's time
+            stamp = normalize_timestamp(event.time)
+        if stamp is None:
+            stamp = now_iso()
+        elif not valid_timestamp(stamp):
+            doc[TIMESTAMP_ORIGINAL] = str(stamp)[:256]
+            tags.append(TIMESTAMP_INVALID)
+            self.line_failures[source.name, TIMESTAMP_INVALID] += 1
+            stamp = now_iso()
+        doc["@timestamp"] = stamp
         dataset = source.config.dataset or (
             "container" if source.docker else doc.get("event.dataset") or source.parser.dataset
         )
         doc["event.dataset"] = dataset
         doc["service.name"] = source.config.service or source.name
+        doc["ecs.version"] = ECS_VERSION
         doc["host.name"] = self.settings.host_name
         doc["log.file.path"] = entry.path
         doc["log.offset"] = event.start
-        if event.tags:
-            doc["tags"] = [*doc.get("tags", []), *event.tags]
+        if tags:
+            doc["tags"] = tags
         if event.stream:
-            doc["stream"] = event.stream
+            doc["hubkeeper.stream"] = event.stream
         for name, value in entry.meta.items():
             doc.setdefault(name, value)
-        text = _ENCODER.encode(doc)
-        if may_hold_secret(text):  # one look at the whole document; most lines pass
-            text = _ENCODER.encode(redact_value(doc))
+        # Secrets come from the text read (the other fields are the shipper's own): one
+        # look at it, and most lines pass.
+        redactor = self.settings.redactor
+        if redactor.suspect(event.text):
+            doc = redactor.value(doc)
+        body = to_json(doc)
+        if FAILURE in doc:
+            self.line_failures[source.name, doc[FAILURE]] += 1
         index = daily_index(self.settings.index_prefix, dataset, stamp)
-        body = text.encode("utf-8")
         return Record(
             entry.key, event.start, event.resume, index, event_id(entry.key, event.start),
             source.name, body,
@@ -417,10 +513,11 @@ class Files:
 
 
 def _open(path: str, ident: tuple[int, int]) -> int | None:
-    """Open ``path`` if it still is the inode ``ident``."""
+    """Open ``path`` if it still is the inode ``ident`` (None: it is gone, or another
+    file now); an error other than its absence (permission, I/O) is raised."""
     try:
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
+    except FileNotFoundError:
         return None
     st = os.fstat(fd)
     if (st.st_dev, st.st_ino) != ident:

@@ -4,7 +4,8 @@ Writes realistic lines (hub requests, spawns and tracebacks, proxy lines, NGINX 
 error lines, in the proportions of a busy lab; default one million) into three files, then
 measures on one real Elasticsearch (its own instance, 1 GB heap):
 
-1. parsing and serialization alone, in this process (one core, no output);
+1. parsing and serialization alone, in this process (one core, no output), of the
+   ordinary mix and of a mix with 10% hostile lines (tests/hostile.py);
 2. the ceiling: a plain bulk loader sending the same documents, pre-serialized, with the
    shipper's batch size, one request at a time;
 3. ``hubkeeper ship-logs`` end to end (files to acknowledged documents), with its CPU time;
@@ -42,6 +43,7 @@ from deploy.stack import free_ports, to_toml, wait_for  # noqa: E402
 from hubkeeper.config import ShipperSource  # noqa: E402
 from shippers.sources import Files, Settings, make_sources  # noqa: E402
 from shippers.store import Registry  # noqa: E402
+from tests.hostile import HOSTILE  # noqa: E402
 
 USERS = [f"user{n:03d}" for n in range(200)]
 PATHS = [
@@ -119,16 +121,26 @@ def error_line(n: int, rng: random.Random) -> str:
     )
 
 
-def write_files(folder: Path, total: int) -> tuple[dict[str, Path], int]:
-    """hub.log (hub and proxy lines), access.log, error.log; ``total`` lines in all; and the
+# The hostile lines of the tests, the longest cut to 4 KiB (as long as an ordinary line can
+# be while lines a second stay comparable; the quadratic pattern took 10 ms on such a line).
+HOSTILE_LINES = [line[:4096].decode("utf-8", "replace") + "\n" for _name, line in HOSTILE]
+
+
+def write_files(folder: Path, total: int, hostile: float = 0.0) -> tuple[dict[str, Path], int]:
+    """hub.log (hub and proxy lines), access.log, error.log; ``total`` lines in all, a
+    ``hostile`` share of them from tests/hostile.py, spread over the three files; and the
     number of events (lines that do not continue a traceback)."""
     rng = random.Random(7)
+    folder.mkdir(parents=True, exist_ok=True)
     paths = {name: folder / f"{name}.log" for name in ("hub", "access", "error")}
     handles = {name: path.open("w") for name, path in paths.items()}
     written = 0
     while written < total:
         pick = rng.random()
-        if pick < 0.36:
+        if rng.random() < hostile:
+            text = rng.choice(HOSTILE_LINES)
+            handles[rng.choice(list(handles))].write(text)
+        elif pick < 0.36:
             text = hub_lines(written, rng)
             handles["hub"].write(text)
         elif pick < 0.45:
@@ -342,6 +354,15 @@ def main() -> int:
         figures["parse_lines_per_s"] = round(args.lines / cpu)
         print(f"parse+serialize: {args.lines} lines ({events} events) in {cpu:.1f} CPU s: "
               f"{args.lines / cpu:,.0f} lines/s", flush=True)  # fmt: skip
+        hostile_paths, _events = write_files(work / "hostile", args.lines, hostile=0.1)
+        _parsed, hostile_cpu, _records = parse_only(hostile_paths, work / "parse-hostile")
+        figures["parse_hostile_lines_per_s"] = round(args.lines / hostile_cpu)
+        figures["parse_hostile_slowdown"] = round(hostile_cpu / cpu, 2)
+        print(
+            f"parse+serialize, 10% hostile lines: {args.lines / hostile_cpu:,.0f} lines/s, "
+            f"{hostile_cpu / cpu:.2f}x the ordinary mix's time (target <= 2)",
+            flush=True,
+        )
         es.start()
         bulk_ceiling(es, [r.replace(b"ceiling-logs", b"warmup-logs") for r in records[:20000]])
         ceiling = bulk_ceiling(es, records)

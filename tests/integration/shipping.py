@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -16,9 +17,13 @@ from typing import Any
 
 import pytest
 import requests
+from docker.models.containers import Container
 
 from deploy.elasticsearch import Elasticsearch
-from deploy.stack import free_ports, to_toml, wait_for
+from deploy.stack import Stack, free_ports, to_toml, wait_for
+from hub.images import SINGLEUSER_IMAGE
+from hubkeeper.config import ShipperElasticsearchConfig
+from shippers.mapping import templates
 
 STARTED: list[ShipperRun] = []
 
@@ -159,6 +164,44 @@ class ShipperRun:
         return search(self.es, f"{self.name}-dead-*")
 
 
+def stack_shipper(stack: Stack, workdir: Path, es: Elasticsearch, name: str) -> ShipperRun:
+    nginx_logs = Path(stack.config.nginx.prefix) / "logs"
+    files = [
+        ("hub", stack.logs / "hub-a.log", "jupyterhub"),
+        ("nginx-access", nginx_logs / "access.log", "nginx_access"),
+        ("nginx-error", nginx_logs / "error.log", "nginx_error"),
+    ]
+    sources = [{"name": n, "paths": [str(path)], "parser": parser} for n, path, parser in files]
+    return ShipperRun(
+        workdir,
+        es,
+        name,
+        [*sources, {"name": "containers", "type": "docker"}],
+        sections={
+            "docker": {"url": stack.config.docker.url},
+            "jupyterhub": {"name": stack.config.jupyterhub.name},
+        },
+    )
+
+
+def user_process(stack: Stack, user: str, command: list[str], **options: Any) -> Container:
+    """A container of ``user`` as the hub labels its servers, running ``command``."""
+    labels = stack.config.labels
+    return stack.docker.containers.run(
+        SINGLEUSER_IMAGE,
+        command,
+        labels={
+            labels.user: user,
+            labels.server: "",
+            labels.hub: stack.config.jupyterhub.name,
+            labels.image: SINGLEUSER_IMAGE,
+        },
+        network_mode="host",
+        detach=True,
+        **options,
+    )
+
+
 def search(es: Elasticsearch, index: str, query: dict | None = None) -> list[dict[str, Any]]:
     """Every matching document (``_source`` plus ``_id`` and ``_index``), by file offset."""
     requests.post(f"{es.url}/{index}/_refresh", timeout=30)
@@ -184,6 +227,19 @@ def search(es: Elasticsearch, index: str, query: dict | None = None) -> list[dic
             f"{es.url}/_search/scroll", json={"scroll_id": page["_scroll_id"]}, timeout=10
         )
     return sorted(docs, key=lambda d: (d.get("log.file.path", ""), d.get("log.offset", 0)))
+
+
+def dynamic_json_keys(es: Elasticsearch, prefix: str, dataset: str) -> None:
+    """A site's own template for ``<prefix>-<dataset>-*``: hubkeeper's, except that the keys
+    of JSON lines are mapped one by one (hubkeeper's one flattened ``hubkeeper.json`` never
+    conflicts), so a key seen with two types is a mapping conflict: a dead letter."""
+    ours = templates(ShipperElasticsearchConfig(index_prefix=prefix))[prefix]
+    mappings = copy.deepcopy(ours["template"]["mappings"])
+    mappings["properties"]["hubkeeper"]["properties"]["json"] = {"type": "object"}
+    body = {"index_patterns": [f"{prefix}-{dataset}-*"], "priority": 300,
+            "template": {"mappings": mappings}}  # fmt: skip
+    answer = requests.put(f"{es.url}/_index_template/{prefix}-{dataset}", json=body, timeout=30)
+    answer.raise_for_status()
 
 
 class Writer(threading.Thread):

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from dashboards.kibana import check, saved_objects, to_ndjson
-from dashboards.panels import DASHBOARDS, AnyOf, Where
+from dashboards.panels import DASHBOARDS, AnyOf, Panel, Where, top
 from dashboards.preview import preview, run
 from deploy import hubctl
 from deploy.elasticsearch import Elasticsearch, log_store_overrides
@@ -32,7 +32,7 @@ from deploy.stack import Stack, running_stack, wait_for
 from hub.images import BASE_IMAGE
 from hubkeeper.hubapi import HubAPIError
 from tests.integration.helpers import series, start_and_wait, start_frozen, user_containers
-from tests.integration.shipping import search
+from tests.integration.shipping import dynamic_json_keys, search
 
 NAME = "dash"
 INDICES = f"{NAME}-logs-*"
@@ -77,7 +77,9 @@ def after(unix_time: float) -> dict[str, Any]:
     return {"range": {"@timestamp": {"gt": int(unix_time * 1000), "format": "epoch_millis"}}}
 
 
-def overrides(workdir: Path, es: Elasticsearch, probe: Path) -> dict[str, dict[str, Any]]:
+def overrides(
+    workdir: Path, es: Elasticsearch, probe: Path, conflict: Path
+) -> dict[str, dict[str, Any]]:
     """``hubkeeper up``'s log store sections, with short intervals and this module's indices."""
     sections: dict[str, dict[str, Any]] = log_store_overrides(workdir, es.url)
     shipper = sections["shipper"]
@@ -86,6 +88,9 @@ def overrides(workdir: Path, es: Elasticsearch, probe: Path) -> dict[str, dict[s
     shipper["elasticsearch"].update(index_prefix=f"{NAME}-logs", dead_letter_index=f"{NAME}-dead",
                                     retention_days=0, timeout=10.0)  # fmt: skip
     shipper["sources"].append({"name": "probe", "parser": "json", "paths": [str(probe)]})
+    shipper["sources"].append(
+        {"name": "conflict", "parser": "json", "dataset": "conflict", "paths": [str(conflict)]}
+    )
     sections["containers"].update(snapshot_interval=1.0, reconcile_seconds=1.0, cache_seconds=0,
                                   resync_seconds=2.0, orphan_grace=0.0)  # fmt: skip
     sections["jupyterhub"] = {"poll_interval": 1}  # dee's death is noticed at once
@@ -147,9 +152,12 @@ def stuck_spawn(stack: Stack) -> None:
     wait_for(lambda: "" not in client.user(STUCK)["servers"], 90, "the stuck spawn to be stopped")
 
 
-def conflicting_lines(probe: Path) -> None:
-    """Two JSON lines whose field types conflict: the second one is dead-lettered."""
-    with probe.open("a") as out:
+def conflicting_lines(es: Elasticsearch, conflict: Path) -> None:
+    """Two JSON lines whose field types conflict where a site's own template maps JSON keys
+    dynamically (hubkeeper's flattened ``hubkeeper.json`` never conflicts): the second
+    one is dead-lettered."""
+    dynamic_json_keys(es, f"{NAME}-logs", "conflict")
+    with conflict.open("a") as out:
         out.write('{"event": "probe", "probe_value": 1}\n')
         out.write('{"event": "probe", "probe_value": {"nested": 1}}\n')
 
@@ -188,17 +196,19 @@ def shipped(
     probe = workdir / "logs" / "probe.log"
     probe.parent.mkdir(parents=True, exist_ok=True)
     probe.touch()
+    conflict = workdir / "logs" / "conflict.log"
+    conflict.touch()
     with running_stack(
         workdir, hub_name=f"dash-{secrets.token_hex(3)}", watcher=WATCHER,
         daemons=("export-containers", "cull", "ship-logs"),
-        overrides=overrides(workdir, elasticsearch, probe),
+        overrides=overrides(workdir, elasticsearch, probe, conflict),
     ) as stack:  # fmt: skip
         hub_day(stack)
         container_trouble(stack)
         stuck_spawn(stack)
         (dead,) = user_containers(stack, DEAD)
         dead.kill()  # SIGKILL: the hub finds it stopped with exit code 137
-        conflicting_lines(probe)
+        conflicting_lines(elasticsearch, conflict)
         result = Run(stack, elasticsearch, pause_elasticsearch(elasticsearch, probe))
         result.arrived(
             "ann's OOM kill",
@@ -211,11 +221,11 @@ def shipped(
         result.arrived(
             "the stuck spawn stopped",
             term("event.action", "cull_decision"),
-            term("json.reason", "stuck_spawn"),
-            term("json.action", "stop"),
+            term("event.reason", "stuck_spawn"),
+            term("hubkeeper.event.action", "stop"),
         )
         result.arrived("the cull", term("event.action", "cull_decision"),
-                       term("json.user", IDLE), term("json.action", "stop"))  # fmt: skip
+                       term("user.name", IDLE), term("hubkeeper.event.action", "stop"))  # fmt: skip
         result.arrived("a dead letter", term("event.dataset", "hubkeeper.shipper"),
                        at_least("hubkeeper.shipper.events.dead_lettered", 1))  # fmt: skip
         result.arrived("dee's exit code", term("event.action", "server-exited"),
@@ -280,7 +290,40 @@ def test_figures_taken_while_elasticsearch_was_stopped_arrived_afterwards(shippe
     snapshots = shipped.docs({"bool": {"filter": [term("event.dataset", "hubkeeper.hub"), during]}})
     assert len(snapshots) >= PAUSE - 2
     lines = shipped.docs(term("event.action", "probe_during_pause"))
-    assert sorted(d["json"]["number"] for d in lines) == list(range(int(PAUSE * 10)))
+    assert sorted(d["hubkeeper.json"]["number"] for d in lines) == list(range(int(PAUSE * 10)))
+
+
+def test_other_json_keys_are_searchable_aggregatable_and_shown(shipped: Run) -> None:
+    """Keys of JSON lines live in the flattened hubkeeper.json: a query, a terms
+    aggregation and the preview's table columns (``fields``) reach them by name (Kibana's
+    data views do not list them: the dashboards use typed fields only)."""
+    during = (Where("event.action", ("probe_during_pause",)), Where("hubkeeper.json.number"))
+    numbers = [str(n) for n in range(int(PAUSE * 10))]
+    table = run(Panel("t", "t", "search", during, columns=("hubkeeper.json.number",)),
+                shipped.es.url, INDICES)  # fmt: skip
+    assert table.rows and {row["hubkeeper.json.number"] for row in table.rows} <= set(numbers)
+    bars = run(Panel("b", "b", "bar", during, x=top("hubkeeper.json.number", 100)),
+               shipped.es.url, INDICES)  # fmt: skip
+    assert sorted(x for x, _, _ in bars.points) == sorted(numbers)
+    one = shipped.docs({"term": {"hubkeeper.json.number": 7}})
+    assert [d["hubkeeper.json"]["number"] for d in one] == [7]
+
+
+def test_failover_adoption_and_refusals_have_their_fields(shipped: Run) -> None:
+    """Hub b names the servers it adopted; the refused spawn has its reason; DockerSpawner's
+    lines name the containers."""
+    adopted = shipped.docs(term("event.action", "server-adopted"))
+    assert {ANN, BOB} <= {d["user.name"] for d in adopted}
+    assert all(d["log.file.path"].endswith("hub-b.log") for d in adopted)
+    refused = shipped.docs({"bool": {"filter": [
+        term("http.response.status_code", 400), {"exists": {"field": "event.reason"}},
+        {"wildcard": {"url.path": f"*/users/{REFUSED}/server"}}]}})  # fmt: skip
+    assert refused and "not in allowed list" in refused[0]["event.reason"]
+    created = shipped.docs(term("event.action", "container-created"))
+    assert {d["container.image.name"] for d in created} <= set(
+        shipped.stack.config.jupyterhub.allowed_images
+    )
+    assert all(len(d["container.id"]) == 7 and d["container.name"] for d in created)
 
 
 def test_fields_are_aggregatable_in_the_real_indices(shipped: Run) -> None:

@@ -17,6 +17,7 @@ from tests.integration.shipping import (
     ShipperRun,
     Writer,
     assert_exactly_once,
+    dynamic_json_keys,
     stop_shippers,  # noqa: F401  (autouse)
 )
 
@@ -121,6 +122,7 @@ def test_mapping_conflict_goes_to_dead_letters_and_the_rest_continues(
     run = ShipperRun(
         tmp_path / "shipper", elasticsearch, "dlq", [file_source("app", log, parser="json")]
     )
+    dynamic_json_keys(elasticsearch, "dlq-logs", "json")
     run.start()
     run.wait_shipped(log)
     with log.open("a") as handle:

@@ -13,8 +13,7 @@ from dashboards.kibana import check, saved_objects, to_ndjson
 from dashboards.load import LoadError, import_url, load
 from dashboards.panels import DASHBOARDS, AnyOf, Metric, Panel, Split, Where, kql
 from dashboards.preview import PreviewError, Result, parse, preview, render_page, search_body
-from hubkeeper.config import ShipperElasticsearchConfig
-from shippers.elasticsearch import templates
+from shippers.mapping import OPTIONAL_TYPES, log_fields
 
 PANELS = [(d, p) for d in DASHBOARDS for p in d.panels]
 
@@ -66,22 +65,29 @@ def _fields(panel: Panel) -> tuple[set[str], set[str]]:
     return agg, text
 
 
-def test_panels_use_fields_the_shipper_maps_with_the_right_type() -> None:
-    mappings = templates(ShipperElasticsearchConfig())["hubkeeper-logs"]["template"]["mappings"]
+AGGREGATABLE = {"keyword", "wildcard", "long", "double", "boolean", "date", "ip"}
+
+
+@pytest.mark.parametrize("supported", [frozenset(), frozenset(OPTIONAL_TYPES)])
+def test_panels_use_fields_the_shipper_maps_with_the_right_type(supported: frozenset) -> None:
+    """On a cluster with or without the optional mappers: panels aggregate on mapped,
+    aggregatable fields (never a subfield of the flattened hubkeeper.json, which Kibana's
+    data views do not list), search phrases in text, and show mapped columns."""
+    fields = log_fields(supported)
 
     def mapped(name: str) -> str:
-        node = mappings["properties"]
-        *parents, leaf = [name] if name == "@timestamp" else name.split(".")
-        for part in parents:
-            node = node.get(part, {}).get("properties", {})
-        return node.get(leaf, {}).get("type", "keyword")  # unmapped strings: keyword
+        if name.startswith("labels."):
+            return "keyword"  # the labels dynamic template
+        return fields[name]["type"] if name in fields else "unmapped"
 
     for _, panel in PANELS:
         aggregated, searched = _fields(panel)
         for name in aggregated:
-            assert mapped(name) != "text", f"{panel.id} aggregates on text field {name}"
+            assert mapped(name) in AGGREGATABLE, f"{panel.id} aggregates on {name}"
         for name in searched:
-            assert mapped(name) == "text", f"{panel.id} searches phrases in {name}"
+            assert mapped(name) in ("text", "match_only_text"), f"{panel.id} searches {name}"
+        for name in panel.columns:
+            assert mapped(name) != "unmapped", f"{panel.id} shows {name}"
         if panel.chart == "search":
             assert panel.columns and panel.x is None
 

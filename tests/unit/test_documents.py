@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from hubkeeper.config import ShipperConfig, ShipperElasticsearchConfig
 from shippers import documents
+from shippers.delivery import ItemResult, Outcome, Unavailable, error_reason, settle
 from shippers.documents import DocumentIndexer, document_record
-from shippers.elasticsearch import ItemResult, Outcome, Unavailable, error_reason, settle
 from shippers.parsers import iso_from_epoch
 from shippers.store import Record
 
@@ -163,7 +163,7 @@ def indexer(
 ) -> tuple[DocumentIndexer, FakeOutput]:
     made = DocumentIndexer(section or ShipperConfig(), registry, "test_docs")
     fake = FakeOutput()
-    made.output = fake  # type: ignore[assignment]
+    made.delivery.output = fake
     return made, fake
 
 

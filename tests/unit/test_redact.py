@@ -1,6 +1,8 @@
+import json
+
 import pytest
 
-from hubkeeper.redact import redact
+from hubkeeper.redact import DEFAULT, redact
 
 
 @pytest.mark.parametrize(
@@ -39,3 +41,18 @@ def test_several_secrets_in_one_string() -> None:
     redacted = redact(text)
     for secret in ("pw1", "t1", "t2"):
         assert secret not in redacted
+
+
+def test_secrets_are_masked_in_every_field() -> None:
+    doc = DEFAULT.value({"message": "GET /x?token=abc", "json": {"u": ["https://u:pw@h/"]}, "n": 1})
+    assert doc == {"message": "GET /x?token=***", "json": {"u": ["https://u:***@h/"]}, "n": 1}
+
+
+def test_the_fast_secret_check_misses_nothing_redact_would_mask() -> None:
+    for text in (
+        '{"@timestamp":"t","m":"GET /x?access_token=abc"}',
+        '{"m":"AUTHORIZATION: Bearer abc"}',
+        '{"m":"postgresql://hub:pw@db/hub"}',
+    ):
+        assert DEFAULT.suspect(text) and DEFAULT.value(json.loads(text)) != json.loads(text)
+    assert not DEFAULT.suspect('{"@timestamp":"t","http.request.referrer":"http://h/x","u":"a@b"}')

@@ -1,4 +1,5 @@
-"""Spool and registry durability, item outcomes, dead letters, retention, templates."""
+"""Spool and registry durability, item outcomes, dead letters, retention, templates, and
+the settle-and-retry loop."""
 
 import json
 import struct
@@ -8,17 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from hubkeeper.backoff import full_jitter
 from hubkeeper.config import ShipperElasticsearchConfig, from_dict
-from shippers.elasticsearch import (
+from shippers.delivery import (
+    Delivery,
+    ItemResult,
     Outcome,
-    backoff,
+    Settled,
+    Unavailable,
     dead_letter,
     dead_letter_index,
-    expired,
+    next_round,
     outcome,
-    templates,
 )
+from shippers.elasticsearch import expired, templates
 from shippers.logstash import encode_window
+from shippers.shipper import Shipper
 from shippers.store import Entry, Record, Registry, Spool
 
 
@@ -94,9 +100,9 @@ def test_item_outcomes(status: int, expected: Outcome) -> None:
 
 
 def test_backoff_is_jittered_and_capped() -> None:
-    delays = [backoff(attempt, 0.5, 4.0) for attempt in range(1, 12) for _ in range(20)]
+    delays = [full_jitter(attempt, 0.5, 4.0) for attempt in range(1, 12) for _ in range(20)]
     assert all(0 <= d <= 4.0 for d in delays)
-    assert max(backoff(1, 0.5, 4.0) for _ in range(50)) <= 0.5
+    assert max(full_jitter(1, 0.5, 4.0) for _ in range(50)) <= 0.5
     assert len({round(d, 6) for d in delays}) > 100
 
 
@@ -181,3 +187,91 @@ def test_lumberjack_v2_window_frames() -> None:
         "@timestamp": "2026-11-25T10:00:00.000Z",
         "message": "m2",
     }
+
+
+# --- the settle-and-retry loop -----------------------------------------------------------
+
+
+class ScriptedOutput:
+    """An output answering each request from a script: an exception, or a status per record."""
+
+    def __init__(self, *answers: Unavailable | list[int]) -> None:
+        self.answers = list(answers)
+        self.batches: list[list[Record]] = []
+
+    def install_templates(self) -> None:
+        pass
+
+    def bulk(self, records: list[Record]) -> list[ItemResult]:
+        self.batches.append(list(records))
+        answer = self.answers.pop(0)
+        if isinstance(answer, Unavailable):
+            raise answer
+        return [
+            ItemResult(status, {"type": "refused"} if status == 400 else None) for status in answer
+        ]
+
+    def delete_expired(self, _today: date) -> list[str]:
+        return []
+
+
+def delivery(output: ScriptedOutput, retry, reports: list) -> Delivery:
+    return Delivery(
+        output, ShipperElasticsearchConfig(), retry,
+        on_unavailable=lambda error, attempt: reports.append((str(error), attempt)),
+        on_answer=reports.append,
+    )  # fmt: skip
+
+
+def test_delivery_sends_what_is_left_again_until_everything_is_done() -> None:
+    records = [record(n) for n in range(3)]
+    output = ScriptedOutput(Unavailable("down"), [201, 503, 400], [201, 201])
+    attempts: list[int] = []
+    reports: list = []
+
+    def retry(attempt: int) -> bool:
+        attempts.append(attempt)
+        return True
+
+    assert delivery(output, retry, reports).send(records) == []
+    assert attempts == [1, 2] and [r.id for r in output.batches[2]] == ["id1", "id2"]
+    assert output.batches[2][1].index == "hubkeeper-deadletter-2026.11.25"
+    assert reports[0] == ("down", 1)
+    first, second = reports[1:]
+    assert isinstance(first, Settled) and isinstance(second, Settled)
+    assert first.retried == 1 and first.done == {Outcome.INDEXED: 1, Outcome.DEAD: 1}
+    assert second.retried == 0 and second.done == {Outcome.INDEXED: 1}
+
+
+def test_delivery_hands_back_what_is_left_when_told_to_stop() -> None:
+    records = [record(n) for n in range(3)]
+    answered = delivery(ScriptedOutput([201, 429, 201]), next_round, [])
+    assert answered.send(records) == [records[1]]
+    failed = delivery(ScriptedOutput(Unavailable("down")), next_round, [])
+    assert failed.send(records) == records
+
+
+def test_items_answered_429_or_5xx_are_counted_as_retried(tmp_path: Path) -> None:
+    config = from_dict(
+        {
+            "shipper": {
+                "state_dir": str(tmp_path / "state"),
+                "sources": [{"name": "app", "paths": [str(tmp_path / "*.log")]}],
+                "retry_backoff": 0.001,
+                "retry_backoff_max": 0.001,
+            }
+        }
+    )
+    shipper = Shipper(config)
+    shipper.delivery.output = ScriptedOutput([201, 503, 429], [503, 201], [201])
+    try:
+        assert shipper.delivery.send([record(n) for n in range(3)]) == []
+        metric = shipper.metrics_registry.get_sample_value
+        assert metric("hubkeeper_shipper_events_total", {"outcome": "retried"}) == 3
+        assert metric("hubkeeper_shipper_events_total", {"outcome": "indexed"}) == 3
+        _status, _type, body = shipper.prtg_route("/prtg/shipper", {})
+        channels = {c["channel"]: c["value"] for c in json.loads(body)["prtg"]["result"]}
+        assert channels["Retried"] == 3 and channels["Indexed"] == 3
+        assert shipper.status()[1]["hubkeeper.shipper.events.retried"] == 3
+    finally:
+        shipper.stop()

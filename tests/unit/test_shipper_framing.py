@@ -96,7 +96,11 @@ def test_lines_no_parser_knows_are_raw_events_not_continuations() -> None:
     second = assembler.feed(Line("stray output", 10, 20))
     assert first == [] and second[0].doc["message"] == "a"
     (stray,) = assembler.flush()
-    assert stray.doc == {"message": "stray output", "tags": ["parse_failure"]}
+    assert stray.doc == {
+        "message": "stray output",
+        "tags": ["parse_failure"],
+        "hubkeeper.failure": "unknown_format",
+    }
 
 
 def test_an_event_keeps_at_most_max_lines_continuations() -> None:

@@ -1,10 +1,20 @@
 """Log lines into ECS documents."""
 
+import json
 import time
 
 import pytest
 
-from shippers.parsers import Clock, fold, is_continuation, make_parser, normalize_timestamp
+from shippers.parsers import (
+    Clock,
+    Unparsable,
+    fold,
+    http_fields,
+    hub_event,
+    is_continuation,
+    make_parser,
+    normalize_timestamp,
+)
 
 HUB = "[I 2026-11-25 17:16:10.046 JupyterHub log:192] "
 
@@ -97,6 +107,189 @@ def test_jupyter_server_lines_have_no_module() -> None:
     assert "log.origin.file.name" not in doc
 
 
+def hub(module: str, message: str, lvl: str = "I") -> str:
+    """A line as JupyterHub 5/6 logs it: DockerSpawner's and tornado's records carry the
+    hub's logger name and their own module."""
+    return f"[{lvl} 2026-11-25 17:16:10.046 JupyterHub {module}] {message}"
+
+
+CONTAINER_ID = "3f2a1b9c0d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4"
+
+
+SPAWNER_LINES = [
+    # DockerSpawner 13/14 (dockerspawner.py): object_type "container", 7 characters of id
+    (hub("dockerspawner:1318", "Created container jupyter-alice (id: 3f2a1b9) from image "
+                               "hubkeeper/singleuser:4c1d"),
+     {"event.action": "container-created", "container.name": "jupyter-alice",
+      "container.id": "3f2a1b9", "container.image.name": "hubkeeper/singleuser:4c1d"}),
+    (hub("dockerspawner:1327", "Found existing container jupyter-alice (id: 3f2a1b9)"),
+     {"event.action": "container-found", "container.name": "jupyter-alice",
+      "container.id": "3f2a1b9"}),
+    (hub("dockerspawner:1342", "Starting container jupyter-alice (id: 3f2a1b9)"),
+     {"event.action": "container-starting", "container.name": "jupyter-alice",
+      "container.id": "3f2a1b9"}),
+    (hub("dockerspawner:1431", "Stopping container jupyter-alice (id: 3f2a1b9)"),
+     {"event.action": "container-stopping", "container.name": "jupyter-alice",
+      "container.id": "3f2a1b9"}),
+    (hub("dockerspawner:1070", f"Removing container {CONTAINER_ID}"),
+     {"event.action": "container-removing", "container.id": CONTAINER_ID}),
+    (hub("dockerspawner:1305", "Removing container that should have been cleaned up: "
+                               "jupyter-alice (id: 3f2a1b9)", "W"),
+     {"event.action": "container-removing", "container.name": "jupyter-alice",
+      "container.id": "3f2a1b9"}),
+    (hub("dockerspawner:1040", "Container 'jupyter-alice' is gone"),
+     {"event.action": "container-gone", "container.name": "jupyter-alice"}),
+    (hub("dockerspawner:1047", "Container 'jupyter-alice' is on unhealthy node"),
+     {"event.action": "container-unhealthy", "container.name": "jupyter-alice"}),
+    (hub("dockerspawner:1013", "Container not found: jupyter-alice", "W"),
+     {"event.action": "container-not-found", "container.name": "jupyter-alice"}),
+    # JupyterHub 5.3+ (spawner.py)
+    (hub("spawner:922", "Received unhandled user_options for alice:gpu: image, cpu_limit",
+         "W"),
+     {"event.action": "user-options-unhandled", "user.name": "alice",
+      "labels.jupyterhub_server": "gpu", "labels.user_options": "image, cpu_limit"}),
+    (hub("spawner:922", "Received unhandled user_options for alice: image", "W"),
+     {"event.action": "user-options-unhandled", "user.name": "alice",
+      "labels.user_options": "image"}),
+    # handlers/base.py: user_server_name is user:server for a named server
+    (hub("base:1193", "User alice:gpu took 3.600 seconds to start"),
+     {"event.action": "spawn", "user.name": "alice", "labels.jupyterhub_server": "gpu",
+      "event.duration": 3_600_000_000}),
+    (hub("base:1041", "Failed login for 'mallory'", "W"),  # 6.x: %r
+     {"event.action": "login-failed", "user.name": "mallory"}),
+    (hub("base:980", "Failed login for mallory", "W"),  # 5.x: %s
+     {"event.action": "login-failed", "user.name": "mallory"}),
+    # user.py: the four ways a spawn fails
+    (hub("user:1058", "alice's server failed to start in 30 seconds, giving up.", "W"),
+     {"event.action": "spawn-failed", "user.name": "alice",
+      "labels.spawn_failure": "failed to start in 30 seconds"}),
+    (hub("user:1065", "Not starting alice's server gpu: pre_spawn_hook refused", "E"),
+     {"event.action": "spawn-failed", "user.name": "alice",
+      "labels.jupyterhub_server": "gpu", "labels.spawn_failure": "pre_spawn_hook refused"}),
+    # a standby adopting the old hub's servers (app.py, proxy.py)
+    (hub("app:3117", "alice still running"),
+     {"event.action": "server-adopted", "user.name": "alice"}),
+    (hub("proxy:421", "Adding missing route for /user/alice/ (Server(url=http://127.0.0.1:"
+                      "41234/user/alice/, bind_url=http://127.0.0.1:41234/user/alice/))", "W"),
+     {"event.action": "route-added", "user.name": "alice"}),
+    (hub("proxy:421", "Adding missing route for /jhub/user/j%C3%BC/gpu/ (Server(url=http://"
+                      "127.0.0.1:41235/jhub/user/j%C3%BC/gpu/, bind_url=...))", "W"),
+     {"event.action": "route-added", "user.name": "jü", "labels.jupyterhub_server": "gpu"}),
+    (hub("proxy:450", "Adding missing route for cull (Server(url=http://127.0.0.1:9000/, "
+                      "bind_url=http://127.0.0.1:9000/))", "W"),
+     {"event.action": "route-added"}),
+    (hub("app:3126", "alice:gpu appears to have stopped while the Hub was down", "W"),
+     {"event.action": "server-exited", "user.name": "alice",
+      "labels.jupyterhub_server": "gpu"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("line", "fields"), SPAWNER_LINES)
+def test_spawner_container_and_adoption_lines(line: str, fields: dict) -> None:
+    doc = parse("jupyterhub", line)
+    named = ("event.", "user.", "container.", "labels.")
+    assert {k: v for k, v in doc.items() if k.startswith(named) and k != "event.dataset"} == fields
+
+
+REFUSED_LINES = [
+    # tornado's web.py log_exception: "%d %s: %s" with "METHOD URI (REMOTE_IP)"
+    (hub("web:1873", "400 POST /hub/api/users/bob/server (127.0.0.1): Specifying image to "
+                     "launch is not allowed", "W"),
+     400, "POST", "/hub/api/users/bob/server", "127.0.0.1",
+     "Specifying image to launch is not allowed"),
+    (hub("web:1873", "400 POST /hub/api/users/eve/server (127.0.0.1): Image debian:bookworm "
+                     "not in allowed list: hubkeeper/singleuser:4c1d", "W"),
+     400, "POST", "/hub/api/users/eve/server", "127.0.0.1",
+     "Image debian:bookworm not in allowed list: hubkeeper/singleuser:4c1d"),
+    (hub("web:1873", "403 GET /hub/api/users?offset=0 (::1): Missing or invalid credentials.",
+         "W"),
+     403, "GET", "/hub/api/users", "::1", "Missing or invalid credentials."),
+    (hub("web:1873", "403 POST /hub/login?next=%2Fhub%2F (10.0.0.7): Login form invalid or "
+                     "expired. Try again.", "W"),
+     403, "POST", "/hub/login", "10.0.0.7", "Login form invalid or expired. Try again."),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("line", "status", "method", "path", "ip", "reason"), REFUSED_LINES)
+def test_refused_requests_keep_their_reason(
+    line: str, status: int, method: str, path: str, ip: str, reason: str
+) -> None:
+    doc = parse("jupyterhub", line)
+    assert (doc["http.response.status_code"], doc["http.request.method"], doc["url.path"]) == (
+        status, method, path,
+    )  # fmt: skip
+    assert (doc["client.ip"], doc["event.reason"], doc["log.level"]) == (ip, reason, "warning")
+    assert "event.duration" not in doc and "user.name" not in doc
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Proxy still running at pid=4242",  # not a user's server
+        "Kernel abc still running",
+        "Container jupyter-alice is gone",  # not DockerSpawner's quoting
+        "Created volume jupyterhub-user-alice",
+        "User alice took a while to start",
+        "200 GET /hub/api (bad",
+        "Adding missing route",
+    ],
+)
+def test_lookalike_lines_get_no_action(message: str) -> None:
+    doc = parse("jupyterhub", hub("app:1", message))
+    assert "event.action" not in doc and "event.reason" not in doc and doc["message"] == message
+
+
+def test_numbers_too_long_for_their_field_type_are_not_taken() -> None:
+    """A long field must fit a long, a duration a float: no overflow, no refused document."""
+    big = "9" * 30
+    assert "process.exit_code" not in parse(
+        "jupyterhub", HUB + f"User alice server stopped with exit code: {big}"
+    )
+    spawn = parse("jupyterhub", HUB + f"User alice took {big} seconds to start")
+    assert "event.action" not in spawn
+    assert "event.duration" not in parse("jupyterhub", HUB + f"200 GET /x (@1.2.3.4) {big}ms")
+    assert parse("jupyterhub", f"[I 2026-11-25 17:16:10.046 JupyterHub log:{big}] x") is None
+    assert parse("nginx_error", f"2026/11/25 17:16:07 [error] {big}#1: x") is None
+    assert parse("nginx_access", f'1.2.3.4 - - [25/Nov/2026:18:16:07 +0000] "GET / HTTP/1.1" '
+                                 f'200 {big} "-" "-"') is None  # fmt: skip
+
+
+def _seconds(text: str) -> float:
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        hub_event(text)
+        http_fields(text)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda n: "User " + "a" * n,
+        lambda n: "User " + "a:" * n + " took",
+        lambda n: "Error starting " + "a'" * n,
+        lambda n: "Not starting " + "a's server " * n,
+        lambda n: "Received unhandled user_options for " + "a:" * n,
+        lambda n: "Created container " + "a" * n + " (id: " + "b" * n,
+        lambda n: "Removing container that should have been cleaned up: " + "a (id: " * n,
+        lambda n: "Adding missing route for " + "/user/" * n,
+        lambda n: "Container '" + "a" * n,
+        lambda n: "a'" * n + "s server failed to start in 1 seconds, giving up.",
+        lambda n: "a:" * n + " appears to have stopped while the Hub was down",
+        lambda n: "200 GET " + "a" * n + " (" + "b" * n,
+        lambda n: "200 GET /x (" + "@" * n + ") 1",
+        lambda n: "403 GET /x " + "(" * n,
+    ],
+)
+def test_patterns_take_linear_time_on_hostile_messages(build) -> None:
+    """Four times the input may take about four times as long, never sixteen (a ratio,
+    not a wall-clock bound)."""
+    small, large = _seconds(build(1 << 15)), _seconds(build(1 << 17))
+    assert large < 10 * max(small, 1e-4)
+
+
 def test_chp_lines_lose_their_colours() -> None:
     doc = parse(
         "jupyterhub",
@@ -168,17 +361,17 @@ def test_nginx_error() -> None:
     )
     doc = parse("nginx_error", line)
     assert (doc["@timestamp"], doc["log.level"]) == ("2026-11-25T17:16:07.000Z", "error")
-    assert (doc["process.pid"], doc["nginx.error.connection_id"]) == (26058, 5)
+    assert (doc["process.pid"], doc["hubkeeper.nginx.connection_id"]) == (26058, 5)
     assert (doc["client.ip"], doc["http.request.method"], doc["url.path"]) == (
         "127.0.0.1",
         "GET",
         "/hub/",
     )
-    assert doc["nginx.error.upstream"] == "http://127.0.0.1:8001/hub/"
+    assert doc["hubkeeper.nginx.upstream"] == "http://127.0.0.1:8001/hub/"
     notice = parse(
         "nginx_error", '2026/11/25 17:16:07 [notice] 26058#26058: using the "epoll" event method'
     )
-    assert notice["log.level"] == "notice" and "nginx.error.connection_id" not in notice
+    assert notice["log.level"] == "notice" and "hubkeeper.nginx.connection_id" not in notice
 
 
 def test_json_lines_structlog_and_others() -> None:
@@ -193,14 +386,47 @@ def test_json_lines_structlog_and_others() -> None:
         "event.action": "daemon_started",
         "log.level": "info",
         "log.logger": "hubkeeper.daemon",
-        "json": {"port": 9104},
+        "hubkeeper.json": {"port": 9104},
     }
     other = parse("json", '{"time": 1795608000.5, "msg": "hi", "severity": "WARN", "x": {"y": 1}}')
     assert "event.action" not in other  # only structlog's "event" names an action
-    assert (other["@timestamp"], other["log.level"], other["json"]) == (
+    assert (other["@timestamp"], other["log.level"], other["hubkeeper.json"]) == (
         "2026-11-25T12:00:00.500Z", "warning", {"x": {"y": 1}},
     )  # fmt: skip
     assert parse("json", "[1, 2]") is None and parse("json", "{broken") is None
+
+
+def test_own_events_type_their_context_and_other_json_stays_flattened() -> None:
+    cull = parse(
+        "json",
+        '{"kind": "idle", "user": "cat", "server": "", "action": "stop", "reason": "idle", '
+        '"result": "done", "idle_seconds": 12.5, "dry_run": false, "event": "cull_decision", '
+        '"level": "info", "logger": "watchers.culler.report", "timestamp": "2026-11-25T17:00:00Z"}',
+    )
+    assert {k: v for k, v in cull.items() if k not in ("@timestamp", "message")} == {
+        "event.action": "cull_decision", "log.level": "info",
+        "log.logger": "watchers.culler.report", "user.name": "cat", "event.reason": "idle",
+        "hubkeeper.event.kind": "idle", "hubkeeper.event.action": "stop",
+        "hubkeeper.event.result": "done", "labels.jupyterhub_server": "",  # as the labels
+        "hubkeeper.json": {"idle_seconds": 12.5, "dry_run": False},
+    }  # fmt: skip
+    switched = parse(
+        "json",
+        '{"event": "nginx_switched", "active": true, "hub": "b", '
+        '"logger": "watchers.hubs.watcher", "state": {"a": "down"}}',
+    )
+    assert (switched["hubkeeper.event.active"], switched["labels.hub"]) == ("true", "b")
+    assert switched["hubkeeper.json"] == {"state": {"a": "down"}}  # not a scalar: kept as is
+    # a user's container may use the same keys: they stay its own
+    theirs = parse("json", '{"msg": "hi", "user": {"id": 7}, "reason": 3, "logger": "app"}')
+    assert theirs["hubkeeper.json"] == {"user": {"id": 7}, "reason": 3}
+    assert "user.name" not in theirs and "event.reason" not in theirs
+
+
+def test_json_keys_too_long_for_one_term_are_shipped_raw() -> None:
+    assert parse("json", json.dumps({"k" * 6000: 1, "v": "x" * 10_000}))  # a long value is fine
+    with pytest.raises(Unparsable, match="json_key_too_long"):
+        parse("json", json.dumps({"a" * 4000: {"b" * 4000: 1}}))  # a.b: 8001 characters
 
 
 @pytest.mark.parametrize("parser", ["jupyterhub", "chp", "nginx_access", "nginx_error", "json"])
@@ -241,7 +467,8 @@ def test_other_continuations_extend_the_message() -> None:
 def test_timestamps_normalize() -> None:
     assert normalize_timestamp("2026-11-25T17:23:18+01:00") == "2026-11-25T16:23:18.000Z"
     assert normalize_timestamp(1795608000123) == "2026-11-25T12:00:00.123Z"
-    assert normalize_timestamp("yesterday") is None and normalize_timestamp(True) is None
+    assert normalize_timestamp("yesterday") == "yesterday"  # not a time: caught when recorded
+    assert normalize_timestamp(True) is None
 
 
 def test_parsing_is_fast_enough() -> None:
