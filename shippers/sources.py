@@ -59,8 +59,8 @@ from shippers.store import Entry, Record, Registry, daily_index
 log = get_logger(__name__)
 
 ContainerInfo = Callable[[str], dict[str, str] | None]
-TIMESTAMP_INVALID = "timestamp_invalid"  # tag: the time read is none (``@timestamp`` is when read)
-TIMESTAMP_ORIGINAL = "hubkeeper.timestamp_original"
+TIMESTAMP_INVALID = "timestamp_invalid"  # tag: the line's time is no real instant
+TIMESTAMP_ORIGINAL = "hubkeeper.timestamp_original"  # that time as written (@timestamp: read)
 ENCODE_ERROR = "encode_error"  # the parsed document could not be written: shipped raw
 RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # backoff before a file that failed is read again, s
 
@@ -470,7 +470,6 @@ class Files:
         elif not valid_timestamp(stamp):
             doc[TIMESTAMP_ORIGINAL] = str(stamp)[:256]
             tags.append(TIMESTAMP_INVALID)
-            self.line_failures[source.name, TIMESTAMP_INVALID] += 1
             stamp = now_iso()
         doc["@timestamp"] = stamp
         dataset = source.config.dataset or (
@@ -496,6 +495,8 @@ class Files:
         body = to_json(doc)
         if FAILURE in doc:
             self.line_failures[source.name, doc[FAILURE]] += 1
+        if TIMESTAMP_ORIGINAL in doc:
+            self.line_failures[source.name, TIMESTAMP_INVALID] += 1
         index = daily_index(self.settings.index_prefix, dataset, stamp)
         return Record(
             entry.key, event.start, event.resume, index, event_id(entry.key, event.start),
