@@ -195,20 +195,30 @@ def is_continuation(line: str) -> bool:
     return not line or _CONTINUATION.match(line) is not None
 
 
+_TRACEBACK = "Traceback (most recent call last)"
+
+
 def fold(doc: Doc, lines: Sequence[str]) -> None:
-    """Fold continuation lines into ``doc``: a stack trace, or more message."""
+    """Fold continuation lines into ``doc``: a stack trace, or more message. An event that
+    is a bare traceback (a user server's, printed with no log line before it) is a stack
+    trace from its first line, and its message is the exception line."""
     lines = list(lines)
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
         return
+    bare = str(doc.get("message", "")).startswith(_TRACEBACK)
+    if bare:
+        lines.insert(0, doc["message"])
     text = "\n".join(lines)
-    if "Traceback (most recent call last)" in text or "\n    at " in f"\n{text}":
+    if _TRACEBACK in text or "\n    at " in f"\n{text}":
         doc["error.stack_trace"] = text
         for line in reversed(lines):
             match = _EXCEPTION_LINE.match(line.strip())
             if match:
                 doc["error.type"], doc["error.message"] = match.group(1), match.group(2)
+                if bare:
+                    doc["message"] = match.group(0)
                 break
     else:
         doc["message"] = f"{doc.get('message', '')}\n{text}"

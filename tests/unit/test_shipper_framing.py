@@ -113,3 +113,30 @@ def test_an_event_keeps_at_most_max_lines_continuations() -> None:
     assert [e.doc["message"].count("line") for e in events] == [3, 4, 3]
     assert [e.end for e in events] == [4, 8, 11]
     assert "parse_failure" in events[1].doc["tags"]
+
+
+def test_a_user_servers_bare_traceback_is_one_error_event() -> None:
+    assembler = Assembler(make_parser("auto", "UTC"), 1 << 20, plain=True)
+    text = [
+        "Traceback (most recent call last):",
+        '  File "/home/jovyan/run.py", line 3, in <module>',
+        "    1 / 0",
+        "ZeroDivisionError: division by zero",
+    ]
+    for n, line in enumerate(text):
+        assert assembler.feed(Line(line, n * 100, n * 100 + 99, stream="stderr")) == []
+    (event,) = assembler.flush()
+    assert event.doc == {
+        "message": "ZeroDivisionError: division by zero",
+        "error.stack_trace": "\n".join(text),
+        "error.type": "ZeroDivisionError",
+        "error.message": "division by zero",
+    }
+    assert event.text == "\n".join(text)
+
+
+def test_a_final_line_without_its_newline_is_read_when_nothing_more_comes() -> None:
+    data = b"one\ntwo"
+    assert [line.text for line in lines_of(data)] == ["one"]
+    final = list(read_lines(reader(data), 0, len(data), 100, 1000, final=True))
+    assert [(line.text, line.start, line.end) for line in final] == [("one", 0, 4), ("two", 4, 7)]
