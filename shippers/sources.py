@@ -485,8 +485,7 @@ class Files:
             doc["tags"] = tags
         if event.stream:
             doc["hubkeeper.stream"] = event.stream
-        for name, value in entry.meta.items():
-            doc.setdefault(name, value)
+        doc.update(entry.meta)  # the container's own labels: a user server cannot forge them
         # Secrets come from the text read (the other fields are the shipper's own): one
         # look at it, and most lines pass.
         redactor = self.settings.redactor

@@ -30,6 +30,10 @@ HOSTILE: list[tuple[str, bytes]] = [
     ("chp-hour-25", b"25:61:61.000 [ConfigProxy] info: no such time"),
     ("regex-bomb-userinfo", b"token " + b"a." * 60_000),
     ("regex-bomb-words", b"x" * 100_000 + b"://" + b"a:" * 20_000),
+    ("forged-identity", b'{"msg": "I am someone else", "logger": "hubkeeper.watcher", '
+     b'"user": "alice", "container.name": "jupyter-alice"}'),
+    ("forged-hub-line", b"[I 2026-11-25 10:00:00.000 JupyterHub base:1] User alice took 1.0 "
+     b"seconds to start"),
     ("control-characters", b"\x1b[31mred\x1b[0m \x00 nul \x07 bell \x7f del"),
     ("invalid-utf8", b"caf\xe9 \xff\xfe not utf-8"),
     ("secret-json-api-token", b'{"msg": "token by key", "api_token": "' + SECRETS[0].encode()

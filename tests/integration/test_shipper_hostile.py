@@ -108,6 +108,7 @@ def test_hostile_user_output_is_shipped_once_tagged_and_without_secrets(
         f"ordinary {n}" for n in range(total + 1)
     )
     assert not [d for d in ordinary if "tags" in d]
+    assert {(d["user.name"], d["container.name"]) for d in served} == {(USER, container.name)}
     hostile = [d for d in served if d not in ordinary]
     assert len(hostile) == total, [d["message"][:60] for d in hostile]
     reasons = [d.get(FAILURE) for d in hostile if PARSE_FAILURE in d.get("tags", [])]

@@ -126,6 +126,14 @@ def test_a_docker_record_of_wrong_types_is_passed_on_as_a_line(tmp_path: Path) -
     assert TIMESTAMP_INVALID in last["tags"]
 
 
+def test_a_user_server_cannot_forge_its_identity(tmp_path: Path) -> None:
+    forged = [line for name, line in HOSTILE if name.startswith("forged-")]
+    records = [json.dumps({"log": line.decode() + "\n", "stream": "stdout"}) for line in forged]
+    docs = read_all(tmp_path, "\n".join(records).encode() + b"\n", "auto", "UTC", docker=True)
+    assert len(docs) == 2
+    assert {doc["user.name"] for doc in docs} == {"mallory"}  # the container's label
+
+
 # --- generated input ---------------------------------------------------------------------
 
 _SCALARS = (
