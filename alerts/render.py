@@ -35,6 +35,7 @@ import yaml
 from hubkeeper.alertmanager import RUNBOOK_BASE as DEFAULT_RUNBOOK_BASE
 from hubkeeper.config import AlertDestination, AlertsConfig, Config, EndpointConfig, Secret
 from hubkeeper.config import daemon_sections as known_daemons
+from hubkeeper.endpoint import client_host
 
 ALERTS_DIR = Path(__file__).resolve().parent
 RULES_DIR = ALERTS_DIR / "rules"
@@ -105,11 +106,6 @@ class SecretFiles:
 # --- Prometheus ------------------------------------------------------------------------
 
 
-def _local(address: str) -> str:
-    """Where to reach a listener bound to ``address`` from this host."""
-    return "127.0.0.1" if address in ("0.0.0.0", "::", "") else address
-
-
 def _endpoint_auth(endpoint: EndpointConfig, secrets: SecretFiles, name: str) -> dict[str, Any]:
     if endpoint.token is not None:
         path = secrets.path(endpoint.token_file, endpoint.token, f"{name}-endpoint-token")
@@ -119,6 +115,28 @@ def _endpoint_auth(endpoint: EndpointConfig, secrets: SecretFiles, name: str) ->
         path = secrets.path(password_file, password, f"{name}-endpoint-password")
         return {"basic_auth": {"username": endpoint.basic_auth_user, "password_file": path}}
     return {}
+
+
+def _endpoint_tls(endpoint: EndpointConfig, secrets: SecretFiles, name: str) -> dict[str, Any]:
+    """``scheme: https`` and ``tls_config`` (the CA to trust, the client certificate for
+    mutual TLS) when the endpoint speaks TLS."""
+    if endpoint.tls_cert is None:
+        return {}
+    files = {
+        "ca_file": (endpoint.tls_ca_file, endpoint.tls_ca, f"{name}-endpoint-ca.pem"),
+        "cert_file": (
+            endpoint.tls_client_cert_file,
+            endpoint.tls_client_cert,
+            f"{name}-endpoint-client.pem",
+        ),
+        "key_file": (
+            endpoint.tls_client_key_file,
+            endpoint.tls_client_key,
+            f"{name}-endpoint-client.key",
+        ),
+    }
+    tls = {key: secrets.path(*given) for key, given in files.items()}
+    return {"scheme": "https", "tls_config": {k: v for k, v in tls.items() if v is not None}}
 
 
 def _hub_token(config: Config, secrets: SecretFiles) -> str | None:
@@ -183,18 +201,19 @@ def prometheus_config(config: Config, secrets: SecretFiles, rules_glob: str) -> 
         "metrics_path": "/hub/metrics",
         **hub_auth,
         "static_configs": [
-            {"targets": [f"{_local(config.nginx.listen)}:{config.nginx.public_port}"]}
+            {"targets": [f"{client_host(config.nginx.listen)}:{config.nginx.public_port}"]}
         ],
     }
     daemons = []
     for name in daemon_sections(config):
         endpoint: EndpointConfig = getattr(config, name).endpoint
-        targets = [f"{_local(endpoint.listen)}:{endpoint.port}"]
+        targets = [f"{client_host(endpoint.listen)}:{endpoint.port}"]
         if name == "containers":
             targets += alerts.container_nodes
         daemons.append(
             {
                 "job_name": f"hubkeeper-{name}",
+                **_endpoint_tls(endpoint, secrets, name),
                 **_endpoint_auth(endpoint, secrets, name),
                 "static_configs": [{"targets": targets}],
             }

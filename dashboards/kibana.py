@@ -5,6 +5,8 @@ Objects: one data view (``index-pattern``) over the shipper's daily indices, an
 aggregation-based ``visualization`` per chart panel, a saved ``search`` per list panel,
 a ``dashboard`` per dashboard. Ids derive from the definitions' names, so two exports are
 identical; every object names what it uses in ``references``, as Kibana's own export does.
+The data view carries the field formats (durations in milliseconds, bytes) that charts,
+axes and lists use, as the preview does.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from dashboards.panels import DASHBOARDS, Dashboard, Metric, Panel, Split, kql
+from dashboards.panels import DASHBOARDS, Dashboard, Metric, Panel, Split, kql, unit
+from shippers.mapping import log_fields
 
 CORE_MIGRATION_VERSION = "8.8.0"
 #: The attribute shapes are those of 8.0; on import Kibana migrates them forward to its own
 #: version (``typeMigrationVersion`` itself needs Kibana 8.8 or newer).
 TYPE_MIGRATION_VERSION = "8.0.0"
 INDEX_REF = "kibanaSavedObjectMeta.searchSourceJSON.index"
+LABEL_CHARS = 200  # category labels up to this length are shown whole
 REQUIRED = {
     "index-pattern": ("title", "timeFieldName"),
     "visualization": ("title", "visState", "uiStateJSON", "kibanaSavedObjectMeta"),
@@ -27,6 +31,13 @@ REQUIRED = {
     "dashboard": ("title", "panelsJSON", "optionsJSON", "kibanaSavedObjectMeta"),
 }
 _VIS_TYPE = {"line": "line", "bar": "histogram", "pie": "pie", "metric": "metric"}
+#: Kibana's field formats by unit (:func:`dashboards.panels.unit`).
+FIELD_FORMATS: dict[str, dict[str, Any]] = {
+    "ns": {"id": "duration", "params": {
+        "inputFormat": "nanoseconds", "outputFormat": "asMilliseconds", "outputPrecision": 1,
+        "showSuffix": True, "useShortSuffix": True, "includeSpaceWithSuffix": True}},
+    "bytes": {"id": "bytes", "params": {}},
+}  # fmt: skip
 
 SavedObject = dict[str, Any]
 
@@ -62,6 +73,16 @@ def _search_source(query: str, index_prefix: str) -> tuple[dict[str, Any], list[
     return meta, [ref]
 
 
+def field_formats() -> dict[str, dict[str, Any]]:
+    """The data view's ``fieldFormatMap``: every mapped numeric field that has a unit."""
+    numeric = {"long", "double"}
+    return {
+        name: FIELD_FORMATS[unit(name)]
+        for name, mapping in sorted(log_fields().items())
+        if mapping["type"] in numeric and unit(name)
+    }
+
+
 def data_view(index_prefix: str) -> SavedObject:
     return _object(
         "index-pattern",
@@ -71,6 +92,7 @@ def data_view(index_prefix: str) -> SavedObject:
             "name": f"hubkeeper logs ({index_prefix}-*)",
             "timeFieldName": "@timestamp",
             "allowNoIndex": True,
+            "fieldFormatMap": _dump(field_formats()),
         },
         [],
     )
@@ -98,9 +120,9 @@ def _split_agg(split: Split, agg_id: str, schema: str) -> dict[str, Any]:
         params = {"field": split.field, "size": split.size, "order": "desc", "orderBy": "1"}
         params.update(otherBucket=False, missingBucket=False)
     elif kind == "range":
-        params = {
+        params = {  # the label names the bucket in the legend (and keys its colour)
             "field": split.field,
-            "ranges": [{"from": a, "to": b} for a, b, _ in split.ranges],
+            "ranges": [{"from": a, "to": b, "label": label} for a, b, label in split.ranges],
         }
     elif kind == "histogram":
         params = {"field": split.field, "interval": split.interval, "min_doc_count": False}
@@ -119,35 +141,50 @@ def _vis_params(panel: Panel) -> dict[str, Any]:
     if panel.chart == "metric":
         return {"addTooltip": True, "addLegend": False, "type": "metric",
                 "metric": {"colorSchema": "Green to Red", "useRanges": False,
-                           "style": {"fontSize": 48}}}  # fmt: skip
+                           "labels": {"show": True}, "style": {"fontSize": 48}}}  # fmt: skip
     if panel.chart == "pie":
         return {"type": "pie", "addTooltip": True, "addLegend": True,
                 "legendPosition": "right", "isDonut": True,
                 "labels": {"show": True, "values": True, "last_level": True,
                            "truncate": 100}}  # fmt: skip
     kind = _VIS_TYPE[panel.chart]
+    category, value = ("left", "bottom") if panel.horizontal else ("bottom", "left")
     return {
-        "type": kind,
+        "type": _vis_type(panel),
         "addTooltip": True,
         "addLegend": True,
         "legendPosition": "right",
         "times": [],
         "addTimeMarker": False,
         "grid": {"categoryLines": False},
-        "categoryAxes": [{"id": "CategoryAxis-1", "type": "category", "position": "bottom",
+        "categoryAxes": [{"id": "CategoryAxis-1", "type": "category", "position": category,
                           "show": True, "scale": {"type": "linear"},
-                          "labels": {"show": True, "filter": True, "truncate": 100},
+                          "labels": {"show": True, "rotate": 0,
+                                     "filter": not panel.horizontal, "truncate": LABEL_CHARS},
                           "title": {}}],
-        "valueAxes": [{"id": "ValueAxis-1", "name": "LeftAxis-1", "type": "value",
-                       "position": "left", "show": True, "scale": {"type": "linear",
-                                                                  "mode": "normal"},
-                       "labels": {"show": True, "rotate": 0, "filter": False, "truncate": 100},
+        "valueAxes": [{"id": "ValueAxis-1", "name": f"{value.capitalize()}Axis-1",
+                       "type": "value", "position": value, "show": True,
+                       "scale": {"type": "linear", "mode": "normal"},
+                       "labels": {"show": True, "rotate": 0, "filter": True, "truncate": 100},
                        "title": {"text": panel.metric.label}}],
-        "seriesParams": [{"show": True, "type": kind, "mode": "normal",
+        "seriesParams": [{"show": True, "type": kind,
+                          "mode": "stacked" if panel.stacked else "normal",
                           "data": {"label": panel.metric.label, "id": "1"},
                           "valueAxis": "ValueAxis-1", "drawLinesBetweenPoints": True,
                           "lineWidth": 2, "showCircles": True, "interpolate": "linear"}],
     }  # fmt: skip
+
+
+def _vis_type(panel: Panel) -> str:
+    return "horizontal_bar" if panel.horizontal else _VIS_TYPE[panel.chart]
+
+
+def _ui_state(panel: Panel) -> dict[str, Any]:
+    """Fixed legend colours (``vis.colors``, by bucket label) of the split that names the
+    series, or the slices of a pie."""
+    split = panel.x if panel.chart == "pie" else panel.series
+    colors = dict(split.colors) if split is not None else {}
+    return {"vis": {"colors": colors}} if colors else {}
 
 
 def visualization(dashboard: Dashboard, panel: Panel, index_prefix: str) -> SavedObject:
@@ -158,7 +195,7 @@ def visualization(dashboard: Dashboard, panel: Panel, index_prefix: str) -> Save
         aggs.append(_split_agg(panel.series, "3", "group" if panel.chart != "pie" else "segment"))
     vis_state = {
         "title": panel.title,
-        "type": _VIS_TYPE[panel.chart],
+        "type": _vis_type(panel),
         "aggs": aggs,
         "params": _vis_params(panel),
     }
@@ -167,7 +204,7 @@ def visualization(dashboard: Dashboard, panel: Panel, index_prefix: str) -> Save
         "title": panel.title,
         "description": "",
         "visState": _dump(vis_state),
-        "uiStateJSON": "{}",
+        "uiStateJSON": _dump(_ui_state(panel)),
         "version": 1,
         "kibanaSavedObjectMeta": meta,
     }
@@ -309,9 +346,10 @@ def _check_object(obj: SavedObject, known: set[tuple[Any, Any]]) -> list[str]:
 
 
 def _json_attributes(attributes: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
-    """Every ``*JSON`` attribute (and ``visState``), nested ones by dotted name."""
+    """Every ``*JSON`` attribute (and ``visState``, ``fieldFormatMap``), nested ones by
+    dotted name."""
     for name, value in attributes.items():
         if isinstance(value, dict):
             yield from _json_attributes(value, f"{prefix}{name}.")
-        elif name.endswith("JSON") or name == "visState":
+        elif name.endswith("JSON") or name in ("visState", "fieldFormatMap"):
             yield f"{prefix}{name}", value

@@ -16,6 +16,18 @@ from typing import Any, Literal
 
 Scalar = str | bool | int | float
 Chart = Literal["line", "bar", "pie", "metric", "search"]
+Unit = Literal["", "ns", "bytes"]
+
+#: Fields in nanoseconds (ECS ``event.duration``): shown in milliseconds. Fields whose name
+#: ends in ``.bytes`` (the ECS convention) are shown as bytes.
+NANOSECOND_FIELDS = frozenset({"event.duration"})
+
+
+def unit(field_name: str | None) -> Unit:
+    """The unit of a field's values: what Kibana's field format and the preview show."""
+    if field_name in NANOSECOND_FIELDS:
+        return "ns"
+    return "bytes" if field_name is not None and field_name.endswith(".bytes") else ""
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,7 @@ class Metric:
 @dataclass(frozen=True)
 class Split:
     """Buckets: over time, by the top values of a field, by numeric ranges or a fixed
-    histogram interval, or by named filters."""
+    histogram interval, or by named filters; ``colors``: a fixed colour per bucket label."""
 
     kind: Literal["time", "terms", "range", "histogram", "filters"]
     field: str = "@timestamp"
@@ -110,6 +122,7 @@ class Split:
     ranges: tuple[tuple[float, float, str], ...] = ()
     interval: float = 0.0
     filters: tuple[tuple[str, Condition], ...] = ()
+    colors: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,28 @@ class Panel:
     columns: tuple[str, ...] = ()
     width: int = 24
     height: int = 14
+
+    @property
+    def horizontal(self) -> bool:
+        """Bars by the top values of a field lie flat, so that their labels are never cut."""
+        return self.chart == "bar" and self.x is not None and self.x.kind == "terms"
+
+    @property
+    def stacked(self) -> bool:
+        """Bars split into series are stacked (percentiles are not parts of a whole)."""
+        return self.chart == "bar" and self.series is not None and self.metric.kind != "percentiles"
+
+    def fields(self) -> tuple[set[str], set[str]]:
+        """The fields it aggregates or filters on, and those it searches as text."""
+        aggregated = {self.metric.field} if self.metric.field else set()
+        conditions = list(self.where)
+        for split in (self.x, self.series):
+            if split is not None:
+                aggregated.add(split.field)
+                conditions += [c for _, c in split.filters]
+        flat = [w for c in conditions for w in (c.conditions if isinstance(c, AnyOf) else (c,))]
+        aggregated |= {w.field for w in flat if w.phrase is None}
+        return aggregated, {w.field for w in flat if w.phrase is not None}
 
 
 @dataclass(frozen=True)
@@ -160,10 +195,13 @@ SHIPPER_STATUS = Where("event.dataset", ("hubkeeper.shipper",))
 WATCHER = Where("log.logger", ("watchers.hubs.watcher",))
 TIME = Split("time")
 SECOND_NS = 1_000_000_000
+# conventional colours: success green, redirect blue, client error amber, server error red
+GREY, GREEN, BLUE, AMBER, RED = "#98A2B3", "#2E9E5B", "#3F7FD0", "#F5A700", "#D1231B"
 STATUS_CLASSES = Split(
     "range",
     "http.response.status_code",
     ranges=tuple((c * 100, c * 100 + 100, f"{c}xx") for c in range(1, 6)),
+    colors=(("1xx", GREY), ("2xx", GREEN), ("3xx", BLUE), ("4xx", AMBER), ("5xx", RED)),
 )
 
 
@@ -190,14 +228,14 @@ HUB_OVERVIEW = Dashboard(
     (
         Panel("requests-by-status", "Requests by status class (NGINX)", "line",
               (ACCESS,), x=TIME, series=STATUS_CLASSES, width=48),
-        Panel("hub-latency", "Hub request latency percentiles (ns)", "line",
+        Panel("hub-latency", "Hub request latency percentiles", "line",
               (HUB, HUB_REQUEST), Metric("percentiles", "event.duration", label="latency"),
               x=TIME),
         Panel("logins", "Logins succeeded and failed", "bar", (HUB,), x=TIME,
               series=Split("filters", filters=(
                   ("succeeded", action("login")),
                   ("failed", action("login-failed")),
-              ))),
+              ), colors=(("succeeded", GREEN), ("failed", RED)))),
         Panel("active-users", "Active users", "metric", (HUB,),
               Metric("unique", "user.name", label="users"), width=12, height=8),
         Panel("requests-total", "Requests (NGINX)", "metric", (ACCESS,), width=12, height=8),
@@ -224,11 +262,11 @@ SPAWNS = Dashboard(
                   ("succeeded", action("spawn")),
                   ("failed", action("spawn-failed")),
                   ("stopped", action("stop")),
-              )), width=48),
-        Panel("spawn-duration", "Spawn duration distribution (ns, 1 s buckets)", "bar",
+              ), colors=(("succeeded", GREEN), ("failed", RED), ("stopped", GREY))), width=48),
+        Panel("spawn-duration", "Spawn duration distribution (1 s buckets)", "bar",
               (HUB, action("spawn")), x=Split("histogram", "event.duration",
                                               interval=SECOND_NS)),
-        Panel("spawn-duration-by-user", "Slowest spawn per user (ns)", "bar",
+        Panel("spawn-duration-by-user", "Slowest spawn per user", "bar",
               (HUB, action("spawn")), Metric("max", "event.duration", label="slowest"),
               x=top("user.name")),
         Panel("stuck-spawns", "Stuck spawns and stops (culler)", "bar",
@@ -263,9 +301,10 @@ USERS = Dashboard(
               (SNAPSHOTS,),
               Metric("max", "hubkeeper.container.memory.pct_of_limit", label="memory %"),
               x=TIME, series=top("user.name")),
-        Panel("memory-by-user", "Largest memory working set per user (bytes)", "bar",
+        Panel("memory-by-user", "Largest memory working set per user", "bar",
               (SNAPSHOTS,),
-              Metric("max", "hubkeeper.container.memory.working_set.bytes", label="bytes"),
+              Metric("max", "hubkeeper.container.memory.working_set.bytes",
+                     label="working set"),
               x=top("user.name", 20)),
         Panel("oom-kills", "OOM kills per user server", "bar",
               (SNAPSHOTS, Where("hubkeeper.container.memory.oom_kills", gte=1)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +13,9 @@ from typing import Any
 
 import requests
 
-from dashboards.panels import DASHBOARDS, Dashboard, Metric, Panel, Split, dsl
+from dashboards.panels import DASHBOARDS, Dashboard, Metric, Panel, Split, Unit, dsl, unit
 
 SEARCH_ROWS = 20
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
 
 
 class PreviewError(Exception):
@@ -177,7 +177,45 @@ def run(
 
 # --- SVG and HTML --------------------------------------------------------------------------
 
-WIDTH, HEIGHT, PAD = 640, 240, 40
+WIDTH, PLOT_H, PAD, ROW, LINE = 640, 170, 10, 18, 16
+CHAR = 6.6  # pixels per character of 11 px text (for the layout only)
+WRAP = 40  # characters per line of a bar's label
+#: Series colours without the conventional green, blue, amber and red, which mean a status.
+PALETTE = ("#6F5BB5", "#17A2B8", "#8C564B", "#D45D9A", "#7F7F7F", "#A6A03A", "#1B4F72")
+BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def _scale(value: float, kind: Unit) -> tuple[float, str]:
+    """The divisor and the suffix a value of about ``value`` is shown with."""
+    if kind == "ns":
+        return 1e6, " ms"
+    if kind == "bytes":
+        power = 0
+        while power < len(BYTE_UNITS) - 1 and abs(value) >= 1024 ** (power + 1):
+            power += 1
+        return 1024.0**power, f" {BYTE_UNITS[power]}"
+    return 1.0, ""
+
+
+def format_value(value: float, kind: Unit = "", like: float | None = None) -> str:
+    """A number as people read it: nanoseconds in milliseconds, bytes in B to TiB (scaled
+    as ``like``, e.g. an axis' top, else as ``value``), thousands separated, at most two
+    decimals, never in exponent notation."""
+    divisor, suffix = _scale(value if like is None else like, kind)
+    shown = value / divisor
+    text = f"{shown:,.{0 if abs(shown) >= 100 else 1 if abs(shown) >= 10 else 2}f}"
+    return (text.rstrip("0").rstrip(".") if "." in text else text) + suffix
+
+
+def _ticks(top: float, kind: Unit, whole: bool) -> list[float]:
+    """0 and round steps (1, 2 or 5 times a power of ten, in the unit shown) up to ``top``
+    or just above it; steps of at least 1 for whole numbers."""
+    divisor, _ = _scale(top, kind)
+    raw = top / divisor / 4
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(power * m for m in (1, 2, 5, 10) if power * m >= raw)
+    step = max(step, 1.0) if whole and kind == "" else step
+    return [i * step * divisor for i in range(max(1, math.ceil(top / divisor / step - 1e-9)) + 1)]
 
 
 def _series(points: Sequence[tuple[str, str, float]]) -> tuple[list[str], dict[str, dict]]:
@@ -190,78 +228,135 @@ def _series(points: Sequence[tuple[str, str, float]]) -> tuple[list[str], dict[s
     return xs, series
 
 
-def _point(x: float, y: float, name: str, label: str, value: float, color: str) -> str:
-    title = html.escape(f"{name} {label}: {value:g}")
-    return (f'<circle class="point" data-value="{value:g}" cx="{x:.1f}" cy="{y:.1f}" r="3" '
-            f'fill="{color}"><title>{title}</title></circle>')  # fmt: skip
+def _color(split: Split | None, name: str, number: int) -> str:
+    """The split's own colour for a bucket (status classes, outcomes), else the palette's."""
+    fixed = dict(split.colors) if split is not None else {}
+    return fixed.get(name, PALETTE[number % len(PALETTE)])
 
 
-def _axes(top: float, xs: list[str], ends: bool) -> str:
-    first, last = (html.escape(xs[0][:24]), html.escape(xs[-1][:24])) if ends else ("", "")
-    return (
-        f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - 10}" y2="{HEIGHT - PAD}" '
-        f'stroke="#888"/><line x1="{PAD}" y1="10" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#888"/>'
-        f'<text x="2" y="18" font-size="11">{top:g}</text>'
-        f'<text x="{PAD}" y="{HEIGHT - 22}" font-size="10">{first}</text>'
-        f'<text x="{WIDTH - 10}" y="{HEIGHT - 22}" font-size="10" text-anchor="end">{last}</text>'
-    )
+def _mark(shape: str, name: str, label: str, value: float, kind: Unit, color: str) -> str:
+    """A data point (a circle or a bar) with its value as a tooltip."""
+    title = html.escape(" ".join(filter(None, (name, label))) + f": {format_value(value, kind)}")
+    return (f'<{shape} class="point" data-value="{value:.15g}" fill="{color}">'
+            f"<title>{title}</title></{shape.split()[0]}>")  # fmt: skip
 
 
-def _legend(names: Sequence[str]) -> str:
-    return "".join(
-        f'<rect x="{PAD + 110 * i}" y="{HEIGHT - 14}" width="10" height="10" '
-        f'fill="{COLORS[i % len(COLORS)]}"/><text x="{PAD + 14 + 110 * i}" y="{HEIGHT - 5}" '
-        f'font-size="11">{html.escape(name[:16])}</text>'
-        for i, name in enumerate(names)
-    )
+def _text(x: float, y: float, text: str, anchor: str = "start", size: int = 11) -> str:
+    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}">'
+            f"{html.escape(text)}</text>")  # fmt: skip
 
 
-def _xy(result: Result, bars: bool) -> str:
+def _legend(entries: Sequence[tuple[str, str]], top: float, width: float) -> tuple[str, float]:
+    """Swatches with whole names, wrapped into rows: the markup and its height."""
+    parts, x, row = [], float(PAD), 0
+    for name, color in entries:
+        room = 14 + len(name) * CHAR + 16
+        if x + room > width and x > PAD:
+            x, row = float(PAD), row + 1
+        y = top + row * LINE
+        parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="10" height="10" fill="{color}"/>')
+        parts.append(_text(x + 14, y + 9, name))
+        x += room
+    return "".join(parts), (row + 1) * LINE if entries else 0
+
+
+def _x_label(panel: Panel, x: str) -> str:
+    """A bucket's label: times as UTC clock times, histogram buckets in their unit."""
+    if panel.x is not None and panel.x.kind == "time":
+        return x[11:19]
+    if panel.x is not None and panel.x.kind == "histogram":
+        return format_value(float(x), unit(panel.x.field))
+    return x
+
+
+def _xy(result: Result) -> str:
+    """A line or bar chart: categories of a terms split as rows (bars lying flat, whole
+    labels beside them), others as columns; bars split into series stacked."""
+    panel = result.panel
     xs, series = _series(result.points)
-    top = max((v for _, _, v in result.points), default=0.0) or 1.0
-    plot_w, plot_h = WIDTH - PAD - 10, HEIGHT - PAD - 10
-    slot = plot_w / max(len(xs), 1)
-    over_time = result.panel.x is not None and result.panel.x.kind == "time"
-    parts = [_axes(top, xs, ends=bool(xs) and over_time)]
+    colors = {name: _color(panel.series, name, i) for i, name in enumerate(series)}
+    kind = unit(panel.metric.field)
+    stacked, flat = panel.stacked, panel.horizontal
+    sums = [[v for s in series.values() for k, v in s.items() if k == x] for x in xs]
+    top = max((sum(vs) if stacked else max(vs) for vs in sums), default=0.0) or 1.0
+    whole = all(float(v).is_integer() for _, _, v in result.points)
+    ticks = _ticks(top, kind, whole)
+    top = ticks[-1]
+    tick_labels = [format_value(t, kind, like=top) for t in ticks]
+    labels = [_x_label(panel, x) for x in xs]
+    width = max(WIDTH, 27 * panel.width)  # a full-width panel (48 columns) twice as wide
+    wrapped = [textwrap.wrap(label, WRAP) or [""] for label in labels]  # whole, in lines
+    heights = [max(ROW, LINE * len(rows) + 2) for rows in wrapped]
+    middles = [10 + sum(heights[:i]) + h / 2 for i, h in enumerate(heights)]
+    if flat:
+        left = PAD + max(len(line) for rows in wrapped for line in rows) * CHAR
+        width = max(width, left + 300)
+        plot, slot, base = width - left - 5 * PAD, float(ROW), 10 + sum(heights)  # last tick
+    else:
+        left = PAD + max(len(label) for label in tick_labels) * CHAR
+        plot, base = width - left - 2 * PAD, 10 + PLOT_H
+        slot = plot / max(len(xs), 1)
+
+    def along(value: float) -> float:  # the value axis: rightwards when flat, else upwards
+        return left + plot * value / top if flat else base - PLOT_H * value / top
+
+    parts = []
+    for tick, text in zip(ticks, tick_labels, strict=True):
+        at = along(tick)
+        if flat:
+            parts.append(
+                f'<line x1="{at:.1f}" y1="10" x2="{at:.1f}" y2="{base}" stroke="#e3e8f0"/>'
+            )
+            parts.append(_text(at, base + 13, text, "middle"))
+        else:
+            parts.append(f'<line x1="{left}" y1="{at:.1f}" x2="{left + plot}" y2="{at:.1f}" '
+                         f'stroke="#e3e8f0"/>')  # fmt: skip
+            parts.append(_text(left - 4, at + 4, text, "end"))
+    offsets = dict.fromkeys(xs, 0.0)
+    lines: dict[str, list[str]] = {}
     for number, (name, values) in enumerate(series.items()):
-        color = COLORS[number % len(COLORS)]
-        coords = []
         for index, x in enumerate(xs):
             if x not in values:
                 continue
-            value = values[x]
-            y = 10 + plot_h * (1 - value / top)
-            if bars:
-                bar_w = slot * 0.8 / len(series)
-                left = PAD + slot * index + slot * 0.1 + bar_w * number
-                parts.append(f'<rect x="{left:.1f}" y="{y:.1f}" width="{bar_w:.1f}" '
-                             f'height="{HEIGHT - PAD - y:.1f}" fill="{color}"/>')  # fmt: skip
-                parts.append(_point(left + bar_w / 2, y, name, x, value, color))
+            value, start = values[x], offsets[x]
+            middle = middles[index] if flat else left + slot * (index + 0.5)
+            if panel.chart == "line":
+                cx, cy = (along(value), middle) if flat else (middle, along(value))
+                lines.setdefault(name, []).append(f"{cx:.1f},{cy:.1f}")
+                shape = f'circle cx="{cx:.1f}" cy="{cy:.1f}" r="3"'
             else:
-                cx = PAD + slot * (index + 0.5)
-                coords.append(f"{cx:.1f},{y:.1f}")
-                parts.append(_point(cx, y, name, x, value, color))
-        if coords:
-            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" '
-                         f'points="{" ".join(coords)}"/>')  # fmt: skip
-    if not over_time:  # categories: a label under each
-        room = max(3, int(slot / 6))
-        parts += [
-            f'<text x="{PAD + slot * (i + 0.5):.1f}" y="{HEIGHT - PAD + 12}" font-size="9" '
-            f'text-anchor="middle">{html.escape(x[-room:])}<title>{html.escape(x)}</title></text>'
-            for i, x in enumerate(xs)
-        ]
-    parts.append(_legend(list(series)))
-    return _svg("".join(parts))
+                size = slot * 0.8 / (1 if stacked else len(series))
+                edge = middle - slot * 0.4 + (0 if stacked else size * number)
+                low, high = sorted((along(start), along(start + value)))
+                box = (low, edge, high - low, size) if flat else (edge, low, size, high - low)
+                shape = 'rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}"'.format(*box)
+                offsets[x] += value if stacked else 0
+            parts.append(_mark(shape, name, labels[index], value, kind, colors[name]))
+    for name, coords in lines.items():
+        parts.insert(0, f'<polyline fill="none" stroke="{colors[name]}" stroke-width="2" '
+                        f'points="{" ".join(coords)}"/>')  # fmt: skip
+    if flat:  # whole labels beside the rows, wrapped
+        parts += [_text(left - 6, y + 4 + LINE * (k - (len(rows) - 1) / 2), line, "end")
+                  for y, rows in zip(middles, wrapped, strict=True)
+                  for k, line in enumerate(rows)]  # fmt: skip
+    else:  # as many column labels as fit side by side
+        every = max(1, math.ceil((max(len(t) for t in labels) + 2) * CHAR / slot))
+        parts += [_text(left + slot * (i + 0.5), base + 13, t, "middle")
+                  for i, t in enumerate(labels) if i % every == 0]  # fmt: skip
+    axis = (left, 10, left, base) if flat else (left, base, left + plot, base)
+    parts.append('<line x1="{:.1f}" y1="{}" x2="{:.1f}" y2="{}" stroke="#888"/>'.format(*axis))
+    legend, height = _legend(list(colors.items()), base + 22, width)
+    return _svg("".join([*parts, legend]), width, base + 24 + height)
 
 
 def _pie(result: Result) -> str:
     slices = [(x, v) for x, _, v in result.points if v > 0]
     total = sum(v for _, v in slices) or 1.0
+    kind = unit(result.panel.metric.field)
     cx, cy, r, angle, parts = 120, 110, 90, -math.pi / 2, []
     for number, (label, value) in enumerate(slices):
         sweep = 2 * math.pi * value / total
-        color = COLORS[number % len(COLORS)]
+        color = _color(result.panel.x, label, number)
         if len(slices) == 1:
             parts.append(f'<circle cx="{cx}" cy="{cy}" r="{r}" fill="{color}"/>')
         else:
@@ -271,23 +366,35 @@ def _pie(result: Result) -> str:
             parts.append(f'<path d="M{cx},{cy} L{x1:.1f},{y1:.1f} A{r},{r} 0 {large} 1 '
                          f'{x2:.1f},{y2:.1f} Z" fill="{color}"/>')  # fmt: skip
         middle = angle + sweep / 2
-        parts.append(_point(cx + r / 2 * math.cos(middle), cy + r / 2 * math.sin(middle),
-                            "", label, value, color))  # fmt: skip
-        parts.append(f'<text x="240" y="{20 + 16 * number}" font-size="11" fill="{color}">'
-                     f"{html.escape(label[:60])}: {value:g}</text>")  # fmt: skip
+        px, py = cx + r / 2 * math.cos(middle), cy + r / 2 * math.sin(middle)
+        parts.append(_mark(f'circle cx="{px:.1f}" cy="{py:.1f}" r="3"', "", label, value, kind,
+                           color))  # fmt: skip
+        parts.append(f'<rect x="240" y="{11 + LINE * number}" width="10" height="10" '
+                     f'fill="{color}"/>')  # fmt: skip
+        parts.append(_text(254, 20 + LINE * number, f"{label}: {format_value(value, kind)}"))
         angle += sweep
-    return _svg("".join(parts))
+    width = max(WIDTH, 254 + max((len(x) + 12 for x, _ in slices), default=0) * CHAR)
+    return _svg("".join(parts), width, max(230, 20 + LINE * len(slices)))
 
 
-def _svg(body: str) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-            f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img">{body}</svg>')  # fmt: skip
+def _svg(body: str, width: float, height: float) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+            f'viewBox="0 0 {width:.0f} {height:.0f}" role="img">{body}</svg>')  # fmt: skip
 
 
 def _metric(result: Result) -> str:
     value = result.points[0][2] if result.points else 0.0
-    return (f'<p class="metric point" data-value="{value:g}">{value:g}</p>'
+    shown = format_value(value, unit(result.panel.metric.field))
+    return (f'<p class="metric point" data-value="{value:.15g}">{html.escape(shown)}</p>'
             f"<p>{html.escape(result.panel.metric.label)}</p>")  # fmt: skip
+
+
+def _cell(column: str, text: str) -> str:
+    """A table cell: a number in its column's unit, other text up to 300 characters."""
+    kind = unit(column)
+    if kind and text.replace(".", "", 1).isdigit():
+        return format_value(float(text), kind)
+    return text[:300]
 
 
 def _table(result: Result) -> str:
@@ -295,7 +402,7 @@ def _table(result: Result) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
         '<tr class="point">'
-        + "".join(f"<td>{html.escape(str(row.get(c, '')))[:300]}</td>" for c in columns)
+        + "".join(f"<td>{html.escape(_cell(c, str(row.get(c, ''))))}</td>" for c in columns)
         + "</tr>"
         for row in result.rows
     )
@@ -313,7 +420,7 @@ def render_panel(result: Result) -> str:
     elif chart == "pie":
         body = _pie(result)
     else:
-        body = _xy(result, bars=chart == "bar")
+        body = _xy(result)
     title = html.escape(result.panel.title)
     return (f'<section class="panel" id="{result.panel.id}" style="grid-column: span '
             f'{result.panel.width}"><h2>{title}</h2>{body}</section>')  # fmt: skip

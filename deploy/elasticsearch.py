@@ -8,7 +8,8 @@ run as root, so as root each instance runs as the system user ``hubkeeper-es`` (
 first use) through ``runuser``; its config, data and logs live in a folder of its own that
 the user owns. Instances listen on free 127.0.0.1 ports and are stopped by PID.
 
-``python -m deploy.elasticsearch install`` fetches and unpacks it (``deploy/setup.sh`` runs it).
+``python -m deploy.elasticsearch install`` fetches and unpacks the 9.x of the local stack and
+the 8.x the tests also run against (``deploy/setup.sh`` runs it).
 """
 
 from __future__ import annotations
@@ -33,12 +34,18 @@ import requests
 from deploy.stack import free_ports, wait_for
 
 #: The newest 9.x ``integ-test-zip`` that resolves from Maven Central here (9.3.0 and 9.5.6
-#: did not); the Python client is pinned to the same major version.
+#: did not): the local stack's and the tests' server.
 ES_VERSION = "9.2.0"
+#: The newest 8.x that resolves (the ``release`` of the artifact's maven-metadata.xml; 8.19.22
+#: did not): the tests check that everything also works against an 8.x cluster.
+ES8_VERSION = "8.19.21"
 ARTIFACT = "org.elasticsearch.distribution.integ-test-zip:elasticsearch"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 ES_USER = "hubkeeper-es"
-MIN_JAVA = 21
+#: The Java releases (lowest, highest) each Elasticsearch major runs on without a bundled
+#: JDK: 8.x on 17 to 21, which every 8.x supports (Debian's OpenJDK 17 here; 8.19.21 also
+#: started on Temurin 25, which is not relied on), 9.x on 21 or newer (Temurin 25 here).
+JAVA_RANGE: dict[int, tuple[int, int]] = {8: (17, 21), 9: (21, 999)}
 JVM_DIR = Path("/usr/lib/jvm")
 
 
@@ -92,17 +99,22 @@ def install(version: str = ES_VERSION, progress: Callable[[str], None] = print) 
     return home
 
 
-def java_home(minimum: int = MIN_JAVA) -> Path:
-    """``$ES_JAVA_HOME``, else the newest JDK under /usr/lib/jvm of at least ``minimum``."""
+def java_home(version: str = ES_VERSION) -> Path:
+    """``$ES_JAVA_HOME``, else the newest JDK under /usr/lib/jvm that Elasticsearch
+    ``version`` runs on (:data:`JAVA_RANGE`)."""
     if os.environ.get("ES_JAVA_HOME"):
         return Path(os.environ["ES_JAVA_HOME"])
+    lowest, highest = JAVA_RANGE[int(version.split(".")[0])]
     found: list[tuple[int, Path]] = []
     for release in JVM_DIR.glob("*/release"):
         match = re.search(r'^JAVA_VERSION="(\d+)', release.read_text(errors="replace"), re.M)
-        if match and int(match.group(1)) >= minimum and (release.parent / "bin/java").exists():
-            found.append((int(match.group(1)), release.parent))
+        java = int(match.group(1)) if match else 0
+        if lowest <= java <= highest and (release.parent / "bin/java").exists():
+            found.append((java, release.parent))
     if not found:
-        raise RuntimeError(f"Elasticsearch needs Java {minimum} or newer under {JVM_DIR}")
+        raise RuntimeError(
+            f"Elasticsearch {version} needs Java {lowest} to {highest} under {JVM_DIR}"
+        )
     return max(found)[1]
 
 
@@ -125,6 +137,7 @@ def ensure_user(name: str = ES_USER) -> str | None:
 class Elasticsearch:
     """One single-node instance with its own folder (config, data, logs) and ports."""
 
+    version: str
     home: Path
     root: Path
     port: int
@@ -134,11 +147,18 @@ class Elasticsearch:
     pid: int | None = field(default=None, init=False)
 
     @classmethod
-    def create(cls, home: Path | None = None, heap: str = "512m") -> Elasticsearch:
-        """A new instance on free ports, in a new folder the server user owns."""
+    def create(
+        cls,
+        version: str = ES_VERSION,
+        heap: str = "512m",
+        progress: Callable[[str], None] = print,
+    ) -> Elasticsearch:
+        """A new instance of ``version`` (fetched when missing) on free ports, in a new
+        folder the server user owns."""
+        home = install(version, progress)
         user = ensure_user()
         root = Path(tempfile.mkdtemp(prefix="hubkeeper-es-"))
-        shutil.copytree((home or install()) / "config", root / "config")
+        shutil.copytree(home / "config", root / "config")
         for name in ("data", "logs"):
             (root / name).mkdir()
         if user is not None:
@@ -146,7 +166,7 @@ class Elasticsearch:
             for path in [root, *root.rglob("*")]:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         port, transport = free_ports(2)
-        return cls(home or install(), root, port, transport, user, heap)
+        return cls(version, home, root, port, transport, user, heap)
 
     @property
     def url(self) -> str:
@@ -183,7 +203,7 @@ class Elasticsearch:
             command = ["runuser", "-u", self.user, "--", *command]
         env = {
             **os.environ,
-            "ES_JAVA_HOME": str(java_home()),
+            "ES_JAVA_HOME": str(java_home(self.version)),
             "ES_PATH_CONF": str(self.root / "config"),
             "ES_JAVA_OPTS": f"-Xms{self.heap} -Xmx{self.heap} -XX:-UsePerfData",
         }
@@ -217,8 +237,10 @@ class Elasticsearch:
 
 
 @contextlib.contextmanager
-def running_elasticsearch(progress: Callable[[str], None] = print) -> Iterator[Elasticsearch]:
-    instance = Elasticsearch.create(install(progress=progress))
+def running_elasticsearch(
+    progress: Callable[[str], None] = print, version: str = ES_VERSION
+) -> Iterator[Elasticsearch]:
+    instance = Elasticsearch.create(version, progress=progress)
     try:
         progress(f"starting Elasticsearch on {instance.url}")
         instance.start()
@@ -272,8 +294,9 @@ def main(argv: list[str]) -> int:
     if argv != ["install"]:
         print("usage: python -m deploy.elasticsearch install", file=sys.stderr)
         return 2
-    print(install())
-    java_home()  # fails early when no suitable JDK is there
+    for version in (ES_VERSION, ES8_VERSION):
+        print(install(version))
+        java_home(version)  # fails early when no suitable JDK is there
     return 0
 
 

@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from hub.settings import proxy_pid_file
-from hubkeeper.config import Config, load
+from hubkeeper.config import Config
 from hubkeeper.files import write_atomically
+from hubkeeper.loader import load
 
 HUB_CONFIG = Path(__file__).resolve().parent.parent / "hub" / "jupyterhub_config.py"
 

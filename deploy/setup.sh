@@ -28,5 +28,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[hub,test]'
 # Elasticsearch for the shipper's tests and the local stack: Maven Central, cached outside the repo.
+# 9.x runs on the Java 21+ under /usr/lib/jvm; 8.x (tested too) on Java 17 to 21: Debian's 17.
+if ! compgen -G '/usr/lib/jvm/java-17-openjdk-*/bin/java' >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+fi
 .venv/bin/python -m deploy.elasticsearch install >/dev/null
 echo "setup: ok"

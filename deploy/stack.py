@@ -39,9 +39,9 @@ from hubkeeper.config import (
     NginxConfig,
     Secret,
     WatcherConfig,
-    load,
 )
 from hubkeeper.hubapi import HubClient
+from hubkeeper.loader import load
 from hubkeeper.nginx import Nginx
 
 DOCKERD_FLAGS = ("--bridge=none", "--iptables=false", "--ip-masq=false")

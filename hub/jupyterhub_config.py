@@ -4,6 +4,6 @@
 import os
 
 from hub.settings import apply
-from hubkeeper.config import load
+from hubkeeper.loader import load
 
 apply(c, load(os.environ["HUBKEEPER_CONFIG"]), os.environ.get("HUBKEEPER_HUB_INSTANCE", "a"))

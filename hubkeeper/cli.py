@@ -1,4 +1,9 @@
-"""``hubkeeper <command>``: the one entry point of the suite."""
+"""``hubkeeper <command>``: the one entry point of the suite.
+
+Exit codes: 0 done; 1 a runtime failure (e.g. the endpoint's port is taken); 2 an invalid
+configuration or command line; 75 (``EX_TEMPFAIL``) another process holds the lock the
+command needs. Every failure ends in :func:`fatal`.
+"""
 
 from __future__ import annotations
 
@@ -12,31 +17,70 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from hubkeeper import __version__, log
-from hubkeeper.config import Config, ConfigError, load
+import structlog
 
+from hubkeeper import __version__, log, reference
+from hubkeeper.config import Config, ConfigError
+from hubkeeper.files import LockHeld
+from hubkeeper.loader import load, unknown_variables
+from hubkeeper.redact import redact
+
+EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
+EXIT_LOCKED = 75  # EX_TEMPFAIL: retry later
 
 
 DaemonMain = Callable[[Config, argparse.Namespace], int]
 
 
-def load_config(path: str) -> Config | None:
-    """The validated config, or None after printing one line per problem to stderr."""
-    try:
-        return load(path)
-    except ConfigError as error:
-        for problem in error.problems:
-            print(problem, file=sys.stderr)
-        return None
-
-
 def check_config(args: argparse.Namespace) -> int:
-    if load_config(args.file) is None:
+    """Validate only: the problems on stderr, one per line, and exit 2 (no ``fatal`` event)."""
+    try:
+        load(args.file)
+    except ConfigError as error:
+        print(*error.problems, sep="\n", file=sys.stderr)
         return EXIT_CONFIG
+    for name, closest in unknown_variables(os.environ):
+        hint = f" (did you mean {closest}?)" if closest else ""
+        print(f"warning: {name} is not a hubkeeper variable{hint}", file=sys.stderr)
     print(f"{args.file}: ok")
     return 0
+
+
+def exit_code(error: Exception) -> int:
+    if isinstance(error, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(error, LockHeld):
+        return EXIT_LOCKED
+    return EXIT_RUNTIME
+
+
+def fatal(command: str, error: Exception) -> int:
+    """The end of every failed command: a JSON ``fatal`` event on stdout (with the traceback
+    when the failure was not foreseen), a human line on stderr (an invalid config's
+    problems, one per line), and the exit code of the failure's kind."""
+    code = exit_code(error)
+    if isinstance(error, ConfigError):
+        lines = error.problems
+    else:
+        message = " ".join(str(error).split()) or type(error).__name__
+        if not isinstance(error, RuntimeError):
+            message = f"{type(error).__name__}: {message}"
+        lines = [f"{command}: {message}"]
+    if not structlog.is_configured():  # failed before the config's logging was set up
+        log.configure("info")
+    foreseen = isinstance(error, ConfigError | LockHeld)
+    log.get_logger(__name__).error(
+        "fatal",
+        command=command,
+        error=lines[0] if len(lines) == 1 else lines,
+        exit_code=code,
+        exc_info=False if foreseen else error,
+    )
+    print(*(redact(line) for line in lines), sep="\n", file=sys.stderr)
+    return code
 
 
 def add_daemon_command(
@@ -55,10 +99,12 @@ def add_daemon_command(
     )
 
     def start(args: argparse.Namespace) -> int:
-        config = load_config(args.config)
-        if config is None:
-            return EXIT_CONFIG
+        config = load(args.config)
         log.configure(config.logging.level, config.logging.secret_words)
+        for name, closest in unknown_variables(os.environ):
+            log.get_logger(__name__).warning(
+                "unknown_environment_variable", variable=name, closest=closest
+            )
         return _resolve(run)(config, args)
 
     parser.set_defaults(func=start)
@@ -142,10 +188,28 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
+class _SubCommands(argparse._SubParsersAction):
+    """Subcommands whose own ``--help`` starts with the line their parent lists, and which
+    leave their full name (``hubkeeper alerts render``) in ``args.command_prog``."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("description", kwargs.get("help"))
+        parser = super().add_parser(name, **kwargs)
+        parser.set_defaults(command_prog=parser.prog)
+        return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _SubCommands)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hubkeeper", description="Monitoring and reliability suite for JupyterHub."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("version", help="print the version").set_defaults(
         func=lambda _args: print(__version__) or 0
@@ -153,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file", help="path of hubkeeper.toml")
     check.set_defaults(func=check_config)
+    commands.add_parser(
+        "config-reference", help="print the configuration reference (a Markdown table)"
+    ).set_defaults(func=lambda _args: print(reference.table(), end="") or 0)
     add_daemon_command(
         commands,
         "watch-hubs",
@@ -225,7 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except Exception as error:
+        return fatal(args.command_prog, error)
 
 
 if __name__ == "__main__":

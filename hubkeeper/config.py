@@ -1,28 +1,18 @@
 """One configuration model for the whole suite.
 
-A TOML file is validated into frozen dataclasses. Every problem is collected (not just
-the first) and reported as ``key.path: got VALUE, expected WHAT``. Unknown keys are
-errors, so a typo never passes silently.
-
-Overrides: ``HUBKEEPER_<SECTION>_<KEY>`` replaces a top-level section's scalar key.
-Secrets: a ``*_token_file``/``*_password_file`` style key names a file read at load time;
-the matching environment variable (``HUBKEEPER_<TABLE PATH>_<KEY without _file>``, e.g.
-``HUBKEEPER_HUB_TOKEN``) wins.
+The schema: frozen dataclasses, each key with its default, its check and its help text.
+:mod:`hubkeeper.loader` reads a TOML file and the environment into them.
 Secret values are wrapped in :class:`Secret`, whose ``repr`` never shows them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import tomllib
-import types
 import typing
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from hubkeeper.redact import Secret
@@ -43,33 +33,38 @@ class ConfigError(Exception):
 Check = Callable[[Any], bool]
 
 
-def setting(default: Any, expected: str | None = None, check: Check | None = None) -> Any:
-    """A config key with a default, an optional extra check and its description."""
-    meta = {"expected": expected, "check": check}
+def setting(
+    default: Any, expected: str | None = None, check: Check | None = None, *, help: str = ""
+) -> Any:
+    """A config key: its default, what a valid value is (with an optional check), and its help
+    text, from which the README's configuration reference is generated."""
+    meta = {"expected": expected, "check": check, "help": help}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
-def positive_seconds(default: float) -> Any:
-    return setting(default, "a number of seconds > 0", lambda v: v > 0)
+def positive_seconds(default: float, *, help: str) -> Any:
+    return setting(default, "a number of seconds > 0", lambda v: v > 0, help=help)
 
 
-def interval_or_off() -> Any:
+def interval_or_off(*, help: str) -> Any:
     """Seconds between documents a daemon indexes itself; 0 (the default) turns them off."""
-    return setting(0.0, "a number of seconds: 0 (off) or >= 1", lambda v: v == 0 or v >= 1)
+    return setting(
+        0.0, "a number of seconds: 0 (off) or >= 1", lambda v: v == 0 or v >= 1, help=help
+    )
 
 
-def port(default: int) -> Any:
-    return setting(default, "a TCP port (1-65535)", lambda v: 1 <= v <= 65535)
+def port(default: int, *, help: str) -> Any:
+    return setting(default, "a TCP port (1-65535)", lambda v: 1 <= v <= 65535, help=help)
 
 
 def _is_byte_size(value: str) -> bool:
     return re.fullmatch(r"\d+(\.\d+)?[KMGT]?", value) is not None
 
 
-def byte_size(default: str) -> Any:
-    return setting(default, 'a size such as "512M" or "2G"', _is_byte_size)
+def byte_size(default: str, *, help: str) -> Any:
+    return setting(default, 'a size such as "512M" or "2G"', _is_byte_size, help=help)
 
 
 def parse_byte_size(value: str) -> int:
@@ -80,7 +75,9 @@ def parse_byte_size(value: str) -> int:
 
 def secret_file(description: str) -> Any:
     """A path to a file holding a secret; its value lands in the sibling field without ``_file``."""
-    return setting(None, f"a path to a file holding {description}")
+    return setting(
+        None, f"a path to a file holding {description}", help=f"file holding {description}"
+    )
 
 
 # --- sections --------------------------------------------------------------------------
@@ -90,49 +87,121 @@ def secret_file(description: str) -> Any:
 class EndpointConfig:
     """The HTTP endpoint (``/metrics``, ``/healthz``, PRTG) a daemon serves."""
 
-    listen: str = "127.0.0.1"
-    port: int = port(9100)
+    listen: str = setting(
+        "127.0.0.1", help="address of the daemon's endpoint (`/metrics`, `/healthz`, PRTG routes)"
+    )
+    port: int = port(
+        9100,
+        help="its port (0 is refused: Prometheus, PRTG and `hubkeeper status` find the daemon by "
+        "it)",
+    )
     token_file: str | None = secret_file("the bearer token clients must send")
     token: Secret | None = None
-    basic_auth_user: str | None = None
+    basic_auth_user: str | None = setting(
+        None, help="basic-auth user (with `basic_auth_password_file`; `/healthz` stays open)"
+    )
     basic_auth_password_file: str | None = secret_file("the basic-auth password")
     basic_auth_password: Secret | None = None
+    # TLS: PEM files read at load time (so check-config finds a missing one)
+    tls_cert_file: str | None = secret_file("the endpoint's certificate (PEM, chain after it)")
+    tls_cert: Secret | None = None
+    tls_key_file: str | None = secret_file("the private key of tls_cert_file (PEM)")
+    tls_key: Secret | None = None
+    tls_client_ca_file: str | None = secret_file(
+        "the CA certificates (PEM) that sign client certificates; set: mutual TLS"
+    )
+    tls_client_ca: Secret | None = None
+    tls_ca_file: str | None = secret_file(
+        "the CA (PEM) that Prometheus and hubkeeper status trust for this endpoint"
+    )
+    tls_ca: Secret | None = None
+    tls_client_cert_file: str | None = secret_file(
+        "the client certificate (PEM) that Prometheus and hubkeeper status present"
+    )
+    tls_client_cert: Secret | None = None
+    tls_client_key_file: str | None = secret_file("the private key of tls_client_cert_file")
+    tls_client_key: Secret | None = None
 
     def cross_checks(self) -> list[tuple[str, str]]:
+        problems = []
         if (self.basic_auth_user is None) != (self.basic_auth_password is None):
-            return [("basic_auth_user", "expected together with basic_auth_password_file")]
-        return []
+            problems.append(("basic_auth_user", "expected together with basic_auth_password_file"))
+        needs = {  # a TLS key -> the keys it cannot work without
+            "tls_cert": ("tls_key",),
+            "tls_key": ("tls_cert",),
+            "tls_client_ca": ("tls_cert", "tls_client_cert"),
+            "tls_ca": ("tls_cert",),
+            "tls_client_cert": ("tls_client_key", "tls_client_ca"),
+            "tls_client_key": ("tls_client_cert",),
+        }
+        for given, required in needs.items():
+            if getattr(self, given) is None:
+                continue
+            problems += [
+                (f"{missing}_file", f"expected together with {given}_file")
+                for missing in required
+                if getattr(self, missing) is None
+            ]
+        return problems
 
 
 @dataclass(frozen=True)
 class HubClientConfig:
     """How hubkeeper's daemons reach the active hub's REST API (through NGINX)."""
 
-    url: str = setting("http://127.0.0.1:8000", "an http(s) URL", lambda v: _is_url(v))
+    url: str = setting(
+        "http://127.0.0.1:8000",
+        "an http(s) URL",
+        lambda v: _is_url(v),
+        help="the hub as the daemons reach it: NGINX's public address",
+    )
     token_file: str | None = secret_file("a JupyterHub API token")
     token: Secret | None = None
-    timeout: float = positive_seconds(10.0)
-    retries: int = setting(4, "a number of retries >= 0", lambda v: v >= 0)
-    backoff: float = positive_seconds(0.5)
-    backoff_max: float = positive_seconds(10.0)
-    page_size: int = setting(200, "a page size between 1 and 10000", lambda v: 1 <= v <= 10000)
+    timeout: float = positive_seconds(10.0, help="seconds per request")
+    retries: int = setting(
+        4,
+        "a number of retries >= 0",
+        lambda v: v >= 0,
+        help="retries on connection errors, timeouts, 429 and 5xx",
+    )
+    backoff: float = positive_seconds(
+        0.5, help="exponential backoff base, seconds, with full jitter"
+    )
+    backoff_max: float = positive_seconds(10.0, help="exponential backoff cap, seconds")
+    page_size: int = setting(
+        200,
+        "a page size between 1 and 10000",
+        lambda v: 1 <= v <= 10000,
+        help="`limit` when paging (`offset`/`limit`, pagination media type)",
+    )
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        return _at_most(self, "backoff", "backoff_max")
 
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: Literal["debug", "info", "warning", "error"] = setting(
+        "info", help="`debug`, `info`, `warning` or `error`"
+    )
     #: words added to hubkeeper.redact's secret words, for the daemons' logs and shipped logs
     secret_words: list[str] = setting(
         [],
         "a list of words of letters, digits, '-', '_' and '.'",
         lambda v: all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,63}", w) for w in v),
+        help="words added to the secret words of `hubkeeper/redact.py` (values of keys "
+        "ending with them, `word=value` in text are masked), in the daemons' logs and in "
+        "shipped documents",
     )
 
 
 @dataclass(frozen=True)
 class DockerConfig:
     url: str = setting(
-        "unix:///var/run/docker.sock", "a Docker engine URL (unix://, tcp://)", lambda v: "://" in v
+        "unix:///var/run/docker.sock",
+        "a Docker engine URL (unix://, tcp://)",
+        lambda v: "://" in v,
+        help="the Docker engine",
     )
 
 
@@ -140,60 +209,119 @@ class DockerConfig:
 class LabelsConfig:
     """Names of the labels the hub puts on each user-server container (the exporter reads them)."""
 
-    user: str = "org.hubkeeper.user"
-    server: str = "org.hubkeeper.server"
-    hub: str = "org.hubkeeper.hub"
-    image: str = "org.hubkeeper.image"
+    user: str = setting("org.hubkeeper.user", help="label naming a user server's user")
+    server: str = setting(
+        "org.hubkeeper.server", help="label naming the server (empty: the default server)"
+    )
+    hub: str = setting("org.hubkeeper.hub", help="label naming the deployment (`jupyterhub.name`)")
+    image: str = setting("org.hubkeeper.image", help="label naming the image the user picked")
 
 
 @dataclass(frozen=True)
 class HubInstance:
     """One JupyterHub process (with its configurable-http-proxy) of the active/standby pair."""
 
-    name: str = setting("a", "a short name of letters, digits and dashes", lambda v: _is_name(v))
-    host: str = "127.0.0.1"
-    proxy_port: int = port(8001)
-    proxy_api_port: int = port(8002)
-    hub_port: int = port(8003)
+    name: str = setting(
+        "a",
+        "a short name of letters, digits and dashes",
+        lambda v: _is_name(v),
+        help="instance name, unique",
+    )
+    host: str = setting("127.0.0.1", help="where the watcher probes the instance")
+    proxy_port: int = port(8001, help="configurable-http-proxy's public port; unique per host")
+    proxy_api_port: int = port(8002, help="the proxy's API port; unique per host")
+    hub_port: int = port(8003, help="the hub's own port; unique per host")
     #: argv run by the watcher to start / fence this instance (no shell; must be idempotent)
-    start_command: list[str] = setting([])
-    stop_command: list[str] = setting([])
+    start_command: list[str] = setting(
+        [], help="argv run by the watcher to start the instance (no shell; idempotent)"
+    )
+    stop_command: list[str] = setting(
+        [], help="argv run by the watcher to fence the instance (no shell; idempotent)"
+    )
 
 
 @dataclass(frozen=True)
 class JupyterHubConfig:
     """Settings of the standard spawner-backed hub in hub/ (shared by both instances)."""
 
-    name: str = setting("lab", "a short name of letters, digits and dashes", lambda v: _is_name(v))
-    instances: list[HubInstance] = setting([HubInstance()])
-    database_url: str = "sqlite:///jupyterhub.sqlite"
-    state_dir: str = "."
+    name: str = setting(
+        "lab",
+        "a short name of letters, digits and dashes",
+        lambda v: _is_name(v),
+        help="deployment name, the `hub` label of its containers",
+    )
+    instances: list[HubInstance] = setting(
+        [HubInstance()],
+        help="`[[jupyterhub.instances]]` tables, one per hub instance (active first)",
+    )
+    database_url: str = setting(
+        "sqlite:///jupyterhub.sqlite", help="hub database, shared by all instances"
+    )
+    state_dir: str = setting(".", help="pid files")
     cookie_secret_file: str | None = secret_file("the hub's cookie secret (hex)")
     cookie_secret: Secret | None = None
     proxy_token_file: str | None = secret_file("the proxy's auth token")
     proxy_token: Secret | None = None
     hub_connect_url: str = setting(
-        "http://127.0.0.1:8081", "the stable internal hub API URL (NGINX)", lambda v: _is_url(v)
+        "http://127.0.0.1:8081",
+        "the stable internal hub API URL (NGINX)",
+        lambda v: _is_url(v),
+        help="stable internal hub API address (NGINX)",
     )
-    image: str = "hubkeeper/singleuser:latest"
+    image: str = setting("hubkeeper/singleuser:latest", help="default user image")
     allowed_images: list[str] = setting(
-        ["hubkeeper/singleuser:latest"], "a non-empty list of image names", lambda v: len(v) > 0
+        ["hubkeeper/singleuser:latest"],
+        "a non-empty list of image names",
+        lambda v: len(v) > 0,
+        help="images users may pick (`image` spawn option)",
     )
-    mem_limit: str = byte_size("1G")
-    cpu_limit: float = setting(1.0, "a number of CPUs > 0", lambda v: v > 0)
-    server_ip: str = "127.0.0.1"
-    admin_users: list[str] = setting([])
+    mem_limit: str = byte_size("1G", help="memory limit per user server")
+    cpu_limit: float = setting(
+        1.0, "a number of CPUs > 0", lambda v: v > 0, help="CPU limit per user server"
+    )
+    server_ip: str = setting("127.0.0.1", help="address user servers bind and are reached on")
+    admin_users: list[str] = setting([], help="hub admins")
     dummy_password_file: str | None = secret_file("the shared password of the dummy authenticator")
     dummy_password: Secret | None = None
     services_token_dir: str | None = setting(
-        None, "a folder holding one token file per hubkeeper service (<service>.token)"
+        None,
+        "a folder holding one token file per hubkeeper service (<service>.token)",
+        help="`<service>.token` files of the hubkeeper services",
     )
-    spawn_timeout: float = positive_seconds(60.0)
-    poll_interval: int = setting(30, "a whole number of seconds >= 1", lambda v: v >= 1)
+    spawn_timeout: float = positive_seconds(60.0, help="seconds a spawn may take")
+    poll_interval: int = setting(
+        30,
+        "a whole number of seconds >= 1",
+        lambda v: v >= 1,
+        help="seconds between the hub's checks that each user server still runs (a dead one is "
+        "logged with its exit code)",
+    )
     named_server_limit: int = setting(
-        5, "a number of named servers per user >= 0", lambda v: v >= 0
+        5,
+        "a number of named servers per user >= 0",
+        lambda v: v >= 0,
+        help="named servers per user",
     )
-    last_activity_interval: int = setting(300, "a whole number of seconds >= 1", lambda v: v >= 1)
+    last_activity_interval: int = setting(
+        300,
+        "a whole number of seconds >= 1",
+        lambda v: v >= 1,
+        help="seconds between the hub's reads of its proxy's activity (culling resolution)",
+    )
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        names = [instance.name for instance in self.instances]
+        if len(set(names)) != len(names):
+            return [("instances", f"expected unique instance names, got {names}")]
+        taken: dict[tuple[str, int], str] = {}
+        for i, instance in enumerate(self.instances):
+            for key in ("proxy_port", "proxy_api_port", "hub_port"):
+                address = (instance.host, getattr(instance, key))
+                if address in taken:
+                    at = f"instances[{i}].{key}"
+                    return [(at, f"got {address[1]}, expected a port not used by {taken[address]}")]
+                taken[address] = f"instances[{i}].{key}"
+        return []
 
     def instance(self, name: str) -> HubInstance:
         for candidate in self.instances:
@@ -207,12 +335,21 @@ class JupyterHubConfig:
 class NginxConfig:
     """NGINX in front of the hubs: the public listener and the internal hub API listener."""
 
-    binary: str = "nginx"
-    prefix: str = "nginx"
-    listen: str = "127.0.0.1"
-    public_port: int = port(8000)
-    internal_port: int = port(8081)
-    template: str | None = setting(None, "a path to an NGINX config template ({{placeholders}})")
+    binary: str = setting("nginx", help="NGINX binary")
+    prefix: str = setting("nginx", help="NGINX's own prefix folder")
+    listen: str = setting("127.0.0.1", help="address of both listeners")
+    public_port: int = port(8000, help="public listener (the active hub's proxy)")
+    internal_port: int = port(8081, help="internal listener (the active hub's API)")
+    template: str | None = setting(
+        None,
+        "a path to an NGINX config template ({{placeholders}})",
+        help="template with `{{placeholders}}`",
+    )
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        if self.public_port == self.internal_port:
+            return [("internal_port", "expected a port other than public_port")]
+        return []
 
 
 @dataclass(frozen=True)
@@ -222,31 +359,65 @@ class WatcherConfig:
     endpoint: EndpointConfig = field(default_factory=lambda: EndpointConfig(port=9101))
     hub_token_file: str | None = secret_file("the hubkeeper-watcher service token")
     hub_token: Secret | None = None
-    interval: float = positive_seconds(1.0)
-    probe_timeout: float = positive_seconds(0.8)
-    rise: int = setting(2, "a number of probes >= 1", lambda v: v >= 1)
-    fall: int = setting(3, "a number of probes >= 1", lambda v: v >= 1)
-    startup_grace: float = setting(5.0, "a number of seconds >= 0", lambda v: v >= 0)
-    hold_time: float = setting(300.0, "a number of seconds >= 0", lambda v: v >= 0)
-    max_failovers_per_hour: int = setting(3, "a number of failovers >= 1", lambda v: v >= 1)
-    fence_timeout: float = positive_seconds(10.0)
-    start_timeout: float = positive_seconds(60.0)
-    confirm_timeout: float = positive_seconds(5.0)
-    standby_retry_after: float = positive_seconds(600.0)
-    state_file: str = "watcher-state.json"
+    interval: float = positive_seconds(1.0, help="probe period, seconds")
+    probe_timeout: float = positive_seconds(0.8, help="per-check probe timeout, seconds")
+    rise: int = setting(
+        2, "a number of probes >= 1", lambda v: v >= 1, help="probes in a row to count a hub up"
+    )
+    fall: int = setting(
+        3, "a number of probes >= 1", lambda v: v >= 1, help="probes in a row to count a hub down"
+    )
+    startup_grace: float = setting(
+        5.0,
+        "a number of seconds >= 0",
+        lambda v: v >= 0,
+        help="seconds after start without failover",
+    )
+    hold_time: float = setting(
+        300.0, "a number of seconds >= 0", lambda v: v >= 0, help="least seconds between failovers"
+    )
+    max_failovers_per_hour: int = setting(
+        3,
+        "a number of failovers >= 1",
+        lambda v: v >= 1,
+        help="failovers in an hour before the watcher freezes and pages",
+    )
+    fence_timeout: float = positive_seconds(10.0, help="seconds to fence the old hub")
+    start_timeout: float = positive_seconds(
+        60.0, help="seconds for the standby to start and pass `rise` probes"
+    )
+    confirm_timeout: float = positive_seconds(
+        5.0, help="seconds to confirm through NGINX that the new generation is served"
+    )
+    standby_retry_after: float = positive_seconds(
+        600.0, help="seconds a standby that failed to start is skipped"
+    )
+    state_file: str = setting(
+        "watcher-state.json", help="state; `.lock` and `.request` files beside it"
+    )
     alertmanager_urls: list[str] = setting(
-        [], "a list of Alertmanager base URLs", lambda v: all(_is_url(u) for u in v)
+        [],
+        "a list of Alertmanager base URLs",
+        lambda v: all(_is_url(u) for u in v),
+        help="Alertmanager peers the watcher pushes alerts to",
     )
-    alert_resend_interval: float = positive_seconds(60.0)
+    alert_resend_interval: float = positive_seconds(
+        60.0, help="seconds between re-sends of a firing alert"
+    )
     canary_interval: float = setting(
-        0.0, "a number of seconds between spawn canaries (0: off)", lambda v: v >= 0
+        0.0,
+        "a number of seconds between spawn canaries (0: off)",
+        lambda v: v >= 0,
+        help="seconds between spawn canaries (0: off)",
     )
-    canary_user: str = "hubkeeper-canary"
-    canary_timeout: float = positive_seconds(120.0)
+    canary_user: str = setting("hubkeeper-canary", help="the spawn canary's user")
+    canary_timeout: float = positive_seconds(
+        120.0, help="the most a canary's start and stop may take, seconds"
+    )
 
 
-def _percent(default: float) -> Any:
-    return setting(default, "a percentage between 0 and 100", lambda v: 0 <= v <= 100)
+def _percent(default: float, *, help: str) -> Any:
+    return setting(default, "a percentage between 0 and 100", lambda v: 0 <= v <= 100, help=help)
 
 
 @dataclass(frozen=True)
@@ -257,42 +428,81 @@ class ContainersConfig:
     hub_token_file: str | None = secret_file("the hubkeeper-containers service token")
     hub_token: Secret | None = None
     docker_url: str | None = setting(
-        None, "a Docker engine URL (unix://, tcp://)", lambda v: "://" in v
+        None,
+        "a Docker engine URL (unix://, tcp://)",
+        lambda v: "://" in v,
+        help="the engine to watch (default: `docker.url`)",
     )
-    source: Literal["auto", "cgroup", "api"] = "auto"
-    cgroup_root: str = "/sys/fs/cgroup"
-    proc_root: str = "/proc"
-    cache_seconds: float = setting(1.0, "a number of seconds >= 0", lambda v: v >= 0)
-    resync_seconds: float = positive_seconds(30.0)
-    docker_timeout: float = positive_seconds(10.0)
+    source: Literal["auto", "cgroup", "api"] = setting(
+        "auto", help="`auto` (cgroup files, else the stats API), `cgroup` or `api`"
+    )
+    cgroup_root: str = setting("/sys/fs/cgroup", help="where the host's cgroup tree is seen")
+    proc_root: str = setting("/proc", help="where the host's processes are seen")
+    cache_seconds: float = setting(
+        1.0,
+        "a number of seconds >= 0",
+        lambda v: v >= 0,
+        help="scrapes within this share one snapshot (0: every scrape reads)",
+    )
+    resync_seconds: float = positive_seconds(
+        30.0, help="seconds between full container lists (besides the events stream)"
+    )
+    docker_timeout: float = positive_seconds(10.0, help="Docker API timeout, seconds")
     stats_concurrency: int = setting(
-        32, "a number of concurrent stats calls (1-256)", lambda v: 1 <= v <= 256
+        32,
+        "a number of concurrent stats calls (1-256)",
+        lambda v: 1 <= v <= 256,
+        help="concurrent stats calls (API fallback)",
     )
-    reconcile: Literal["full", "orphans", "off"] = "full"
-    reconcile_seconds: float = positive_seconds(30.0)
-    orphan_grace: float = setting(60.0, "a number of seconds >= 0", lambda v: v >= 0)
-    prtg_top: int = setting(5, "a number of top users (0-20)", lambda v: 0 <= v <= 20)
-    prtg_memory_warning: float = _percent(80.0)
-    prtg_memory_error: float = _percent(95.0)
-    prtg_cpu_warning: float = _percent(90.0)
+    reconcile: Literal["full", "orphans", "off"] = setting(
+        "full", help="`full`, `orphans` (Swarm nodes) or `off`: reconciliation with the hub"
+    )
+    reconcile_seconds: float = positive_seconds(30.0, help="seconds between reconciliations")
+    orphan_grace: float = setting(
+        60.0,
+        "a number of seconds >= 0",
+        lambda v: v >= 0,
+        help="seconds before a container can be an orphan",
+    )
+    prtg_top: int = setting(
+        5,
+        "a number of top users (0-20)",
+        lambda v: 0 <= v <= 20,
+        help="top users by memory and CPU in the PRTG overview",
+    )
+    prtg_memory_warning: float = _percent(
+        80.0, help="PRTG warning limit, percent of the server's memory limit"
+    )
+    prtg_memory_error: float = _percent(
+        95.0, help="PRTG error limit, percent of the server's memory limit"
+    )
+    prtg_cpu_warning: float = _percent(
+        90.0, help="PRTG warning limit, percent of the server's CPU limit"
+    )
     # a document per container and one of the hub's state, through [shipper]'s output
-    snapshot_interval: float = interval_or_off()
+    snapshot_interval: float = interval_or_off(
+        help="seconds between snapshot documents (each container's figures, the hub's state) sent "
+        "through `[shipper]`'s output"
+    )
 
     def cross_checks(self) -> list[tuple[str, str]]:
-        if self.prtg_memory_warning > self.prtg_memory_error:
-            return [("prtg_memory_warning", "expected at most prtg_memory_error")]
-        return []
+        return _at_most(self, "prtg_memory_warning", "prtg_memory_error")
 
 
 @dataclass(frozen=True)
 class CullerRule:
     """Idle timeout and/or max age for the servers of a group's members, or of an image."""
 
-    group: str | None = None
-    image: str | None = None
-    timeout: float | None = setting(None, "a number of seconds > 0", lambda v: v > 0)
+    group: str | None = setting(None, help="members of this group (or `image`)")
+    image: str | None = setting(None, help="servers of this image (or `group`)")
+    timeout: float | None = setting(
+        None, "a number of seconds > 0", lambda v: v > 0, help="their idle timeout, seconds"
+    )
     max_age: float | None = setting(
-        None, "a number of seconds >= 0 (0: no limit)", lambda v: v >= 0
+        None,
+        "a number of seconds >= 0 (0: no limit)",
+        lambda v: v >= 0,
+        help="their max age, seconds (0: no limit)",
     )
 
     def cross_checks(self) -> list[tuple[str, str]]:
@@ -310,36 +520,76 @@ class CullerConfig:
     endpoint: EndpointConfig = field(default_factory=lambda: EndpointConfig(port=9103))
     hub_token_file: str | None = secret_file("the hubkeeper-culler service token")
     hub_token: Secret | None = None
-    managed_service: bool = False
-    dry_run: bool = False
-    # jupyterhub-idle-culler's options, same names and meanings
-    timeout: float = positive_seconds(600.0)
-    cull_every: float | None = setting(None, "a number of seconds > 0", lambda v: v > 0)
-    max_age: float = setting(0.0, "a number of seconds >= 0 (0: no limit)", lambda v: v >= 0)
-    cull_users: bool = False
-    cull_admin_users: bool = True
-    cull_default_servers: bool = True
-    cull_named_servers: bool = True
-    remove_named_servers: bool = False
-    concurrency: int = setting(10, "a number of users at once (1-256)", lambda v: 1 <= v <= 256)
-    # hubkeeper's own
-    exempt_users: list[str] = setting([])
-    exempt_groups: list[str] = setting([])
-    exempt_images: list[str] = setting([])
-    rules: list[CullerRule] = setting([], "a list of tables with group or image")
-    busy_cpu_percent: float = setting(
-        10.0, "a percentage of one CPU >= 0 (0: no busy protection)", lambda v: v >= 0
+    managed_service: bool = setting(
+        False, help="the hub runs `hubkeeper cull` as a managed service"
     )
-    busy_window: float = positive_seconds(600.0)
-    busy_min_span: float = positive_seconds(5.0)
-    busy_unknown: Literal["keep", "cull"] = "keep"
-    sample_every: float = positive_seconds(30.0)
-    report_activity: bool = False
-    pending_timeout: float = positive_seconds(300.0)
-    stop_stuck: bool = False
-    orphans: Literal["off", "report", "remove"] = "report"
-    orphan_grace: float = setting(600.0, "a number of seconds >= 0", lambda v: v >= 0)
-    state_file: str = "culler-state.json"
+    dry_run: bool = setting(False, help="log the decisions, change nothing (also `--dry-run`)")
+    # jupyterhub-idle-culler's options, same names and meanings
+    timeout: float = positive_seconds(600.0, help="idle timeout, seconds")
+    cull_every: float | None = setting(
+        None,
+        "a number of seconds > 0",
+        lambda v: v > 0,
+        help="seconds between cycles (default: half of `timeout`)",
+    )
+    max_age: float = setting(
+        0.0,
+        "a number of seconds >= 0 (0: no limit)",
+        lambda v: v >= 0,
+        help="stop servers (and delete users) older than this even if active; 0: no limit",
+    )
+    cull_users: bool = setting(False, help="delete idle users too")
+    cull_admin_users: bool = setting(True, help="admins as well")
+    cull_default_servers: bool = setting(True, help="cull idle default servers")
+    cull_named_servers: bool = setting(True, help="cull idle named servers")
+    remove_named_servers: bool = setting(False, help="delete named servers after stopping them")
+    concurrency: int = setting(
+        10,
+        "a number of users at once (1-256)",
+        lambda v: 1 <= v <= 256,
+        help="users processed at once",
+    )
+    # hubkeeper's own
+    exempt_users: list[str] = setting([], help="users never culled")
+    exempt_groups: list[str] = setting([], help="groups whose members are never culled")
+    exempt_images: list[str] = setting([], help="images never culled")
+    rules: list[CullerRule] = setting(
+        [],
+        "a list of tables with group or image",
+        help="`[[culler.rules]]` tables; first match wins",
+    )
+    busy_cpu_percent: float = setting(
+        10.0,
+        "a percentage of one CPU >= 0 (0: no busy protection)",
+        lambda v: v >= 0,
+        help="keep an idle server whose container used more than this percent of one CPU (0: off)",
+    )
+    busy_window: float = positive_seconds(600.0, help="CPU averaging window, seconds")
+    busy_min_span: float = positive_seconds(5.0, help="least span of samples to judge, seconds")
+    busy_unknown: Literal["keep", "cull"] = setting(
+        "keep", help="`keep` or `cull` a server whose CPU cannot be read"
+    )
+    sample_every: float = positive_seconds(30.0, help="CPU sampling period, seconds")
+    report_activity: bool = setting(False, help="post busy servers' activity to the hub")
+    pending_timeout: float = positive_seconds(
+        300.0, help="seconds pending before a server is stuck"
+    )
+    stop_stuck: bool = setting(False, help="stop stuck spawns")
+    orphans: Literal["off", "report", "remove"] = setting(
+        "report", help="`off`, `report` or `remove` orphan containers"
+    )
+    orphan_grace: float = setting(
+        600.0,
+        "a number of seconds >= 0",
+        lambda v: v >= 0,
+        help="seconds before a container can be an orphan",
+    )
+    state_file: str = setting(
+        "culler-state.json", help="CPU samples and pending stops; the lock is `<state_file>.lock`"
+    )
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        return _at_most(self, "busy_min_span", "busy_window")
 
     @property
     def interval(self) -> float:
@@ -354,16 +604,40 @@ _PARSER_NAMES = Literal["auto", "jupyterhub", "chp", "nginx_access", "nginx_erro
 class ShipperSource:
     """One log source: files by glob (``file``) or user servers' container logs (``docker``)."""
 
-    name: str = setting("", "a short name of letters, digits and dashes", lambda v: _is_name(v))
-    type: Literal["file", "docker"] = "file"
-    paths: list[str] = setting([], "a list of glob patterns")
-    exclude: list[str] = setting(["*.gz", "*.bz2", "*.xz", "*.zip"], "a list of glob patterns")
-    parser: _PARSER_NAMES = "auto"
-    dataset: str | None = setting(
-        None, "lower-case letters, digits, dots and dashes", lambda v: _is_dataset(v)
+    name: str = setting(
+        "",
+        "a short name of letters, digits and dashes",
+        lambda v: _is_name(v),
+        help="source name, unique: `service.name` unless `service` is set",
     )
-    service: str | None = None
-    timezone: str = setting("local", '"local", "UTC" or an IANA zone', lambda v: _is_zone(v))
+    type: Literal["file", "docker"] = setting(
+        "file", help="`file` (globs) or `docker` (user servers' json-file logs)"
+    )
+    paths: list[str] = setting(
+        [],
+        "a list of glob patterns",
+        help="globs (required for `file`; `docker` defaults to the engine's containers folder)",
+    )
+    exclude: list[str] = setting(
+        ["*.gz", "*.bz2", "*.xz", "*.zip"], "a list of glob patterns", help="names to skip"
+    )
+    parser: _PARSER_NAMES = setting(
+        "auto", help="`jupyterhub`, `chp`, `nginx_access`, `nginx_error`, `json`, `raw` or `auto`"
+    )
+    dataset: str | None = setting(
+        None,
+        "lower-case letters, digits, dots and dashes",
+        lambda v: _is_dataset(v),
+        help="`event.dataset` (part of the index name); default: the parser's (`container` for "
+        "docker)",
+    )
+    service: str | None = setting(None, help="`service.name`; default: the source name")
+    timezone: str = setting(
+        "local",
+        '"local", "UTC" or an IANA zone',
+        lambda v: _is_zone(v),
+        help="zone of wall-clock timestamps: `local`, `UTC` or an IANA name",
+    )
 
     def cross_checks(self) -> list[tuple[str, str]]:
         if not self.name:
@@ -381,25 +655,42 @@ class ShipperElasticsearchConfig:
         ["http://127.0.0.1:9200"],
         "a non-empty list of http(s) URLs",
         lambda v: len(v) > 0 and all(_is_url(u) for u in v),
+        help="nodes (the client spreads requests and skips dead ones)",
     )
     api_key_file: str | None = secret_file("an Elasticsearch API key (base64 id:key)")
     api_key: Secret | None = None
-    username: str | None = None
+    username: str | None = setting(None, help="basic-auth user (with `password_file`)")
     password_file: str | None = secret_file("the Elasticsearch user's password")
     password: Secret | None = None
-    ca_file: str | None = None
+    ca_file: str | None = setting(None, help="CA bundle for https nodes")
     index_prefix: str = setting(
-        "hubkeeper-logs", "lower-case letters, digits and dashes", lambda v: _is_dataset(v)
+        "hubkeeper-logs",
+        "lower-case letters, digits and dashes",
+        lambda v: _is_dataset(v),
+        help="daily indices `<prefix>-<dataset>-YYYY.MM.DD`",
     )
     dead_letter_index: str = setting(
-        "hubkeeper-deadletter", "lower-case letters, digits and dashes", lambda v: _is_dataset(v)
+        "hubkeeper-deadletter",
+        "lower-case letters, digits and dashes",
+        lambda v: _is_dataset(v),
+        help="dead letters' daily indices `<dead_letter_index>-YYYY.MM.DD`",
     )
     retention_days: int = setting(
-        30, "a number of days >= 0 (0 keeps everything)", lambda v: v >= 0
+        30,
+        "a number of days >= 0 (0 keeps everything)",
+        lambda v: v >= 0,
+        help="delete daily indices older than this (0 keeps all)",
     )
-    shards: int = setting(1, "a number of shards >= 1", lambda v: v >= 1)
-    replicas: int = setting(1, "a number of replicas >= 0", lambda v: v >= 0)
-    timeout: float = positive_seconds(30.0)
+    shards: int = setting(
+        1, "a number of shards >= 1", lambda v: v >= 1, help="index template's shards"
+    )
+    replicas: int = setting(
+        1,
+        "a number of replicas >= 0",
+        lambda v: v >= 0,
+        help="index template's replicas (0 on a single node)",
+    )
+    timeout: float = positive_seconds(30.0, help="seconds per request")
 
     def cross_checks(self) -> list[tuple[str, str]]:
         if (self.username is None) != (self.password is None):
@@ -415,12 +706,20 @@ class ShipperLogstashConfig:
         ["127.0.0.1:5044"],
         "a non-empty list of host:port",
         lambda v: len(v) > 0 and all(re.fullmatch(r"[^\s:]+:\d{1,5}", h) for h in v),
+        help="Beats receivers, `host:port`, tried in turn",
     )
-    tls: bool = False
-    ca_file: str | None = None
-    window_size: int = setting(1024, "a number of events (1-65536)", lambda v: 1 <= v <= 65536)
-    compression_level: int = setting(3, "a zlib level (0-9, 0: none)", lambda v: 0 <= v <= 9)
-    timeout: float = positive_seconds(30.0)
+    tls: bool = setting(False, help="speak TLS to the receiver")
+    ca_file: str | None = setting(None, help="CA bundle that signs the receiver's certificate")
+    window_size: int = setting(
+        1024,
+        "a number of events (1-65536)",
+        lambda v: 1 <= v <= 65536,
+        help="events per acknowledged window",
+    )
+    compression_level: int = setting(
+        3, "a zlib level (0-9, 0: none)", lambda v: 0 <= v <= 9, help="zlib level (0: none)"
+    )
+    timeout: float = positive_seconds(30.0, help="seconds without an answer")
 
 
 @dataclass(frozen=True)
@@ -428,33 +727,54 @@ class ShipperConfig:
     """The log shipper, ``hubkeeper ship-logs``: sources, spool, batching, outputs."""
 
     endpoint: EndpointConfig = field(default_factory=lambda: EndpointConfig(port=9104))
-    output: Literal["elasticsearch", "logstash"] = "elasticsearch"
-    state_dir: str = "shipper-state"
-    sources: list[ShipperSource] = setting(
-        [ShipperSource(name="containers", type="docker")], "a list of sources"
+    output: Literal["elasticsearch", "logstash"] = setting(
+        "elasticsearch", help="`elasticsearch` or `logstash`"
     )
-    host_name: str | None = None
-    spool_max_bytes: str = byte_size("1G")
+    state_dir: str = setting(
+        "shipper-state", help="registry (`registry.json`), spool segments, lock"
+    )
+    sources: list[ShipperSource] = setting(
+        [ShipperSource(name="containers", type="docker")],
+        "a list of sources",
+        help="`[[shipper.sources]]` tables",
+    )
+    host_name: str | None = setting(None, help="`host.name` (default: the machine's host name)")
+    spool_max_bytes: str = byte_size("1G", help="spool limit; reading pauses when reached")
     batch_max_events: int = setting(
-        1000, "a number of events (1-100000)", lambda v: 1 <= v <= 100000
+        1000,
+        "a number of events (1-100000)",
+        lambda v: 1 <= v <= 100000,
+        help="a bulk request is sent at this many events",
     )
     batch_max_bytes: str = setting(
         "5M",
         'a size between "64K" and "50M"',
         lambda v: _is_byte_size(v) and 65536 <= parse_byte_size(v) <= 50 * 1024**2,
+        help="... or this size",
     )
-    batch_max_wait: float = positive_seconds(1.0)
-    max_event_bytes: str = byte_size("1M")
+    batch_max_wait: float = positive_seconds(1.0, help="... or after this many seconds")
+    max_event_bytes: str = byte_size("1M", help="longer events are cut and tagged `truncated`")
     fingerprint_bytes: int = setting(
-        1024, "a number of bytes (64-65536)", lambda v: 64 <= v <= 65536
+        1024,
+        "a number of bytes (64-65536)",
+        lambda v: 64 <= v <= 65536,
+        help="first bytes that identify a file",
     )
-    poll_interval: float = positive_seconds(0.25)
-    scan_interval: float = positive_seconds(2.0)
-    multiline_timeout: float = positive_seconds(1.0)
-    close_inactive: float = positive_seconds(300.0)
-    retry_backoff: float = positive_seconds(0.5)
-    retry_backoff_max: float = positive_seconds(30.0)
-    status_interval: float = interval_or_off()  # the shipper's lag and outcomes as documents
+    poll_interval: float = positive_seconds(0.25, help="seconds between reads when idle")
+    scan_interval: float = positive_seconds(2.0, help="seconds between globbing")
+    multiline_timeout: float = positive_seconds(
+        1.0, help="quiet seconds after which a pending multi-line event is sent"
+    )
+    close_inactive: float = positive_seconds(
+        300.0, help="quiet seconds after which a file that left its glob is closed"
+    )
+    retry_backoff: float = positive_seconds(
+        0.5, help="full-jitter exponential backoff base for retries, seconds"
+    )
+    retry_backoff_max: float = positive_seconds(30.0, help="its cap, seconds")
+    status_interval: float = interval_or_off(
+        help="seconds between the shipper's status documents (lag, spool, outcomes)"
+    )  # the shipper's lag and outcomes as documents
     elasticsearch: ShipperElasticsearchConfig = field(default_factory=ShipperElasticsearchConfig)
     logstash: ShipperLogstashConfig = field(default_factory=ShipperLogstashConfig)
 
@@ -462,7 +782,7 @@ class ShipperConfig:
         names = [source.name for source in self.sources]
         if len(set(names)) != len(names):
             return [("sources", f"expected unique source names, got {names}")]
-        return []
+        return _at_most(self, "retry_backoff", "retry_backoff_max")
 
 
 @dataclass(frozen=True)
@@ -470,17 +790,22 @@ class AlertDestination:
     """Where one kind of notification goes: any of e-mail, PagerDuty, a chat or a plain webhook."""
 
     email_to: list[str] = setting(
-        [], "a list of e-mail addresses", lambda v: all(map(_is_email, v))
+        [], "a list of e-mail addresses", lambda v: all(map(_is_email, v)), help="e-mail addresses"
     )
     pagerduty_routing_key_file: str | None = secret_file("a PagerDuty Events v2 routing key")
     pagerduty_routing_key: Secret | None = None
     pagerduty_url: str = setting(
-        "https://events.pagerduty.com/v2/enqueue", "an http(s) URL", lambda v: _is_url(v)
+        "https://events.pagerduty.com/v2/enqueue",
+        "an http(s) URL",
+        lambda v: _is_url(v),
+        help="PagerDuty Events v2 URL",
     )
     slack_api_url_file: str | None = secret_file("a Slack-compatible incoming-webhook URL")
     slack_api_url: Secret | None = None
-    slack_channel: str | None = None
-    webhook_url: str | None = setting(None, "an http(s) URL", lambda v: _is_url(v))
+    slack_channel: str | None = setting(None, help="chat channel")
+    webhook_url: str | None = setting(
+        None, "an http(s) URL", lambda v: _is_url(v), help="plain webhook"
+    )
     webhook_token_file: str | None = secret_file("a bearer token the webhook expects")
     webhook_token: Secret | None = None
 
@@ -495,13 +820,17 @@ class AlertDestination:
 class SmtpConfig:
     """The mail server Alertmanager sends e-mail through."""
 
-    smarthost: str = setting("127.0.0.1:25", "host:port", lambda v: _is_host_port(v))
-    sender: str = setting("hubkeeper@localhost", "an e-mail address", lambda v: _is_email(v))
-    hello: str = "localhost"
-    username: str | None = None
+    smarthost: str = setting(
+        "127.0.0.1:25", "host:port", lambda v: _is_host_port(v), help="mail server"
+    )
+    sender: str = setting(
+        "hubkeeper@localhost", "an e-mail address", lambda v: _is_email(v), help="`From` address"
+    )
+    hello: str = setting("localhost", help="name in the SMTP greeting")
+    username: str | None = setting(None, help="SMTP user (with `password_file`)")
     password_file: str | None = secret_file("the SMTP password")
     password: Secret | None = None
-    require_tls: bool = True
+    require_tls: bool = setting(True, help="refuse a server without STARTTLS")
 
     def cross_checks(self) -> list[tuple[str, str]]:
         if (self.username is None) != (self.password is None):
@@ -513,7 +842,12 @@ class SmtpConfig:
 class AlertTeam:
     """Alerts labelled ``team=<name>``: own destinations; empty ones fall back to the defaults."""
 
-    name: str = setting("", "a short name of letters, digits and dashes", lambda v: _is_name(v))
+    name: str = setting(
+        "",
+        "a short name of letters, digits and dashes",
+        lambda v: _is_name(v),
+        help="team name: alerts labelled `team=<name>`",
+    )
     pager: AlertDestination = field(default_factory=AlertDestination)
     warnings: AlertDestination = field(default_factory=AlertDestination)
 
@@ -522,35 +856,61 @@ class AlertTeam:
 class AlertsConfig:
     """Prometheus scrape targets and rules, Alertmanager routing (``hubkeeper alerts render``)."""
 
-    runbook_base_url: str = setting("alerts/runbooks", "a URL or path", lambda v: bool(v.strip()))
-    prometheus_url: str = setting("http://127.0.0.1:9090", "an http(s) URL", lambda v: _is_url(v))
+    runbook_base_url: str = setting(
+        "alerts/runbooks",
+        "a URL or path",
+        lambda v: bool(v.strip()),
+        help="base of every `runbook_url` (rules and the watcher's pushed alerts)",
+    )
+    prometheus_url: str = setting(
+        "http://127.0.0.1:9090",
+        "an http(s) URL",
+        lambda v: _is_url(v),
+        help="where Prometheus listens (its self-scrape)",
+    )
     prometheus_token_file: str | None = secret_file("the hubkeeper-prometheus service token")
     prometheus_token: Secret | None = None
-    scrape_interval: float = positive_seconds(15.0)
-    scrape_timeout: float = positive_seconds(10.0)
-    evaluation_interval: float = positive_seconds(15.0)
+    scrape_interval: float = positive_seconds(15.0, help="Prometheus scrape interval, seconds")
+    scrape_timeout: float = positive_seconds(10.0, help="scrape timeout, seconds")
+    evaluation_interval: float = positive_seconds(15.0, help="rule evaluation interval, seconds")
     #: daemons to scrape; absent: every section with an endpoint
     daemons: list[str] | None = setting(
-        None, "a list of daemon sections with an endpoint", lambda v: set(v) <= daemon_sections()
+        None,
+        "a list of daemon sections with an endpoint",
+        lambda v: set(v) <= daemon_sections(),
+        help="daemons to scrape (default: every daemon section with an endpoint)",
     )
     container_nodes: list[str] = setting(
-        [], "a list of host:port", lambda v: all(map(_is_host_port, v))
+        [],
+        "a list of host:port",
+        lambda v: all(map(_is_host_port, v)),
+        help="more container exporters, `host:port` (Swarm nodes)",
     )
-    group_wait: float = positive_seconds(30.0)
-    group_interval: float = positive_seconds(300.0)
-    repeat_interval: float = positive_seconds(14400.0)
-    resolve_timeout: float = positive_seconds(300.0)
-    watchdog_url: str | None = setting(None, "an http(s) URL", lambda v: _is_url(v))
-    watchdog_interval: float = positive_seconds(60.0)
+    group_wait: float = positive_seconds(30.0, help="Alertmanager's group wait, seconds")
+    group_interval: float = positive_seconds(300.0, help="Alertmanager's group interval, seconds")
+    repeat_interval: float = positive_seconds(
+        14400.0, help="Alertmanager's repeat interval, seconds"
+    )
+    resolve_timeout: float = positive_seconds(300.0, help="Alertmanager's resolve timeout, seconds")
+    watchdog_url: str | None = setting(
+        None,
+        "an http(s) URL",
+        lambda v: _is_url(v),
+        help="dead-man's switch receiving the Watchdog",
+    )
+    watchdog_interval: float = positive_seconds(60.0, help="seconds between Watchdog notifications")
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     pager: AlertDestination = field(default_factory=AlertDestination)
     warnings: AlertDestination = field(default_factory=AlertDestination)
-    teams: list[AlertTeam] = setting([], "a list of tables with a name")
+    teams: list[AlertTeam] = setting(
+        [],
+        "a list of tables with a name",
+        help="`[[alerts.teams]]` tables with `pager`/`warnings` destinations for alerts labelled "
+        "`team=<name>`",
+    )
 
     def cross_checks(self) -> list[tuple[str, str]]:
-        problems = []
-        if self.scrape_timeout > self.scrape_interval:
-            problems.append(("scrape_timeout", "expected at most scrape_interval"))
+        problems = _at_most(self, "scrape_timeout", "scrape_interval")
         names = [team.name for team in self.teams]
         if "" in names or len(set(names)) != len(names):
             problems.append(("teams", f"expected a unique name for every team, got {names}"))
@@ -570,6 +930,13 @@ class Config:
     shipper: ShipperConfig = field(default_factory=ShipperConfig)
     culler: CullerConfig = field(default_factory=CullerConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+
+
+def _at_most(table: Any, key: str, limit: str) -> list[tuple[str, str]]:
+    """A cross check: ``key`` must not exceed ``limit`` (e.g. a backoff and its cap)."""
+    if getattr(table, key) > getattr(table, limit):
+        return [(key, f"expected at most {limit}")]
+    return []
 
 
 def _is_url(value: str) -> bool:
@@ -612,245 +979,3 @@ def _is_zone(value: str) -> bool:
     except (ValueError, zoneinfo.ZoneInfoNotFoundError):
         return False
     return True
-
-
-# --- loading ---------------------------------------------------------------------------
-
-
-def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, override from the environment, validate. Raises :class:`ConfigError`."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:  # the message carries "(at line L, column C)"
-        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
-    return from_dict(data, environ=os.environ if environ is None else environ, base=path.parent)
-
-
-def from_dict(
-    data: Mapping[str, Any], environ: Mapping[str, str] | None = None, base: Path = Path(".")
-) -> Config:
-    environ = {} if environ is None else environ
-    problems: list[str] = []
-    data = _apply_env_overrides(dict(data), environ, problems)
-    config = _build(Config, data, "", problems, environ, base)
-    if problems:
-        raise ConfigError(problems)
-    return config
-
-
-def _apply_env_overrides(
-    data: dict[str, Any], environ: Mapping[str, str], problems: list[str]
-) -> dict[str, Any]:
-    hints = typing.get_type_hints(Config)
-    for section_field in dataclasses.fields(Config):
-        section_type = hints[section_field.name]
-        section = data.get(section_field.name, {})
-        if not isinstance(section, Mapping):
-            continue  # reported by _build
-        section = dict(section)
-        for key_field in dataclasses.fields(section_type):
-            var = f"{ENV_PREFIX}{section_field.name}_{key_field.name}".upper()
-            if var not in environ:
-                continue
-            if _is_secret_value(section_type, key_field.name):
-                continue  # read in _build, next to its *_file key
-            target = typing.get_type_hints(section_type)[key_field.name]
-            parsed = _parse_env_value(environ[var], target, var, problems)
-            if parsed is not None:
-                section[key_field.name] = parsed
-        if section:
-            data[section_field.name] = section
-    return data
-
-
-def _parse_env_value(raw: str, target: Any, var: str, problems: list[str]) -> Any:
-    if str in _members(target) or typing.get_origin(target) is Literal:
-        return raw
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        problems.append(f"{var}: got {_show(raw)}, expected a TOML value for {_type_name(target)}")
-        return None
-
-
-def _is_secret_value(cls: type, name: str) -> bool:
-    return name + "_file" in {f.name for f in dataclasses.fields(cls)}
-
-
-def _build(
-    cls: type,
-    data: Any,
-    path: str,
-    problems: list[str],
-    environ: Mapping[str, str],
-    base: Path,
-) -> Any:
-    if not isinstance(data, Mapping):
-        problems.append(f"{path}: got {_show(data)}, expected a table")
-        return cls()
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    secret_names = {name for name in fields if _is_secret_value(cls, name)}
-    for key in data:
-        if key not in fields or key in secret_names:
-            known = ", ".join(sorted(set(fields) - secret_names))
-            problems.append(f"{_join(path, key)}: unknown key, expected one of: {known}")
-    values: dict[str, Any] = {}
-    for name, fld in fields.items():
-        if name in secret_names:
-            continue
-        if dataclasses.is_dataclass(hints[name]):
-            # a table is built over its default's values: a table absent from the file still
-            # gets its environment secrets, and a partial one keeps the other defaults
-            table = data.get(name, {})
-            if isinstance(table, Mapping):
-                default = _as_data(fld.default_factory())  # type: ignore[misc]
-                values[name] = _build(
-                    hints[name], {**default, **table}, _join(path, name), problems, environ, base
-                )
-                continue
-        if name in data:
-            check, expected = fld.metadata.get("check"), fld.metadata.get("expected")
-            reported = len(problems)
-            value = _convert(
-                hints[name], data[name], _join(path, name), problems, environ, base, expected
-            )
-            converted = len(problems) == reported
-            if converted and check is not None and value is not None and not _passes(check, value):
-                problems.append(
-                    f"{_join(path, name)}: got {_show(data[name])}, expected {expected}"
-                )
-            values[name] = value
-        if name.endswith("_file"):
-            secret_name = name.removesuffix("_file")
-            if secret_name in secret_names:
-                values[secret_name] = _read_secret(
-                    values.get(name), _join(path, name), secret_name, path, problems, environ, base
-                )
-    try:
-        built = cls(**values)
-    except TypeError:  # only reachable when a value above was already reported
-        return cls()
-    for key, message in getattr(built, "cross_checks", lambda: [])():
-        problems.append(f"{_join(path, key)}: {message}")
-    return built
-
-
-def _as_data(instance: Any) -> Any:
-    """A dataclass instance as the TOML data that would build it (secret values left out)."""
-    if isinstance(instance, list):
-        return [_as_data(item) for item in instance]
-    if not dataclasses.is_dataclass(instance):
-        return instance
-    cls = type(instance)
-    return {
-        f.name: _as_data(getattr(instance, f.name))
-        for f in dataclasses.fields(instance)
-        if getattr(instance, f.name) is not None and not _is_secret_value(cls, f.name)
-    }
-
-
-def _passes(check: Check, value: Any) -> bool:
-    try:
-        return bool(check(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _read_secret(
-    file_value: str | None,
-    key_path: str,
-    secret_name: str,
-    section_path: str,
-    problems: list[str],
-    environ: Mapping[str, str],
-    base: Path,
-) -> Secret | None:
-    var = f"{ENV_PREFIX}{section_path}_{secret_name}".replace(".", "_").upper()
-    if "[" not in section_path and environ.get(var):
-        return Secret(environ[var])
-    if file_value is None:
-        return None
-    secret_path = base / Path(file_value).expanduser()
-    try:
-        value = secret_path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        problems.append(
-            f"{key_path}: got {_show(file_value)}, expected a readable file ({exc.strerror})"
-        )
-        return None
-    if not value:
-        problems.append(f"{key_path}: got {_show(file_value)}, expected a file that is not empty")
-        return None
-    return Secret(value)
-
-
-def _convert(
-    target: Any,
-    value: Any,
-    path: str,
-    problems: list[str],
-    environ: Mapping[str, str],
-    base: Path,
-    expected: str | None = None,
-) -> Any:
-    origin = typing.get_origin(target)
-    if origin in (types.UnionType, typing.Union):
-        members = typing.get_args(target)
-        if value is None and type(None) in members:
-            return None
-        (inner,) = [m for m in members if m is not type(None)]
-        return _convert(inner, value, path, problems, environ, base, expected)
-    if origin is Literal:
-        choices = typing.get_args(target)
-        if value not in choices:
-            expected = " or ".join(_show(c) for c in choices)
-            problems.append(f"{path}: got {_show(value)}, expected {expected}")
-        return value
-    if origin is list:
-        (item_type,) = typing.get_args(target)
-        if not isinstance(value, list):
-            problems.append(f"{path}: got {_show(value)}, expected a list")
-            return []
-        return [
-            _convert(item_type, item, f"{path}[{i}]", problems, environ, base)
-            for i, item in enumerate(value)
-        ]
-    if dataclasses.is_dataclass(target):
-        return _build(target, value, path, problems, environ, base)
-    if target is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, target) and not (target is int and isinstance(value, bool)):
-        return value
-    problems.append(f"{path}: got {_show(value)}, expected {expected or _type_name(target)}")
-    return value
-
-
-def _members(target: Any) -> tuple[Any, ...]:
-    if typing.get_origin(target) in (types.UnionType, typing.Union):
-        return typing.get_args(target)
-    return (target,)
-
-
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-
-
-def _type_name(target: Any) -> str:
-    return _TYPE_NAMES.get(target, getattr(target, "__name__", str(target)))
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key

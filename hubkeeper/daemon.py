@@ -36,9 +36,12 @@ class Daemon:
     ) -> None:
         self.name = name
         self.health = health
+        self.endpoint = endpoint
         self.server = EndpointServer(endpoint, registry, health, routes, metrics)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.stopping = threading.Event()
+        self._notify_failed = False
+        self._notify_lock = threading.Lock()  # the watchdog job notifies from its own thread
 
     def every(self, seconds: float, job: Callable[[], object], name: str) -> None:
         """Run ``job`` now and then every ``seconds``; exceptions are logged, not fatal."""
@@ -67,9 +70,29 @@ class Daemon:
         restarted by systemd."""
         healthy, status = self.health()
         if healthy:
-            systemd.notify("WATCHDOG=1")
+            self._notify("WATCHDOG=1")
         else:
             log.warning("watchdog_withheld", daemon=self.name, status=status)
+
+    def _notify(self, message: str) -> None:
+        """Tell systemd; a broken ``NOTIFY_SOCKET`` is logged once and never stops the daemon
+        (its work matters more than the notification; systemd acts on the silence)."""
+        try:
+            systemd.notify(message)
+        except OSError as error:
+            with self._notify_lock:
+                first, self._notify_failed = not self._notify_failed, True
+            if first:
+                log.error(
+                    "systemd_notify_failed", daemon=self.name, message=message, error=str(error)
+                )
+
+    def _start_server(self) -> None:
+        try:
+            self.server.start()
+        except OSError as error:  # e.g. the port is taken: name the address in the fatal event
+            address = f"{self.endpoint.listen}:{self.endpoint.port}"
+            raise RuntimeError(f"cannot listen on {address}: {error.strerror}") from error
 
     def run(self, on_stop: Callable[[], None] | None = None) -> int:
         """Serve and schedule until SIGTERM or SIGINT; then stop within seconds."""
@@ -80,15 +103,15 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-        self.server.start()
+        self._start_server()
         interval = systemd.watchdog_interval()
         if interval is not None:
             self.every(interval, self._watchdog, "systemd_watchdog")
         self.scheduler.start()
-        systemd.notify("READY=1")
+        self._notify("READY=1")
         log.info("daemon_started", daemon=self.name, port=self.server.port)
         self.stopping.wait()
-        systemd.notify("STOPPING=1")
+        self._notify("STOPPING=1")
         self.scheduler.shutdown(wait=False)
         if on_stop is not None:
             on_stop()

@@ -29,6 +29,10 @@ def fsync_dir(folder: Path) -> None:
         os.close(descriptor)
 
 
+class LockHeld(RuntimeError):
+    """Another process holds a lock this one needs to run (the CLI exits with 75)."""
+
+
 def try_lock(path: Path) -> IO[str] | None:
     """Take an exclusive ``flock`` on ``path`` without waiting; None if another process
     holds it. The lock lasts while the returned handle stays open (and dies with the

@@ -8,8 +8,11 @@ from the culler (their ``/metrics``), and what fires from Alertmanager.
 from __future__ import annotations
 
 import argparse
+import base64
+import http.client
 import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +20,27 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from hubkeeper.config import Config, EndpointConfig
+from hubkeeper.endpoint import client_context, endpoint_url
 
 Section = dict[str, Any]
 DEAD_LETTERS = 'hubkeeper_shipper_events_total{outcome="dead_lettered"}'
 
 
-def fetch(endpoint: EndpointConfig, path: str) -> requests.Response | None:
-    headers = {"Authorization": f"Bearer {endpoint.token.reveal()}"} if endpoint.token else {}
-    auth = None
-    if endpoint.basic_auth_user and endpoint.basic_auth_password:
-        auth = (endpoint.basic_auth_user, endpoint.basic_auth_password.reveal())
+def fetch(endpoint: EndpointConfig, path: str) -> str | None:
+    """The body of a daemon's endpoint (https, verified, when TLS is on); None if it fails."""
+    headers = {}
+    if endpoint.token:
+        headers["Authorization"] = f"Bearer {endpoint.token.reveal()}"
+    elif endpoint.basic_auth_user and endpoint.basic_auth_password:
+        pair = f"{endpoint.basic_auth_user}:{endpoint.basic_auth_password.reveal()}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+    context = client_context(endpoint) if endpoint.tls_cert is not None else None
+    request = urllib.request.Request(endpoint_url(endpoint, path), headers=headers)
     try:
-        response = requests.get(
-            f"http://{endpoint.listen}:{endpoint.port}{path}", headers=headers, auth=auth, timeout=3
-        )
-        response.raise_for_status()
-    except requests.RequestException:
-        return None
-    return response
+        with urllib.request.urlopen(request, timeout=3, context=context) as response:
+            return response.read().decode("utf-8")
+    except (OSError, http.client.HTTPException, UnicodeDecodeError):
+        return None  # HTTPError (an answer other than 2xx) and TLS errors are OSErrors
 
 
 def metric_sums(text: str, prefix: str) -> dict[str, float]:
@@ -54,9 +60,9 @@ def metric_sums(text: str, prefix: str) -> dict[str, float]:
 def hubs(config: Config) -> Section:
     from watchers.hubs.state import StateStore
 
-    response = fetch(config.watcher.endpoint, "/status")
-    if response is not None:
-        return {"source": "watcher", **response.json()}
+    body = fetch(config.watcher.endpoint, "/status")
+    if body is not None:
+        return {"source": "watcher", **json.loads(body)}
     state = StateStore(Path(config.watcher.state_file)).load()
     if state is None:
         return {"source": "unavailable"}
@@ -71,10 +77,10 @@ def hubs(config: Config) -> Section:
 
 
 def daemon_metrics(endpoint: EndpointConfig, prefix: str) -> Section:
-    response = fetch(endpoint, "/metrics")
-    if response is None:
+    body = fetch(endpoint, "/metrics")
+    if body is None:
         return {"source": "unavailable"}
-    return {"source": "daemon", **metric_sums(response.text, prefix)}
+    return {"source": "daemon", **metric_sums(body, prefix)}
 
 
 def alerts(config: Config) -> Section:

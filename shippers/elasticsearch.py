@@ -3,22 +3,38 @@ templates, bulk ``create`` with a result per item, retention of daily indices.
 
 Each event is created with a deterministic ``_id`` in a daily index chosen from its own
 timestamp, so a re-sent event is answered 409 and never indexed twice.
+
+The client speaks the REST compatibility mode of the cluster's major version, not its own:
+a 9.x client asks for ``compatible-with=9``, which an 8.x server refuses with HTTP 400. The
+cluster's versions are asked once, before the first request (``GET /_nodes``, which needs the
+``monitor`` cluster privilege, as for Beats; ``GET /`` is not in every distribution).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, cast
 
 from elastic_transport import ConnectionError as TransportConnectionError
-from elastic_transport import ConnectionTimeout, TransportError
+from elastic_transport import (
+    ConnectionTimeout,
+    HttpHeaders,
+    Transport,
+    TransportApiResponse,
+    TransportError,
+)
+from elastic_transport.client_utils import DEFAULT, DefaultType
 from elasticsearch import ApiError, Elasticsearch
 
 from hubkeeper.config import ShipperElasticsearchConfig
+from hubkeeper.log import get_logger
 from shippers.delivery import DAILY_INDEX, ItemResult, Unavailable
 from shippers.mapping import PROBE_PATTERN, supported_types, templates
 from shippers.store import Record
+
+log = get_logger(__name__)
 
 # --- retention -------------------------------------------------------------------------
 
@@ -41,6 +57,44 @@ def expired(indices: Sequence[str], today: date, days: int) -> list[str]:
     return sorted(old)
 
 
+# --- the server's major version ----------------------------------------------------------
+
+_COMPATIBLE = re.compile(r"application/vnd\.elasticsearch\+([\w.-]+); ?compatible-with=\d+")
+
+
+def compatible_mimetype(value: str, major: int | None) -> str:
+    """An ``Accept`` or ``Content-Type`` value with its compatibility version set to
+    ``major``; the plain type (``application/json``), which every major takes, when None."""
+    if major is None:
+        return _COMPATIBLE.sub(r"application/\1", value)
+    return _COMPATIBLE.sub(rf"application/vnd.elasticsearch+\1; compatible-with={major}", value)
+
+
+def lowest_major(nodes: Mapping[str, Any]) -> int:
+    """The lowest major version among the nodes (``GET /_nodes`` filtered to
+    ``nodes.*.version``): during a rolling upgrade an old node refuses the new major's
+    compatibility mode, while a new one still takes the previous major's."""
+    return min(int(node["version"].split(".")[0]) for node in nodes["nodes"].values())
+
+
+class CompatibleTransport(Transport):
+    """The client's transport, sending the compatibility headers of ``major`` (plain JSON
+    while it is None) instead of the client's own major."""
+
+    major: int | None = None
+
+    def perform_request(  # type: ignore[override]
+        self, method: str, target: str, *,
+        headers: Mapping[str, Any] | DefaultType = DEFAULT, **options: Any,
+    ) -> TransportApiResponse:  # fmt: skip
+        if not isinstance(headers, DefaultType):
+            headers = HttpHeaders(headers)
+            for name in ("accept", "content-type"):
+                if name in headers:
+                    headers[name] = compatible_mimetype(headers[name], self.major)
+        return super().perform_request(method, target, headers=headers, **options)
+
+
 # --- the client ------------------------------------------------------------------------
 
 
@@ -61,7 +115,8 @@ class ElasticsearchOutput:
             options["basic_auth"] = (config.username, config.password.reveal())
         if config.ca_file is not None:
             options["ca_certs"] = config.ca_file
-        self.client = Elasticsearch(config.hosts, **options)
+        self.client = Elasticsearch(config.hosts, transport_class=CompatibleTransport, **options)
+        self.transport = cast(CompatibleTransport, self.client.transport)
 
     def install_templates(self) -> None:
         """The index templates, with the ECS types this cluster's mappers support."""
@@ -110,8 +165,19 @@ class ElasticsearchOutput:
             self._call(lambda name=name: self.client.indices.delete(index=name))
         return old
 
+    def _call(self, request: Any) -> Any:
+        """Run a client call, the cluster's versions asked first when not known yet."""
+        if self.transport.major is None:
+            nodes = self._request(lambda: self.client.nodes.info(filter_path="nodes.*.version"))
+            self.transport.major = lowest_major(nodes)
+            versions = sorted({node["version"] for node in nodes["nodes"].values()})
+            log.info(
+                "elasticsearch_version", versions=versions, compatible_with=self.transport.major
+            )
+        return self._request(request)
+
     @staticmethod
-    def _call(request: Any) -> Any:
+    def _request(request: Any) -> Any:
         """Run a client call; every failure becomes :class:`Unavailable` (a message
         without the request, which would carry credentials). A refusal (credentials, a bad
         template) keeps the server's reasons and is tried again later like the rest."""

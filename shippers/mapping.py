@@ -83,6 +83,20 @@ HUBKEEPER_FIELDS: dict[str, dict[str, Any]] = {
     ),
 }
 
+#: The ``labels.*`` hubkeeper writes, mapped up front (the dynamic template would map them
+#: alike, but only once a document carrying one is indexed): a Kibana data view lists only
+#: mapped fields, and a panel aggregating on an unlisted one fails.
+LABEL_FIELDS: dict[str, dict[str, Any]] = dict.fromkeys(
+    [
+        "labels.jupyterhub_user",
+        "labels.jupyterhub_server",
+        "labels.hub",
+        "labels.spawn_failure",
+        "labels.user_options",
+    ],
+    _KEYWORD,
+)
+
 #: The fields of a dead letter: the refused document whole, and why.
 DEAD_LETTER_FIELDS = ("message", "error.type", "event.original", "ecs.version")
 
@@ -114,7 +128,7 @@ def for_cluster(mapping: dict[str, Any], supported: frozenset[str]) -> dict[str,
 def log_fields(supported: frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
     """Every mapped field of the log indices, by dotted name."""
     ecs = {name: for_cluster(mapping, supported) for name, mapping in FIELDS.items()}
-    return {**ecs, **BEATS_FIELDS, **HUBKEEPER_FIELDS}
+    return {**ecs, **BEATS_FIELDS, **HUBKEEPER_FIELDS, **LABEL_FIELDS}
 
 
 def properties(fields: dict[str, Any]) -> dict[str, Any]:
@@ -123,8 +137,8 @@ def properties(fields: dict[str, Any]) -> dict[str, Any]:
     for name, mapping in fields.items():
         node = root
         *parents, leaf = name.split(".") if name != "@timestamp" else [name]
-        for part in parents:
-            node = node.setdefault(part, {"properties": {}})["properties"]
+        for part in parents:  # (an object mapped itself, as ECS's labels, gets properties)
+            node = node.setdefault(part, {}).setdefault("properties", {})
         node[leaf] = mapping
     return root
 

@@ -29,7 +29,7 @@ from hubkeeper import prtg
 from hubkeeper.config import Config, LabelsConfig, parse_byte_size
 from hubkeeper.daemon import Daemon
 from hubkeeper.endpoint import Response
-from hubkeeper.files import try_lock
+from hubkeeper.files import LockHeld, try_lock
 from hubkeeper.log import get_logger
 from hubkeeper.redact import Redactor
 from shippers.delivery import (
@@ -116,7 +116,7 @@ class Shipper:
         state.mkdir(parents=True, exist_ok=True)
         self._lock = try_lock(state / "lock")  # one shipper per state folder
         if self._lock is None:
-            raise RuntimeError(f"another shipper uses {state}")
+            raise LockHeld(f"another shipper uses {state}")
         self.registry = Registry(state / "registry.json")
         self.spool = Spool(
             state / "spool", parse_byte_size(section.spool_max_bytes), self.registry.cursor

@@ -7,8 +7,9 @@ networking; one of them a CPU burner limited to half a CPU), and at each size ti
 exporter's memory figures with ``docker stats`` and its CPU counters with the stats API
 (the burner's CPU percentage from both is printed too: under a busy machine the two
 windows differ), and prints the exporter's RSS.
-Every container it started is removed, even on failure or Ctrl-C. The last line printed
-is the figures as JSON.
+It starts the Docker engine when none answers (and stops it at the end) and builds the base
+image when missing, as the tests do. Every container it started is removed, even on failure
+or Ctrl-C. The last line printed is the figures as JSON.
 
     .venv/bin/python tests/bench/container_metrics.py [--sizes 50,100,200]
 """
@@ -38,9 +39,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from deploy.stack import free_ports, wait_for  # noqa: E402
+from hub.images import BASE_IMAGE, ensure_base  # noqa: E402
 from hubkeeper import prtg  # noqa: E402
+from tests.bench.needs import docker_engine  # noqa: E402
 
-IMAGE = "hubkeeper/base:bookworm"
 REPEATS = 5
 DEADLINE = 900.0  # seconds for the whole run
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "kB": 1e3, "MB": 1e6, "GB": 1e9}
@@ -121,7 +123,7 @@ class Bench:
     def run_container(self, index: int, burner: bool = False) -> str:
         command = ["python3", "-c", "while True: pass"] if burner else ["sleep", "3600"]
         container = self.client.containers.run(
-            IMAGE,
+            BASE_IMAGE,
             command,
             detach=True,
             network_mode="host",
@@ -131,7 +133,7 @@ class Bench:
                 self.labels["user"]: f"bench-{index:03d}",
                 self.labels["server"]: "",
                 self.labels["hub"]: "bench",
-                self.labels["image"]: IMAGE,
+                self.labels["image"]: BASE_IMAGE,
             },
         )
         self.started.append(container.id)
@@ -303,12 +305,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="50,100,200", help="container counts, ascending")
     sizes = [int(size) for size in parser.parse_args().sizes.split(",")]
-    bench = Bench(sizes)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        summary = bench.run()
-    finally:
-        bench.cleanup()
+    with docker_engine() as client:
+        ensure_base(client, print)
+        bench = Bench(sizes)
+        try:
+            summary = bench.run()
+        finally:
+            bench.cleanup()
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from deploy import hubctl  # noqa: E402
 from deploy.stack import Stack, running_stack  # noqa: E402
 from hubkeeper.nginx import GENERATION_HEADER, TEMPLATE  # noqa: E402
+from tests.bench.needs import docker_engine  # noqa: E402
 from tests.integration.helpers import start_and_wait, user_containers  # noqa: E402
 
 RATE = 20.0
@@ -205,7 +206,8 @@ def main() -> int:
     parser.add_argument("--after", type=float, default=20.0, help="seconds of load after a kill")
     args = parser.parse_args()
     runs, after = max(1, min(args.runs, 5)), max(5.0, min(args.after, 60.0))
-    with tempfile.TemporaryDirectory(prefix="hubkeeper-bench-failover-") as tmp:
+    # one engine for both stacks (each would otherwise start and stop its own)
+    with docker_engine(), tempfile.TemporaryDirectory(prefix="hubkeeper-bench-failover-") as tmp:
         ours = run_hubkeeper(Path(tmp) / "hubkeeper", runs, after)
         peer = run_peer(Path(tmp) / "peer", after)
     detections = [r["detection_s"] for r in ours if r["detection_s"] is not None]

@@ -38,7 +38,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from deploy.elasticsearch import Elasticsearch, install  # noqa: E402
+from deploy.elasticsearch import Elasticsearch  # noqa: E402
 from deploy.stack import free_ports, to_toml, wait_for  # noqa: E402
 from hubkeeper.config import ShipperSource  # noqa: E402
 from shippers.sources import Files, Settings, make_sources  # noqa: E402
@@ -344,7 +344,7 @@ def main() -> int:
     parser.add_argument("--lines", type=int, default=1_000_000)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hubkeeper-bench-shipping-"))
-    es = Elasticsearch.create(install(), heap="1g")
+    es = Elasticsearch.create(heap="1g")
     figures: dict[str, Any] = {"lines": args.lines}
     try:
         paths, events = write_files(work, args.lines)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from alerts.render import RULES_DIR, Rendered, check, render
-from hubkeeper.config import from_dict
+from hubkeeper.loader import from_dict
 
 TESTS_DIR = RULES_DIR.parent / "tests"
 

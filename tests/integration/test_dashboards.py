@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +26,15 @@ import pytest
 import requests
 
 from dashboards.kibana import check, saved_objects, to_ndjson
-from dashboards.panels import DASHBOARDS, AnyOf, Panel, Where, top
-from dashboards.preview import preview, run
+from dashboards.panels import AMBER, BLUE, DASHBOARDS, GREEN, HUB_OVERVIEW, RED, Panel, Where, top
+from dashboards.preview import PALETTE, preview, render_page, run
 from deploy import hubctl
 from deploy.elasticsearch import Elasticsearch, log_store_overrides
 from deploy.stack import Stack, running_stack, wait_for
 from hub.images import BASE_IMAGE
+from hubkeeper.config import ShipperElasticsearchConfig
 from hubkeeper.hubapi import HubAPIError
+from shippers.mapping import templates
 from tests.integration.helpers import series, start_and_wait, start_frozen, user_containers
 from tests.integration.shipping import dynamic_json_keys, search
 
@@ -43,6 +47,7 @@ GHOST = "dash-ghost"
 WATCHER = {"interval": 0.5, "probe_timeout": 0.5, "startup_grace": 1.0, "hold_time": 600.0,
            "fence_timeout": 10.0, "start_timeout": 45.0, "confirm_timeout": 5.0}  # fmt: skip
 PAUSE = 4.0  # seconds Elasticsearch is stopped (SIGSTOP) while lines keep coming
+PANELS = [p for d in DASHBOARDS for p in d.panels]
 
 
 @dataclass
@@ -240,7 +245,7 @@ def shipped(
         yield result
 
 
-@pytest.mark.parametrize("panel", [p for d in DASHBOARDS for p in d.panels], ids=lambda p: p.id)
+@pytest.mark.parametrize("panel", PANELS, ids=lambda p: p.id)
 def test_every_panel_query_returns_data(shipped: Run, panel) -> None:
     result = run(panel, shipped.es.url, INDICES, interval=10)
     assert not result.empty, f"{panel.title}: no data"
@@ -326,23 +331,38 @@ def test_failover_adoption_and_refusals_have_their_fields(shipped: Run) -> None:
     assert all(len(d["container.id"]) == 7 and d["container.name"] for d in created)
 
 
-def test_fields_are_aggregatable_in_the_real_indices(shipped: Run) -> None:
-    fields = set()
-    for panel in (p for d in DASHBOARDS for p in d.panels):
-        conditions = [*panel.where]
-        for split in (panel.x, panel.series):
-            if split is not None:
-                fields.add(split.field)
-                conditions += [c for _, c in split.filters]
-        fields |= {panel.metric.field} - {None}
-        for condition in conditions:
-            inner = condition.conditions if isinstance(condition, AnyOf) else (condition,)
-            fields |= {c.field for c in inner if isinstance(c, Where) and c.phrase is None}
-    caps = requests.get(f"{shipped.es.url}/{INDICES}/_field_caps",
-                        params={"fields": ",".join(sorted(fields))}, timeout=30).json()  # fmt: skip
-    for name in fields:
-        assert name in caps["fields"], f"{name} is not in the indices"
+def assert_aggregatable(url: str, index: str) -> None:
+    """Every field a panel aggregates or filters on is in the indices' field list (as
+    Kibana's data view asks for it) and aggregatable; every column is listed."""
+    aggregated = {name for p in PANELS for name in p.fields()[0]}
+    columns = {name for p in PANELS for name in p.columns}
+    caps = requests.get(f"{url}/{index}/_field_caps",
+                        params={"fields": ",".join(sorted(aggregated | columns))},
+                        timeout=30).json()  # fmt: skip
+    assert sorted((aggregated | columns) - set(caps["fields"])) == [], "not in the field list"
+    for name in aggregated:
         assert all(c["aggregatable"] for c in caps["fields"][name].values()), name
+
+
+def test_fields_are_aggregatable_in_the_real_indices(shipped: Run) -> None:
+    assert_aggregatable(shipped.es.url, INDICES)
+
+
+def test_panel_fields_are_listed_before_any_document(elasticsearch: Elasticsearch) -> None:
+    """Kibana fails a panel whose field its data view does not list: a new daily index,
+    made from the template before any document arrived, already lists every panel's field."""
+    config = ShipperElasticsearchConfig(index_prefix="fresh-logs", dead_letter_index="fresh-dead")
+    for name, body in templates(config).items():
+        answer = requests.put(f"{elasticsearch.url}/_index_template/{name}", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+    index = "fresh-logs-2025.01.05"
+    requests.put(f"{elasticsearch.url}/{index}", timeout=30).raise_for_status()
+    try:
+        count = requests.get(f"{elasticsearch.url}/{index}/_count", timeout=30).json()["count"]
+        assert count == 0
+        assert_aggregatable(elasticsearch.url, index)
+    finally:
+        requests.delete(f"{elasticsearch.url}/{index}", timeout=30)
 
 
 def test_export_and_preview_commands(shipped: Run, tmp_path: Path) -> None:
@@ -374,28 +394,106 @@ def test_export_and_preview_commands(shipped: Run, tmp_path: Path) -> None:
     assert f"<td>{GHOST}</td>" in users.split('id="orphan-containers"', 1)[1]
 
 
+def chromium(page: Path, profile: Path, *arguments: str, height: int = 2200) -> str:
+    """Headless Chromium on a page: its stdout (``--dump-dom``: the rendered DOM)."""
+    binary = shutil.which("chromium")
+    assert binary, "Debian chromium is not installed (deploy/setup.sh installs it)"
+    command = [
+        binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        f"--user-data-dir={profile}", f"--window-size=1400,{height}", *arguments, page.as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def pixels(png: bytes) -> list[tuple[int, int, int]]:
+    """The RGB pixels of an 8-bit RGB or RGBA, non-interlaced PNG (Chromium's screenshots)."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, at = {}, 8
+    while at < len(png):
+        size, kind = int.from_bytes(png[at : at + 4]), png[at + 4 : at + 8]
+        chunks[kind] = chunks.get(kind, b"") + png[at + 8 : at + 8 + size]
+        at += size + 12
+    width, height = int.from_bytes(chunks[b"IHDR"][:4]), int.from_bytes(chunks[b"IHDR"][4:8])
+    depth, color, interlace = chunks[b"IHDR"][8], chunks[b"IHDR"][9], chunks[b"IHDR"][12]
+    assert depth == 8 and color in (2, 6) and interlace == 0
+    step = 3 if color == 2 else 4
+    raw, stride, previous, out = zlib.decompress(chunks[b"IDAT"]), width * step, None, []
+    for y in range(height):
+        kind, line = (
+            raw[y * (stride + 1)],
+            bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)]),
+        )
+        up = previous or bytearray(stride)
+        for i in range(stride):
+            a, b = line[i - step] if i >= step else 0, up[i]
+            c = up[i - step] if i >= step else 0
+            if kind == 1:
+                line[i] = (line[i] + a) & 255
+            elif kind == 2:
+                line[i] = (line[i] + b) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        out += [tuple(line[i : i + 3]) for i in range(0, stride, step)]
+        previous = line
+    return out
+
+
+def rgb(color: str) -> tuple[int, int, int]:
+    return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
+
+
 def test_preview_renders_in_headless_chromium(shipped: Run, tmp_path: Path) -> None:
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian chromium is not installed (deploy/setup.sh installs it)"
+    """Every page renders with every panel title; numbers read as people read them: hub
+    latency and spawn durations in milliseconds, memory in MiB, never `2.66741e+09`."""
     out = tmp_path / "preview"
     preview(out, shipped.es.url, f"{NAME}-logs")
+    texts = {}
     for dashboard in DASHBOARDS:
         page = out / f"{dashboard.id}.html"
-        shot = tmp_path / f"{dashboard.id}.png"
-        command = [
-            chromium, "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--no-first-run", f"--user-data-dir={tmp_path / ('profile-' + dashboard.id)}",
-            "--window-size=1400,2200",
-        ]  # fmt: skip
-        dom = subprocess.run(
-            [*command, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
-        )  # fmt: skip
-        assert dom.returncode == 0, dom.stderr[-2000:]
-        text = html.unescape(re.sub(r"<[^>]+>", " ", dom.stdout))
+        profile = tmp_path / f"profile-{dashboard.id}"
+        dom = chromium(page, profile, "--dump-dom")
+        texts[dashboard.id] = text = html.unescape(re.sub(r"<[^>]+>", " ", dom))
         for panel in dashboard.panels:
             assert panel.title in text, f"{panel.title} is not on the rendered page"
-        assert dom.stdout.count('class="point') >= len(dashboard.panels)
-        subprocess.run([*command, f"--screenshot={shot}", page.as_uri()],
-                       capture_output=True, timeout=120, check=True)  # fmt: skip
+        assert dom.count('class="point') >= len(dashboard.panels)
+        assert not re.search(r"\de[+-]\d", text), "a number in exponent notation"
+        shot = tmp_path / f"{dashboard.id}.png"
+        chromium(page, profile, f"--screenshot={shot}")
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+        sections = {p.id: dom.split(f'id="{p.id}"', 1)[1].split("</section>", 1)[0]
+                    for p in dashboard.panels}  # fmt: skip
+        texts.update({p: html.unescape(re.sub(r"<[^>]+>", " ", t)) for p, t in sections.items()})
+    assert re.search(r"\b[1-9][\d,]* ms\b", texts["hub-latency"])  # the axis, in ms
+    assert re.search(r"\b[1-9][\d,]* ms\b", texts["spawn-duration"])  # the buckets
+    assert re.search(r"\b[1-9][\d,.]* ms\b", texts["spawn-duration-by-user"])
+    assert re.search(r"\b[1-9][\d,.]* MiB\b", texts["memory-by-user"])
+    assert re.search(r"\b[1-9][\d,.]* ms\b", texts["errors-and-slow"])  # event.duration cells
+
+
+def test_status_classes_in_conventional_colours_on_the_screenshot(
+    shipped: Run, tmp_path: Path
+) -> None:
+    """The status-class chart alone, screenshotted: the 2xx, 3xx, 4xx and 5xx series are
+    drawn in green, blue, amber and red, and no other series colour is on it (the
+    palette's greys aside, which text edges have)."""
+    (panel,) = [p for p in HUB_OVERVIEW.panels if p.id == "requests-by-status"]
+    result = run(panel, shipped.es.url, INDICES, interval=10)
+    totals = {c: sum(v for _, s, v in result.points if s == c) for c in ("2xx", "3xx", "4xx")}
+    assert min(totals.values()) > 0, totals  # logins (2xx, 3xx redirects), the 404
+    page = tmp_path / "status.html"
+    page.write_text(render_page(HUB_OVERVIEW, [result], "status classes"))
+    shot = tmp_path / "status.png"
+    chromium(page, tmp_path / "profile", f"--screenshot={shot}", height=500)
+    counts = Counter(pixels(shot.read_bytes()))
+    for name, color in (("2xx", GREEN), ("3xx", BLUE), ("4xx", AMBER), ("5xx", RED)):
+        # its legend swatch (100 pixels) and its line and points
+        assert counts[rgb(color)] >= 150, f"{name}: {counts[rgb(color)]} pixels of {color}"
+    coloured = [rgb(c) for c in PALETTE if len(set(rgb(c))) > 1]  # (text edges are grey)
+    assert [counts[c] for c in coloured] == [0] * len(coloured)

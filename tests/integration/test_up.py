@@ -14,8 +14,9 @@ import requests
 
 from deploy import hubctl
 from deploy.stack import wait_for
-from hubkeeper.config import HubClientConfig, Secret, load
+from hubkeeper.config import HubClientConfig, Secret
 from hubkeeper.hubapi import HubClient
+from hubkeeper.loader import load
 
 READY_LINE = "Ctrl-C stops everything."
 

@@ -18,7 +18,8 @@ from alerts.render import (
     render,
 )
 from hubkeeper.cli import main
-from hubkeeper.config import AlertsConfig, ConfigError, from_dict
+from hubkeeper.config import AlertsConfig, ConfigError
+from hubkeeper.loader import from_dict
 
 WATCHER_SOURCE = Path(__file__).resolve().parents[2] / "watchers" / "hubs" / "watcher.py"
 

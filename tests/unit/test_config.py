@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from hubkeeper.config import Config, ConfigError, Secret, load
+from hubkeeper.config import Config, ConfigError, Secret
+from hubkeeper.loader import load, unknown_variables
 
 FULL = """
 [hub]
@@ -180,6 +181,7 @@ def test_bad_port_in_a_list_of_instances(tmp_path: Path) -> None:
 name = "a"
 [[jupyterhub.instances]]
 name = "b"
+host = "10.0.0.2"
 hub_port = 0
 """
     assert problems(write(tmp_path, text)) == [
@@ -226,3 +228,60 @@ def test_environment_override_of_a_choice(tmp_path: Path) -> None:
 
 def test_section_that_is_not_a_table_is_reported(tmp_path: Path) -> None:
     assert problems(write(tmp_path, "hub = 5\n")) == ["hub: got 5, expected a table"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[[jupyterhub.instances]]\nname = "a"\n'
+            '[[jupyterhub.instances]]\nname = "a"\nproxy_port = 8011\n'
+            "proxy_api_port = 8012\nhub_port = 8013\n",
+            "jupyterhub.instances: expected unique instance names, got ['a', 'a']",
+        ),
+        (
+            '[[jupyterhub.instances]]\nname = "a"\n[[jupyterhub.instances]]\nname = "b"\n',
+            "jupyterhub.instances[1].proxy_port: got 8001, "
+            "expected a port not used by instances[0].proxy_port",
+        ),
+        (
+            "[nginx]\npublic_port = 8081\n",
+            "nginx.internal_port: expected a port other than public_port",
+        ),
+        ("[hub]\nbackoff = 20\n", "hub.backoff: expected at most backoff_max"),
+        (
+            "[shipper]\nretry_backoff = 60\n",
+            "shipper.retry_backoff: expected at most retry_backoff_max",
+        ),
+        ("[culler]\nbusy_min_span = 700\n", "culler.busy_min_span: expected at most busy_window"),
+    ],
+)
+def test_contradicting_keys_are_rejected_with_the_key_path(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    assert problems(write(tmp_path, text)) == [expected]
+
+
+def test_an_endpoint_port_0_is_rejected_since_scrapers_find_daemons_by_port(
+    tmp_path: Path,
+) -> None:
+    assert problems(write(tmp_path, "[watcher.endpoint]\nport = 0\n")) == [
+        "watcher.endpoint.port: got 0, expected a TCP port (1-65535)"
+    ]
+
+
+def test_unknown_hubkeeper_variables_are_named_with_the_closest_known_one() -> None:
+    environ = {
+        "HUBKEEPER_HUB_TIMOUT": "3",  # a typo
+        "HUBKEEPER_SHIPPER_ELASTICSEARCH_APIKEY": "x",  # a secret's name mistyped
+        "HUBKEEPER_NOTHING_LIKE_IT_AT_ALL": "1",
+        "HUBKEEPER_HUB_TIMEOUT": "3",  # known: an override
+        "HUBKEEPER_ALERTS_SMTP_PASSWORD": "x",  # known: a nested table's secret
+        "HUBKEEPER_CONFIG": "hubkeeper.toml",  # known: read by the CLI
+        "PATH": "/usr/bin",
+    }
+    assert unknown_variables(environ) == [
+        ("HUBKEEPER_HUB_TIMOUT", "HUBKEEPER_HUB_TIMEOUT"),
+        ("HUBKEEPER_NOTHING_LIKE_IT_AT_ALL", None),
+        ("HUBKEEPER_SHIPPER_ELASTICSEARCH_APIKEY", "HUBKEEPER_SHIPPER_ELASTICSEARCH_API_KEY"),
+    ]

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from hubkeeper.cli import main
-from hubkeeper.config import ConfigError, Secret, from_dict, load
+from hubkeeper.config import ConfigError, Secret
+from hubkeeper.loader import from_dict, load
 
 
 def test_defaults() -> None:

@@ -6,7 +6,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from hub.settings import SERVICE_SCOPES, apply, culler_scopes
 from hubkeeper import prtg
-from hubkeeper.config import CullerConfig, CullerRule, from_dict
+from hubkeeper.config import CullerConfig, CullerRule
+from hubkeeper.loader import from_dict
 from watchers.culler.activity import cpu_share, prune
 from watchers.culler.model import Decision
 from watchers.culler.report import CycleReport, Metrics, Outcome, audit, sensor

@@ -2,6 +2,7 @@
 saved objects and their structural check, preview queries and HTML."""
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -9,11 +10,35 @@ import sys
 import pytest
 
 from dashboards.auth import Credentials, CredentialsError
-from dashboards.kibana import check, saved_objects, to_ndjson
+from dashboards.kibana import check, data_view, saved_objects, to_ndjson
 from dashboards.load import LoadError, import_url, load
-from dashboards.panels import DASHBOARDS, AnyOf, Metric, Panel, Split, Where, kql
-from dashboards.preview import PreviewError, Result, parse, preview, render_page, search_body
-from shippers.mapping import OPTIONAL_TYPES, log_fields
+from dashboards.panels import (
+    AMBER,
+    BLUE,
+    DASHBOARDS,
+    GREEN,
+    HUB_OVERVIEW,
+    RED,
+    STATUS_CLASSES,
+    AnyOf,
+    Metric,
+    Panel,
+    Split,
+    Where,
+    kql,
+)
+from dashboards.preview import (
+    PreviewError,
+    Result,
+    format_value,
+    parse,
+    preview,
+    render_page,
+    render_panel,
+    search_body,
+)
+from hubkeeper.config import ShipperElasticsearchConfig
+from shippers.mapping import OPTIONAL_TYPES, log_fields, templates
 
 PANELS = [(d, p) for d in DASHBOARDS for p in d.panels]
 
@@ -44,27 +69,6 @@ def test_conditions_as_kql_and_dsl() -> None:
     assert Where("message", phrase="x").dsl() == {"match_phrase": {"message": "x"}}
 
 
-def _fields(panel: Panel) -> tuple[set[str], set[str]]:
-    """Fields a panel aggregates on, and fields it searches as text."""
-    agg, text = set(), set()
-    conditions = list(panel.where)
-    for split in (panel.x, panel.series):
-        if split is not None:
-            agg.add(split.field)
-            conditions += [c for _, c in split.filters]
-    if panel.metric.field:
-        agg.add(panel.metric.field)
-    while conditions:
-        condition = conditions.pop()
-        if isinstance(condition, AnyOf):
-            conditions += condition.conditions
-        elif condition.phrase is not None:
-            text.add(condition.field)
-        else:
-            agg.add(condition.field)
-    return agg, text
-
-
 AGGREGATABLE = {"keyword", "wildcard", "long", "double", "boolean", "date", "ip"}
 
 
@@ -76,12 +80,10 @@ def test_panels_use_fields_the_shipper_maps_with_the_right_type(supported: froze
     fields = log_fields(supported)
 
     def mapped(name: str) -> str:
-        if name.startswith("labels."):
-            return "keyword"  # the labels dynamic template
         return fields[name]["type"] if name in fields else "unmapped"
 
     for _, panel in PANELS:
-        aggregated, searched = _fields(panel)
+        aggregated, searched = panel.fields()
         for name in aggregated:
             assert mapped(name) in AGGREGATABLE, f"{panel.id} aggregates on {name}"
         for name in searched:
@@ -90,6 +92,109 @@ def test_panels_use_fields_the_shipper_maps_with_the_right_type(supported: froze
             assert mapped(name) != "unmapped", f"{panel.id} shows {name}"
         if panel.chart == "search":
             assert panel.columns and panel.x is None
+
+
+def test_every_field_a_panel_uses_is_in_the_index_template_itself() -> None:
+    """A Kibana data view lists only mapped fields, and fails a panel whose field it does not
+    list: every field a panel aggregates, filters, searches or shows is in the template's
+    own properties (not left to a dynamic template), so it is there in every new index."""
+    template = templates(ShipperElasticsearchConfig())["hubkeeper-logs"]
+    root = template["template"]["mappings"]["properties"]
+
+    def in_template(name: str) -> bool:
+        node: dict = {"properties": root}
+        for part in [name] if name == "@timestamp" else name.split("."):
+            node = node.get("properties", {}).get(part, {})
+        return "type" in node
+
+    used = {"@timestamp"}
+    for _, panel in PANELS:
+        aggregated, searched = panel.fields()
+        used |= aggregated | searched | set(panel.columns)
+    assert {"labels.spawn_failure", "labels.jupyterhub_user", "labels.hub"} <= used
+    assert sorted(name for name in used if not in_template(name)) == []
+
+
+def test_data_view_formats_durations_in_milliseconds_and_bytes() -> None:
+    formats = json.loads(data_view("hubkeeper-logs")["attributes"]["fieldFormatMap"])
+    duration = formats["event.duration"]
+    assert duration["id"] == "duration"
+    assert duration["params"]["inputFormat"] == "nanoseconds"
+    assert duration["params"]["outputFormat"] == "asMilliseconds"
+    numeric = {n for n, m in log_fields().items() if m["type"] in ("long", "double")}
+    byte_fields = {n for n in numeric if n.endswith(".bytes")}
+    assert "hubkeeper.container.memory.working_set.bytes" in byte_fields
+    assert {n for n, f in formats.items() if f["id"] == "bytes"} == byte_fields
+    assert set(formats) == byte_fields | {"event.duration"}
+
+
+def _vis(panel_id: str) -> tuple[dict, dict]:
+    """visState and uiState of a panel's visualization."""
+    (obj,) = [o for o in saved_objects() if o["id"].endswith(f"-{panel_id}")]
+    attributes = obj["attributes"]
+    return json.loads(attributes["visState"]), json.loads(attributes["uiStateJSON"])
+
+
+def test_kibana_status_classes_labels_colours_captions_stacks_and_flat_bars() -> None:
+    state, ui = _vis("requests-by-status")
+    (ranges,) = [a["params"]["ranges"] for a in state["aggs"] if a["type"] == "range"]
+    assert [r["label"] for r in ranges] == ["1xx", "2xx", "3xx", "4xx", "5xx"]
+    assert ranges[1] == {"from": 200, "to": 300, "label": "2xx"}
+    colors = ui["vis"]["colors"]
+    assert (colors["2xx"], colors["3xx"], colors["4xx"], colors["5xx"]) == (GREEN, BLUE, AMBER, RED)
+    state, _ = _vis("active-users")
+    assert state["type"] == "metric" and state["params"]["metric"]["labels"]["show"] is True
+    state, ui = _vis("spawns-over-time")
+    assert state["params"]["seriesParams"][0]["mode"] == "stacked"
+    assert ui["vis"]["colors"] == {"succeeded": GREEN, "failed": RED, "stopped": "#98A2B3"}
+    state, _ = _vis("hub-latency")
+    assert state["params"]["seriesParams"][0]["mode"] == "normal"  # percentiles never stack
+    state, _ = _vis("top-endpoints")
+    assert state["type"] == "horizontal_bar"
+    (axis,) = state["params"]["categoryAxes"]
+    assert axis["position"] == "left" and axis["labels"]["truncate"] >= 200
+    assert not axis["labels"]["filter"]  # every endpoint gets its label
+
+
+def test_numbers_read_at_a_glance() -> None:
+    assert format_value(2_667_410_000, "ns") == "2,667 ms"
+    assert format_value(3_400_000, "ns") == "3.4 ms"
+    assert format_value(536_870_912, "bytes") == "512 MiB"
+    assert format_value(100 * 2**20, "bytes", like=2**30) == "0.1 GiB"
+    assert format_value(2_667_410_000) == "2,667,410,000"
+    assert format_value(0.5) == "0.5" and format_value(12.25) == "12.2"
+
+
+def _status_result(codes: dict[str, float]) -> Result:
+    (panel,) = [p for p in HUB_OVERVIEW.panels if p.id == "requests-by-status"]
+    return Result(panel, [(f"2025-01-05T10:0{i}:00.000Z", c, v)
+                          for i in range(3) for c, v in codes.items()], [])  # fmt: skip
+
+
+def test_preview_status_classes_in_their_colours_and_units_on_the_axes() -> None:
+    svg = render_panel(_status_result({"2xx": 120.0, "4xx": 3.0, "5xx": 1.0}))
+    fills = dict(re.findall(r'class="point" data-value="[^"]*" fill="(#\w+)"><title>(\w+)', svg))
+    assert {fills[GREEN], fills[AMBER], fills[RED]} == {"2xx", "4xx", "5xx"} and BLUE not in fills
+    assert dict(STATUS_CLASSES.colors)["3xx"] == BLUE
+    (latency,) = [p for p in HUB_OVERVIEW.panels if p.id == "hub-latency"]
+    points = [("2025-01-05T10:00:00.000Z", f"p{p}", v * 1e6) for p, v in ((50, 8), (99, 2667.41))]
+    svg = render_panel(Result(latency, points, []))
+    ticks = re.findall(r">([\d,.]+ ms)</text>", svg)
+    assert ticks[0] == "0 ms" and ticks[-1] == "3,000 ms", ticks
+    assert "e+" not in svg and "2,667 ms" in svg  # the tooltip
+
+
+def test_preview_labels_whole_and_split_bars_stacked() -> None:
+    (refused,) = [p for p in HUB_OVERVIEW.panels if p.id == "refused-requests"]
+    long = "Specifying image to launch is not allowed: debian:bookworm is not in the list"
+    result = Result(refused, [(long, "400", 2.0), (long, "403", 3.0), ("short", "403", 1.0)], [])
+    svg = render_panel(result)
+    shown = re.findall(r'text-anchor="end">([^<]*)</text>', svg)  # beside the bars
+    assert " ".join(shown[:-1]) == long and shown[-1] == "short"  # whole, wrapped
+    assert max(map(len, shown)) <= 40
+    bars = re.findall(r'<rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)"[^>]*class="point"', svg)
+    first, second = (b for b in bars if b[1] == bars[0][1])  # one row: two segments
+    assert float(first[0]) + float(first[2]) == pytest.approx(float(second[0]), abs=0.2)
 
 
 def test_ids_unique_and_layout_inside_the_grid_without_overlap() -> None:

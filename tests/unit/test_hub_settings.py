@@ -3,7 +3,7 @@ from pathlib import Path
 from traitlets.config import Config as TraitletsConfig
 
 from hub.settings import SERVICE_SCOPES, apply
-from hubkeeper.config import from_dict
+from hubkeeper.loader import from_dict
 
 
 def configure(tmp_path: Path, **jupyterhub: object) -> TraitletsConfig:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hubkeeper.cli import main, ndjson_target
-from hubkeeper.config import load
+from hubkeeper.loader import load
 from shippers.console import print_documents
 from shippers.sources import Files
 

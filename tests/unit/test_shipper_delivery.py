@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from hubkeeper.backoff import full_jitter
-from hubkeeper.config import ShipperElasticsearchConfig, from_dict
+from hubkeeper.config import ShipperElasticsearchConfig
+from hubkeeper.loader import from_dict
 from shippers.delivery import (
     Delivery,
     ItemResult,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hubkeeper.config import from_dict
+from hubkeeper.loader import from_dict
 from shippers.shipper import Shipper
 
 

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -42,9 +43,11 @@ def notify_socket(tmp_path: Path) -> socket.socket:
     sock.close()
 
 
-def run_daemon(tmp_path: Path, state: str) -> subprocess.Popen:
+def run_daemon(tmp_path: Path, state: str, stdout: int | None = None) -> subprocess.Popen:
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"}
-    return subprocess.Popen([sys.executable, "-c", DAEMON, state], env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", DAEMON, state], env=env, stdout=stdout, text=True
+    )
 
 
 def test_ready_watchdog_and_stopping(tmp_path: Path, notify_socket: socket.socket) -> None:
@@ -83,3 +86,20 @@ def test_no_socket_means_no_notification(monkeypatch: pytest.MonkeyPatch) -> Non
     assert systemd.watchdog_interval() == 15.0
     monkeypatch.setenv("WATCHDOG_PID", "1")
     assert systemd.watchdog_interval() is None
+
+
+def test_a_broken_notify_socket_is_logged_once_and_the_daemon_carries_on(
+    tmp_path: Path,
+) -> None:
+    daemon = run_daemon(tmp_path, "healthy", stdout=subprocess.PIPE)  # nobody bound the socket
+    try:
+        lines = []
+        while not any("daemon_started" in line for line in lines):
+            lines.append(daemon.stdout.readline())
+        time.sleep(1.0)  # five more watchdog periods, each ping failing
+        assert daemon.poll() is None
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+    out = "".join(lines) + daemon.stdout.read()
+    assert daemon.wait(10) == 0
+    assert out.count("systemd_notify_failed") == 1

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 
 from hubkeeper import prtg
+from hubkeeper.cli import EXIT_LOCKED
 from hubkeeper.config import Config
 from hubkeeper.daemon import Daemon
 from hubkeeper.endpoint import Response
@@ -17,7 +18,6 @@ from watchers.culler.report import sensor
 log = get_logger(__name__)
 
 EXIT_FAILED = 1  # the hub could not be read; nothing was done
-EXIT_LOCKED = 75  # EX_TEMPFAIL: another culler holds the lock
 
 
 def run_once(culler: Culler) -> int:
