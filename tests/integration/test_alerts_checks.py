@@ -78,7 +78,12 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
         (folder / name).write_text(f"{name}-value\n")
     config = from_dict(
         {
-            "jupyterhub": {"instances": [{"name": "a"}, {"name": "b", "proxy_port": 8011}]},
+            "jupyterhub": {
+                "instances": [
+                    {"name": "a"},
+                    {"name": "b", "proxy_port": 8011, "proxy_api_port": 8012, "hub_port": 8013},
+                ]
+            },
             "alerts": {
                 "runbook_base_url": "https://git.lab.example/hubkeeper/alerts/runbooks",
                 "watchdog_url": "https://hc-ping.example/abc",
