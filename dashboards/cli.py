@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from dashboards import auth
-from dashboards.kibana import check, saved_objects, to_ndjson
+from hubkeeper.dashboards import auth
+from hubkeeper.dashboards.kibana import check, saved_objects, to_ndjson
 
 DEFAULT_PREFIX = "hubkeeper-logs"
 
@@ -61,7 +61,7 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def preview_command(args: argparse.Namespace) -> int:
-    from dashboards.preview import PreviewError, preview
+    from hubkeeper.dashboards.preview import PreviewError, preview
 
     try:
         session = auth.from_arguments(args).session()
@@ -79,7 +79,7 @@ def preview_command(args: argparse.Namespace) -> int:
 
 
 def load_command(args: argparse.Namespace) -> int:
-    from dashboards.load import LoadError, load
+    from hubkeeper.dashboards.load import LoadError, load
 
     try:
         credentials = auth.from_arguments(args)

@@ -15,8 +15,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from dashboards.panels import DASHBOARDS, Dashboard, Metric, Panel, Split, kql, unit
-from shippers.mapping import log_fields
+from hubkeeper.dashboards.panels import DASHBOARDS, Dashboard, Metric, Panel, Split, kql, unit
+from hubkeeper.shippers.mapping import log_fields
 
 CORE_MIGRATION_VERSION = "8.8.0"
 #: The attribute shapes are those of 8.0; on import Kibana migrates them forward to its own
@@ -31,7 +31,7 @@ REQUIRED = {
     "dashboard": ("title", "panelsJSON", "optionsJSON", "kibanaSavedObjectMeta"),
 }
 _VIS_TYPE = {"line": "line", "bar": "histogram", "pie": "pie", "metric": "metric"}
-#: Kibana's field formats by unit (:func:`dashboards.panels.unit`).
+#: Kibana's field formats by unit (:func:`hubkeeper.dashboards.panels.unit`).
 FIELD_FORMATS: dict[str, dict[str, Any]] = {
     "ns": {"id": "duration", "params": {
         "inputFormat": "nanoseconds", "outputFormat": "asMilliseconds", "outputPrecision": 1,

@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from dashboards.auth import Credentials
+from hubkeeper.dashboards.auth import Credentials
 
 
 class LoadError(Exception):

@@ -192,7 +192,7 @@ ERRORS = Where("log.level", ("error", "critical"))
 SNAPSHOTS = Where("event.dataset", ("hubkeeper.containers",))
 HUB_STATE = Where("event.dataset", ("hubkeeper.hub",))
 SHIPPER_STATUS = Where("event.dataset", ("hubkeeper.shipper",))
-WATCHER = Where("log.logger", ("watchers.hubs.watcher",))
+WATCHER = Where("log.logger", ("hubkeeper.watchers.hubs.watcher",))
 TIME = Split("time")
 SECOND_NS = 1_000_000_000
 # conventional colours: success green, redirect blue, client error amber, server error red

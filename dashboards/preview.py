@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 
-from dashboards.panels import DASHBOARDS, Dashboard, Metric, Panel, Split, Unit, dsl, unit
+from hubkeeper.dashboards.panels import DASHBOARDS, Dashboard, Metric, Panel, Split, Unit, dsl, unit
 
 SEARCH_ROWS = 20
 

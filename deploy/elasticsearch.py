@@ -8,8 +8,8 @@ run as root, so as root each instance runs as the system user ``hubkeeper-es`` (
 first use) through ``runuser``; its config, data and logs live in a folder of its own that
 the user owns. Instances listen on free 127.0.0.1 ports and are stopped by PID.
 
-``python -m deploy.elasticsearch install`` fetches and unpacks the 9.x of the local stack and
-the 8.x the tests also run against (``deploy/setup.sh`` runs it).
+``python -m hubkeeper.deploy.elasticsearch install`` fetches and unpacks the 9.x of the local
+stack and the 8.x the tests also run against (``deploy/setup.sh`` runs it).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import requests
 
-from deploy.stack import free_ports, wait_for
+from hubkeeper.deploy.stack import free_ports, wait_for
 
 #: The newest 9.x ``integ-test-zip`` that resolves from Maven Central here (9.3.0 and 9.5.6
 #: did not): the local stack's and the tests' server.
@@ -292,7 +292,7 @@ def running_log_store(
 
 def main(argv: list[str]) -> int:
     if argv != ["install"]:
-        print("usage: python -m deploy.elasticsearch install", file=sys.stderr)
+        print("usage: python -m hubkeeper.deploy.elasticsearch install", file=sys.stderr)
         return 2
     for version in (ES_VERSION, ES8_VERSION):
         print(install(version))

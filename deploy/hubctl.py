@@ -1,7 +1,7 @@
 """Start or stop one hub instance of the local stack, detached from the caller.
 
 The watcher's ``start_command``/``stop_command`` for the local stack, and what the stack
-itself uses: ``python -m deploy.hubctl start|stop NAME`` with ``HUBKEEPER_CONFIG`` set.
+itself uses: ``python -m hubkeeper.deploy.hubctl start|stop NAME`` with ``HUBKEEPER_CONFIG`` set.
 Both are idempotent. ``stop`` kills the instance's whole process group (JupyterHub and its
 proxy) and returns once it is gone: that is the fence.
 """
@@ -17,12 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-from hub.settings import proxy_pid_file
 from hubkeeper.config import Config
+from hubkeeper.deploy.install import hub_config_path
 from hubkeeper.files import write_atomically
+from hubkeeper.hub.settings import proxy_pid_file
 from hubkeeper.loader import load
 
-HUB_CONFIG = Path(__file__).resolve().parent.parent / "hub" / "jupyterhub_config.py"
+HUB_CONFIG = hub_config_path()
 
 
 def pid_path(config: Config, name: str) -> Path:
@@ -144,7 +145,7 @@ def _reap(pid: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.hubctl", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hubkeeper.deploy.hubctl", description=__doc__)
     parser.add_argument("action", choices=["start", "stop"])
     parser.add_argument("name", help="hub instance name from [[jupyterhub.instances]]")
     parser.add_argument("--grace", type=float, default=0.0, help="seconds between TERM and KILL")

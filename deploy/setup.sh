@@ -33,5 +33,5 @@ if ! compgen -G '/usr/lib/jvm/java-17-openjdk-*/bin/java' >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null
 fi
-.venv/bin/python -m deploy.elasticsearch install >/dev/null
+.venv/bin/python -m hubkeeper.deploy.elasticsearch install >/dev/null
 echo "setup: ok"

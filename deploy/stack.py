@@ -28,10 +28,7 @@ import docker
 import docker.errors
 import requests
 
-from alerts.render import Rendered, render
-from deploy import hubctl
-from hub.images import ALT_IMAGE, SINGLEUSER_IMAGE, ensure_images
-from hub.settings import SERVICE_SCOPES
+from hubkeeper.alerts.render import Rendered, render
 from hubkeeper.config import (
     Config,
     HubClientConfig,
@@ -40,6 +37,9 @@ from hubkeeper.config import (
     Secret,
     WatcherConfig,
 )
+from hubkeeper.deploy import hubctl
+from hubkeeper.hub.images import ALT_IMAGE, SINGLEUSER_IMAGE, ensure_images
+from hubkeeper.hub.settings import SERVICE_SCOPES
 from hubkeeper.hubapi import HubClient
 from hubkeeper.loader import load
 from hubkeeper.nginx import Nginx
@@ -260,7 +260,7 @@ class Stack:
                 path.write_text(value + "\n", encoding="utf-8")
                 path.chmod(0o600)
         ports = self.ports or {}
-        hubctl_command = [sys.executable, "-m", "deploy.hubctl"]
+        hubctl_command = [sys.executable, "-m", "hubkeeper.deploy.hubctl"]
         data: dict[str, object] = {
             "hub": {
                 "url": f"http://127.0.0.1:{ports['public']}",

@@ -3,7 +3,7 @@
 #   HUBKEEPER_HUB_INSTANCE  which of [[jupyterhub.instances]] this process is
 import os
 
-from hub.settings import apply
+from hubkeeper.hub.settings import apply
 from hubkeeper.loader import load
 
 apply(c, load(os.environ["HUBKEEPER_CONFIG"]), os.environ.get("HUBKEEPER_HUB_INSTANCE", "a"))

@@ -111,7 +111,7 @@ def apply(c: Any, config: Config, instance_name: str) -> None:
     if hub.dummy_password is not None:
         c.DummyAuthenticator.password = hub.dummy_password.reveal()
 
-    c.JupyterHub.spawner_class = "hub.spawner.HostNetworkDockerSpawner"
+    c.JupyterHub.spawner_class = "hubkeeper.hub.spawner.HostNetworkDockerSpawner"
     c.DockerSpawner.client_kwargs = {"base_url": config.docker.url}
     c.DockerSpawner.image = hub.image
     c.DockerSpawner.allowed_images = list(hub.allowed_images)

@@ -153,8 +153,8 @@ def add_ship_logs_arguments(parser: argparse.ArgumentParser) -> None:
 
 def up(args: argparse.Namespace) -> int:
     """Run the local stack until Ctrl-C or SIGTERM."""
-    from deploy.elasticsearch import running_log_store
-    from deploy.stack import DAEMONS, default_ports, running_stack
+    from hubkeeper.deploy.elasticsearch import running_log_store
+    from hubkeeper.deploy.stack import DAEMONS, default_ports, running_stack
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="hubkeeper-stack-"))
     stopping = threading.Event()
@@ -224,13 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "watch-hubs",
         "probe the hubs and fail NGINX over to a standby",
-        "watchers.hubs.daemon:watch_hubs",
+        "hubkeeper.watchers.hubs.daemon:watch_hubs",
     )
     switch = add_daemon_command(
         commands,
         "failover",
         "planned switch of the active hub (no automatic fail-back)",
-        "watchers.hubs.daemon:failover",
+        "hubkeeper.watchers.hubs.daemon:failover",
     )
     switch.add_argument("--to", required=True, help="name of the hub to make active")
     switch.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
@@ -245,20 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "export-containers",
         "serve per-container metrics (Prometheus) and PRTG sensors of user servers",
-        "watchers.containers.exporter:export_containers",
+        "hubkeeper.watchers.containers.daemon:export_containers",
     )
     ship = add_daemon_command(
         commands,
         "ship-logs",
         "ship hub, proxy, NGINX and container logs",
-        "shippers.shipper:ship_logs",
+        "hubkeeper.shippers.daemon:ship_logs",
     )
     add_ship_logs_arguments(ship)
     cull = add_daemon_command(
         commands,
         "cull",
         "stop idle user servers (busy-aware), optionally delete idle users and orphans",
-        "watchers.culler.daemon:cull",
+        "hubkeeper.watchers.culler.daemon:cull",
     )
     cull.add_argument("--once", action="store_true", help="one cycle, then exit (for cron)")
     cull.add_argument("--dry-run", action="store_true", help="log what would be done, do nothing")
@@ -268,15 +268,27 @@ def build_parser() -> argparse.ArgumentParser:
         alert_commands,
         "render",
         "write prometheus.yml, the alert rules and alertmanager.yml from the config",
-        "alerts.render:render_command",
+        "hubkeeper.alerts.render:render_command",
     )
     render.add_argument("--out", required=True, help="folder to write into (created if missing)")
     render.add_argument(
         "--check", action="store_true", help="then check the result with promtool and amtool"
     )
-    from dashboards.cli import add_commands as add_dashboard_commands
+    from hubkeeper.dashboards.cli import add_commands as add_dashboard_commands
 
     add_dashboard_commands(commands)
+    install = commands.add_parser(
+        "install-files",
+        help="write the systemd units, the compose file and the example config for this "
+        "installation's paths",
+    )
+    install.add_argument("dest", help="folder to write into (created if missing)")
+    install.add_argument(
+        "--config-path",
+        default="/etc/hubkeeper/hubkeeper.toml",
+        help="where the units find hubkeeper.toml (default: /etc/hubkeeper/hubkeeper.toml)",
+    )
+    install.set_defaults(func=lambda args: _resolve("hubkeeper.deploy.install:install_files")(args))
     run = commands.add_parser(
         "up",
         help="run the whole local stack (hubs, NGINX, every daemon, Prometheus, "

@@ -12,13 +12,14 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import requests
 
 from hubkeeper.config import HubInstance, NginxConfig
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf.template"
+TEMPLATE = Path(str(files("hubkeeper.deploy") / "nginx.conf.template"))
 GENERATION_HEADER = "X-Hubkeeper-Generation"
 CONFIRMATIONS = 3  # answers in a row with the new generation before a switch counts
 

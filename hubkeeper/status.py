@@ -58,7 +58,7 @@ def metric_sums(text: str, prefix: str) -> dict[str, float]:
 
 
 def hubs(config: Config) -> Section:
-    from watchers.hubs.state import StateStore
+    from hubkeeper.watchers.hubs.state import StateStore
 
     body = fetch(config.watcher.endpoint, "/status")
     if body is not None:

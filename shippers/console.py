@@ -22,8 +22,8 @@ from typing import IO
 
 from hubkeeper.config import Config
 from hubkeeper.log import get_logger
-from shippers.shipper import READ_BUDGET, Shipper
-from shippers.sources import ContainerInfo, Files, Tail
+from hubkeeper.shippers.shipper import READ_BUDGET, Shipper
+from hubkeeper.shippers.sources import ContainerInfo, Files, Tail
 
 log = get_logger(__name__)
 STDOUT = "-"

@@ -22,9 +22,9 @@ from typing import Any, Protocol
 from hubkeeper.backoff import full_jitter
 from hubkeeper.config import ShipperConfig, ShipperElasticsearchConfig
 from hubkeeper.redact import redact
-from shippers.ecs import ECS_VERSION
-from shippers.parsers import to_json
-from shippers.store import Record
+from hubkeeper.shippers.ecs import ECS_VERSION
+from hubkeeper.shippers.parsers import to_json
+from hubkeeper.shippers.store import Record
 
 
 class Outcome(enum.Enum):
@@ -74,10 +74,10 @@ def make_output(section: ShipperConfig) -> Output:
     """The output ``[shipper]`` configures."""
     # The adapters import this module, so they are imported here, when one is chosen.
     if section.output == "logstash":
-        from shippers.logstash import LogstashOutput
+        from hubkeeper.shippers.logstash import LogstashOutput
 
         return LogstashOutput(section.logstash)
-    from shippers.elasticsearch import ElasticsearchOutput
+    from hubkeeper.shippers.elasticsearch import ElasticsearchOutput
 
     return ElasticsearchOutput(section.elasticsearch)
 

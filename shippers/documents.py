@@ -21,10 +21,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from hubkeeper.config import ShipperConfig
 from hubkeeper.daemon import Daemon
 from hubkeeper.log import get_logger
-from shippers.delivery import Delivery, Outcome, Settled, Unavailable, make_output, next_round
-from shippers.ecs import ECS_VERSION
-from shippers.parsers import to_json
-from shippers.store import Record, daily_index
+from hubkeeper.shippers.delivery import (
+    Delivery,
+    Outcome,
+    Settled,
+    Unavailable,
+    make_output,
+    next_round,
+)
+from hubkeeper.shippers.ecs import ECS_VERSION
+from hubkeeper.shippers.parsers import to_json
+from hubkeeper.shippers.store import Record, daily_index
 
 log = get_logger(__name__)
 

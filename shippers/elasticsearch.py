@@ -30,9 +30,9 @@ from elasticsearch import ApiError, Elasticsearch
 
 from hubkeeper.config import ShipperElasticsearchConfig
 from hubkeeper.log import get_logger
-from shippers.delivery import DAILY_INDEX, ItemResult, Unavailable
-from shippers.mapping import PROBE_PATTERN, supported_types, templates
-from shippers.store import Record
+from hubkeeper.shippers.delivery import DAILY_INDEX, ItemResult, Unavailable
+from hubkeeper.shippers.mapping import PROBE_PATTERN, supported_types, templates
+from hubkeeper.shippers.store import Record
 
 log = get_logger(__name__)
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from shippers.parsers import Doc, Parser, Unparsable, fold, is_continuation
+from hubkeeper.shippers.parsers import Doc, Parser, Unparsable, fold, is_continuation
 
 TRUNCATED = "truncated"
 INVALID_UTF8 = "invalid_utf8"

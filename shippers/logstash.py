@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from datetime import date
 
 from hubkeeper.config import ShipperLogstashConfig
-from shippers.delivery import ItemResult, Unavailable
-from shippers.store import Record
+from hubkeeper.shippers.delivery import ItemResult, Unavailable
+from hubkeeper.shippers.store import Record
 
 
 def payload(record: Record) -> bytes:

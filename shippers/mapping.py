@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from hubkeeper.config import ShipperElasticsearchConfig
-from shippers.delivery import Outcome
-from shippers.ecs import ECS_VERSION, FIELDS
-from shippers.parsers import DAEMON_KEYS
+from hubkeeper.shippers.delivery import Outcome
+from hubkeeper.shippers.ecs import ECS_VERSION, FIELDS
+from hubkeeper.shippers.parsers import DAEMON_KEYS
 
 #: Mapper types ECS uses that a cluster may lack, and what stands in for each.
 OPTIONAL_TYPES: dict[str, dict[str, Any]] = {

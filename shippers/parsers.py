@@ -608,7 +608,7 @@ def _depth(value: Any) -> int:
 
 
 #: Loggers of hubkeeper's own daemons (their JSON lines name the module).
-OWN_LOGGERS = ("hubkeeper.", "watchers.", "shippers.", "dashboards.")
+OWN_LOGGERS = "hubkeeper."
 #: Context keys of hubkeeper's own events that dashboards count by, and their fields.
 DAEMON_KEYS: dict[str, str] = {
     "user": "user.name",

@@ -8,8 +8,6 @@ acknowledgement. Metrics ``hubkeeper_shipper_*`` on ``/metrics``, a PRTG sensor 
 
 from __future__ import annotations
 
-import argparse
-import logging
 import socket
 import threading
 import time
@@ -27,12 +25,11 @@ from prometheus_client.registry import Collector
 
 from hubkeeper import prtg
 from hubkeeper.config import Config, LabelsConfig, parse_byte_size
-from hubkeeper.daemon import Daemon
 from hubkeeper.endpoint import Response
 from hubkeeper.files import LockHeld, try_lock
 from hubkeeper.log import get_logger
 from hubkeeper.redact import Redactor
-from shippers.delivery import (
+from hubkeeper.shippers.delivery import (
     Delivery,
     Outcome,
     Settled,
@@ -40,10 +37,9 @@ from shippers.delivery import (
     make_output,
     retry_until,
 )
-from shippers.documents import DocumentIndexer
-from shippers.parsers import now_iso
-from shippers.sources import ContainerInfo, Files, Settings, make_sources
-from shippers.store import Record, Registry, Spool
+from hubkeeper.shippers.parsers import now_iso
+from hubkeeper.shippers.sources import ContainerInfo, Files, Settings, make_sources
+from hubkeeper.shippers.store import Record, Registry, Spool
 
 log = get_logger(__name__)
 READ_BUDGET = 4 << 20  # input bytes per reader cycle
@@ -109,7 +105,8 @@ class Shipper:
 
     def __init__(self, config: Config, container_info: ContainerInfo | None = None) -> None:
         section = config.shipper
-        self.config = section
+        self.config = config
+        self.section = section
         self.host_name = section.host_name or socket.gethostname()
         self._reported: dict[Outcome, int] = {}
         state = Path(section.state_dir)
@@ -182,17 +179,17 @@ class Shipper:
             try:
                 if time.monotonic() >= next_scan:
                     self.files.scan()
-                    next_scan = time.monotonic() + self.config.scan_interval
+                    next_scan = time.monotonic() + self.section.scan_interval
                 room = self.spool.max_bytes - self.spool.used()
                 if room <= 0:
-                    self.stopping.wait(self.config.poll_interval)
+                    self.stopping.wait(self.section.poll_interval)
                     continue
                 records, moves = self.files.read(min(READ_BUDGET, room))
                 self.spool.append([record.line() for record in records])
                 self.files.advance(moves)
                 self._count_read(records)
                 if not records:
-                    self.stopping.wait(self.config.poll_interval)
+                    self.stopping.wait(self.section.poll_interval)
             except Exception:
                 log.exception("reader_failed")
                 self.stopping.wait(1.0)
@@ -211,7 +208,7 @@ class Shipper:
     def _send_loop(self) -> None:
         cursor = self.registry.cursor
         waiting_since: float | None = None
-        section = self.config
+        section = self.section
         max_bytes = parse_byte_size(section.batch_max_bytes)
         if self.delivery.install_templates():  # else stopping
             log.info("index_templates_installed")
@@ -225,7 +222,7 @@ class Shipper:
             if not records:
                 waiting_since = None
                 self._commit()
-                self.spool.wait(cursor, self.config.poll_interval)
+                self.spool.wait(cursor, self.section.poll_interval)
                 continue
             now = time.monotonic()
             waiting_since = waiting_since or now
@@ -262,7 +259,10 @@ class Shipper:
         if self.unavailable_since is None:
             self.unavailable_since = time.time()
         log.warning(
-            "output_unavailable", output=self.config.output, error=str(error)[:500], attempt=attempt
+            "output_unavailable",
+            output=self.section.output,
+            error=str(error)[:500],
+            attempt=attempt,
         )
 
     def _answered(self, settled: Settled) -> None:
@@ -287,7 +287,7 @@ class Shipper:
         problems = [f"source {name}: {why}" for name, why in sorted(self.files.failing().items())]
         if self.unavailable_since is not None:
             down = time.time() - self.unavailable_since
-            problems.insert(0, f"{self.config.output} unavailable for {down:.0f}s")
+            problems.insert(0, f"{self.section.output} unavailable for {down:.0f}s")
         return True, ("degraded: " + "; ".join(problems) if problems else "ok") + "\n"
 
     def lag(self) -> dict[str, tuple[int, float, int]]:
@@ -354,7 +354,7 @@ class Shipper:
         return prtg.response(prtg.sensor(channels, f"log shipper: {text.strip()}"))
 
     def retention(self) -> None:
-        if self.config.output != "elasticsearch" or self.config.elasticsearch.retention_days <= 0:
+        if self.section.output != "elasticsearch" or self.section.elasticsearch.retention_days <= 0:
             return
         try:
             deleted = self.output.delete_expired(datetime.now(UTC).date())
@@ -454,27 +454,3 @@ def docker_root(url: str) -> str | None:
     except docker.errors.DockerException:
         log.warning("docker_root_unknown", default="/var/lib/docker")
         return None
-
-
-def ship_logs(config: Config, args: argparse.Namespace) -> int:
-    """Run the shipper until SIGTERM; with ``--once``, print the documents instead."""
-    if getattr(args, "once", False):
-        from shippers.console import print_documents  # which builds on this module
-
-        return print_documents(config, args.output)
-    logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # a line per request
-    shipper = Shipper(config)
-    daemon = Daemon(
-        "shipper",
-        config.shipper.endpoint,
-        shipper.metrics_registry,
-        shipper.health,
-        {"/prtg/": shipper.prtg_route},
-    )
-    daemon.every(3600, shipper.retention, "retention")
-    if config.shipper.status_interval:
-        section = config.shipper
-        status = DocumentIndexer(section, shipper.metrics_registry, "hubkeeper_shipper_status")
-        status.schedule(daemon, section.status_interval, lambda: [shipper.status()], "status")
-    shipper.start()
-    return daemon.run(on_stop=shipper.stop)

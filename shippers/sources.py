@@ -35,8 +35,8 @@ from hubkeeper.backoff import full_jitter
 from hubkeeper.config import ShipperSource
 from hubkeeper.log import get_logger
 from hubkeeper.redact import DEFAULT, Redactor
-from shippers.ecs import ECS_VERSION
-from shippers.framing import (
+from hubkeeper.shippers.ecs import ECS_VERSION
+from hubkeeper.shippers.framing import (
     FAILURE,
     Assembler,
     DockerRecords,
@@ -46,7 +46,7 @@ from shippers.framing import (
     raw,
     read_lines,
 )
-from shippers.parsers import (
+from hubkeeper.shippers.parsers import (
     Parser,
     make_parser,
     normalize_timestamp,
@@ -54,7 +54,7 @@ from shippers.parsers import (
     to_json,
     valid_timestamp,
 )
-from shippers.store import Entry, Record, Registry, daily_index
+from hubkeeper.shippers.store import Entry, Record, Registry, daily_index
 
 log = get_logger(__name__)
 

@@ -38,9 +38,9 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from deploy.stack import free_ports, wait_for  # noqa: E402
-from hub.images import BASE_IMAGE, ensure_base  # noqa: E402
 from hubkeeper import prtg  # noqa: E402
+from hubkeeper.deploy.stack import free_ports, wait_for  # noqa: E402
+from hubkeeper.hub.images import BASE_IMAGE, ensure_base  # noqa: E402
 from tests.bench.needs import docker_engine  # noqa: E402
 
 REPEATS = 5

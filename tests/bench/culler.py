@@ -49,8 +49,8 @@ sys.path.insert(0, str(ROOT))
 
 from jupyterhub_idle_culler import cull_idle  # noqa: E402
 
-from deploy.stack import Stack, running_stack, to_toml, wait_for  # noqa: E402
-from hub.images import SINGLEUSER_IMAGE  # noqa: E402
+from hubkeeper.deploy.stack import Stack, running_stack, to_toml, wait_for  # noqa: E402
+from hubkeeper.hub.images import SINGLEUSER_IMAGE  # noqa: E402
 from hubkeeper.hubapi import HubAPIError, HubClient  # noqa: E402
 
 USERS = 2000

@@ -37,8 +37,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from deploy import hubctl  # noqa: E402
-from deploy.stack import Stack, running_stack  # noqa: E402
+from hubkeeper.deploy import hubctl  # noqa: E402
+from hubkeeper.deploy.stack import Stack, running_stack  # noqa: E402
 from hubkeeper.nginx import GENERATION_HEADER, TEMPLATE  # noqa: E402
 from tests.bench.needs import docker_engine  # noqa: E402
 from tests.integration.helpers import start_and_wait, user_containers  # noqa: E402

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import docker
 
-from deploy.stack import docker_client, start_docker_engine, wait_for_docker
 from hubkeeper.config import DockerConfig
+from hubkeeper.deploy.stack import docker_client, start_docker_engine, wait_for_docker
 
 
 @contextlib.contextmanager

@@ -38,11 +38,11 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from deploy.elasticsearch import Elasticsearch  # noqa: E402
-from deploy.stack import free_ports, to_toml, wait_for  # noqa: E402
 from hubkeeper.config import ShipperSource  # noqa: E402
-from shippers.sources import Files, Settings, make_sources  # noqa: E402
-from shippers.store import Registry  # noqa: E402
+from hubkeeper.deploy.elasticsearch import Elasticsearch  # noqa: E402
+from hubkeeper.deploy.stack import free_ports, to_toml, wait_for  # noqa: E402
+from hubkeeper.shippers.sources import Files, Settings, make_sources  # noqa: E402
+from hubkeeper.shippers.store import Registry  # noqa: E402
 from tests.hostile import HOSTILE  # noqa: E402
 
 USERS = [f"user{n:03d}" for n in range(200)]

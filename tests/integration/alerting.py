@@ -15,7 +15,7 @@ from typing import Any
 import requests
 from aiosmtpd.controller import Controller
 
-from deploy.stack import free_ports, wait_for
+from hubkeeper.deploy.stack import free_ports, wait_for
 
 
 @dataclass

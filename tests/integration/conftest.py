@@ -5,15 +5,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploy.elasticsearch import Elasticsearch, running_elasticsearch
-from deploy.stack import (
+from hubkeeper.config import DockerConfig
+from hubkeeper.deploy.elasticsearch import Elasticsearch, running_elasticsearch
+from hubkeeper.deploy.stack import (
     Stack,
     docker_client,
     running_stack,
     start_docker_engine,
     wait_for_docker,
 )
-from hubkeeper.config import DockerConfig
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from deploy.stack import Stack, wait_for
+from hubkeeper.deploy.stack import Stack, wait_for
 from hubkeeper.hubapi import HubAPIError, HubClient
 
 

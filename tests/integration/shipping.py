@@ -19,11 +19,11 @@ import pytest
 import requests
 from docker.models.containers import Container
 
-from deploy.elasticsearch import Elasticsearch
-from deploy.stack import Stack, free_ports, to_toml, wait_for
-from hub.images import SINGLEUSER_IMAGE
 from hubkeeper.config import ShipperElasticsearchConfig
-from shippers.mapping import templates
+from hubkeeper.deploy.elasticsearch import Elasticsearch
+from hubkeeper.deploy.stack import Stack, free_ports, to_toml, wait_for
+from hubkeeper.hub.images import SINGLEUSER_IMAGE
+from hubkeeper.shippers.mapping import templates
 
 STARTED: list[ShipperRun] = []
 

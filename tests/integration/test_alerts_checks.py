@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alerts.render import RULES_DIR, Rendered, check, render
+from hubkeeper.alerts.render import RULES_DIR, Rendered, check, render
 from hubkeeper.loader import from_dict
 
 TESTS_DIR = RULES_DIR.parent / "tests"

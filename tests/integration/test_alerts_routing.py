@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy.stack import Stack, wait_for
+from hubkeeper.deploy.stack import Stack, wait_for
 from tests.integration.alerting import (
     Inbox,
     Receiver,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy import hubctl
-from deploy.stack import Stack, running_stack, wait_for
+from hubkeeper.deploy import hubctl
+from hubkeeper.deploy.stack import Stack, running_stack, wait_for
 from tests.integration.alerting import (
     Inbox,
     Receiver,

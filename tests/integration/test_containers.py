@@ -26,9 +26,9 @@ import requests  # noqa: E402
 from testcontainers.core.config import testcontainers_config  # noqa: E402
 from testcontainers.core.container import DockerContainer  # noqa: E402
 
-from deploy.stack import Stack, free_ports, to_toml, wait_for  # noqa: E402
-from hub.images import BASE_IMAGE  # noqa: E402
 from hubkeeper import prtg  # noqa: E402
+from hubkeeper.deploy.stack import Stack, free_ports, to_toml, wait_for  # noqa: E402
+from hubkeeper.hub.images import BASE_IMAGE  # noqa: E402
 from tests.integration.helpers import series, start_and_wait, user_containers  # noqa: E402
 
 testcontainers_config.ryuk_disabled = True

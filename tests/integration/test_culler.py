@@ -28,9 +28,9 @@ import pytest
 import requests
 from jupyterhub_idle_culler import cull_idle
 
-from deploy.stack import Stack, free_ports, http_ok, running_stack, to_toml, wait_for
-from hub.images import ALT_IMAGE, BASE_IMAGE
 from hubkeeper import prtg
+from hubkeeper.deploy.stack import Stack, free_ports, http_ok, running_stack, to_toml, wait_for
+from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE
 from hubkeeper.hubapi import HubAPIError, HubClient
 from tests.integration.helpers import start_frozen, user_containers
 

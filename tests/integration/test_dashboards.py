@@ -25,16 +25,26 @@ from typing import Any
 import pytest
 import requests
 
-from dashboards.kibana import check, saved_objects, to_ndjson
-from dashboards.panels import AMBER, BLUE, DASHBOARDS, GREEN, HUB_OVERVIEW, RED, Panel, Where, top
-from dashboards.preview import PALETTE, preview, render_page, run
-from deploy import hubctl
-from deploy.elasticsearch import Elasticsearch, log_store_overrides
-from deploy.stack import Stack, running_stack, wait_for
-from hub.images import BASE_IMAGE
 from hubkeeper.config import ShipperElasticsearchConfig
+from hubkeeper.dashboards.kibana import check, saved_objects, to_ndjson
+from hubkeeper.dashboards.panels import (
+    AMBER,
+    BLUE,
+    DASHBOARDS,
+    GREEN,
+    HUB_OVERVIEW,
+    RED,
+    Panel,
+    Where,
+    top,
+)
+from hubkeeper.dashboards.preview import PALETTE, preview, render_page, run
+from hubkeeper.deploy import hubctl
+from hubkeeper.deploy.elasticsearch import Elasticsearch, log_store_overrides
+from hubkeeper.deploy.stack import Stack, running_stack, wait_for
+from hubkeeper.hub.images import BASE_IMAGE
 from hubkeeper.hubapi import HubAPIError
-from shippers.mapping import templates
+from hubkeeper.shippers.mapping import templates
 from tests.integration.helpers import series, start_and_wait, start_frozen, user_containers
 from tests.integration.shipping import dynamic_json_keys, search
 

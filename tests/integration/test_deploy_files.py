@@ -7,15 +7,16 @@ from pathlib import Path
 import docker
 import pytest
 
-from hub.images import ensure_hubkeeper_image
+from hubkeeper.hub.images import ensure_hubkeeper_image
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
 
 
-def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
-    """Verified with their paths pointed at this checkout (verify checks the executables)."""
-    units = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
+def verify_units(folder: Path) -> None:
+    """``systemd-analyze verify`` on every unit in ``folder`` (the template as an instance),
+    which also checks that each unit's executables exist."""
+    units = sorted(folder.glob("*.service"))
     assert {u.name for u in units} >= {
         "jupyterhub@.service",
         "hubkeeper-watch-hubs.service",
@@ -23,20 +24,28 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
         "hubkeeper-ship-logs.service",
     }
     for unit in units:
-        text = unit.read_text()
-        text = text.replace("/opt/hubkeeper/venv", str(VENV)).replace(
-            "/opt/hubkeeper/src", str(ROOT)
-        )
-        name = unit.name.replace("@.service", "@a.service")  # an instance of the template
-        (tmp_path / name).write_text(text)
-        assert "WatchdogSec=" in text or "@" in unit.name
+        assert "WatchdogSec=" in unit.read_text() or "@" in unit.name
+        if "@." in unit.name:
+            unit.rename(unit.with_name(unit.name.replace("@.service", "@a.service")))
     result = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", *sorted(map(str, tmp_path.glob("*.service")))],
+        ["systemd-analyze", "verify", "--man=no", *sorted(map(str, folder.glob("*.service")))],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+def test_installed_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    """The units as ``hubkeeper install-files`` writes them for this checkout's venv."""
+    done = subprocess.run(
+        [str(VENV / "bin" / "hubkeeper"), "install-files", str(tmp_path)],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert len(done.stdout.split()) == 6
+    text = (tmp_path / "systemd" / "jupyterhub@.service").read_text()
+    assert f"-f {ROOT / 'hub' / 'jupyterhub_config.py'}" in text and "/opt/" not in text
+    verify_units(tmp_path / "systemd")
 
 
 def test_compose_file_validates() -> None:

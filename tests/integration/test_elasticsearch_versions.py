@@ -15,10 +15,15 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry
 
-from dashboards.preview import preview
-from deploy.elasticsearch import ES8_VERSION, ES_VERSION, Elasticsearch, running_elasticsearch
 from hubkeeper.config import ShipperConfig, ShipperElasticsearchConfig
-from shippers.documents import DocumentIndexer
+from hubkeeper.dashboards.preview import preview
+from hubkeeper.deploy.elasticsearch import (
+    ES8_VERSION,
+    ES_VERSION,
+    Elasticsearch,
+    running_elasticsearch,
+)
+from hubkeeper.shippers.documents import DocumentIndexer
 from tests.integration.shipping import (
     ShipperRun,
     dynamic_json_keys,

@@ -15,9 +15,16 @@ import pytest
 import requests
 import yaml
 
-from deploy.stack import ManagedProcess, docker_client, free_ports, http_ok, to_toml, wait_for
-from hub.images import BASE_IMAGE, ensure_base
 from hubkeeper.config import DockerConfig, LabelsConfig
+from hubkeeper.deploy.stack import (
+    ManagedProcess,
+    docker_client,
+    free_ports,
+    http_ok,
+    to_toml,
+    wait_for,
+)
+from hubkeeper.hub.images import BASE_IMAGE, ensure_base
 from hubkeeper.loader import load
 from hubkeeper.status import fetch
 from tests.certs import make_pki

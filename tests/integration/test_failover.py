@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy import hubctl
-from deploy.stack import Stack, running_stack, wait_for
 from hubkeeper import prtg
+from hubkeeper.deploy import hubctl
+from hubkeeper.deploy.stack import Stack, running_stack, wait_for
 from hubkeeper.nginx import TEMPLATE, NginxError
 from tests.integration.helpers import (
     HubCensus,

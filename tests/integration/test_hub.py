@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from deploy.stack import Stack
-from hub.images import ALT_IMAGE, SINGLEUSER_IMAGE
+from hubkeeper.deploy.stack import Stack
+from hubkeeper.hub.images import ALT_IMAGE, SINGLEUSER_IMAGE
 from hubkeeper.hubapi import HubAPIError, HubClient
 from tests.integration.helpers import (
     server_status,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.stack import to_toml
+from hubkeeper.deploy.stack import to_toml
 from tests.integration.test_shipper_stack import check_every_line_once
 
 HUBKEEPER = Path(sys.executable).with_name("hubkeeper")

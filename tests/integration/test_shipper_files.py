@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy.elasticsearch import Elasticsearch
-from deploy.stack import wait_for
 from hubkeeper import prtg
+from hubkeeper.deploy.elasticsearch import Elasticsearch
+from hubkeeper.deploy.stack import wait_for
 from tests.integration.shipping import (
     ShipperRun,
     Writer,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import requests
 
-from deploy.elasticsearch import Elasticsearch
-from deploy.stack import Stack, wait_for
-from shippers.framing import FAILURE, PARSE_FAILURE
-from shippers.sources import TIMESTAMP_INVALID
+from hubkeeper.deploy.elasticsearch import Elasticsearch
+from hubkeeper.deploy.stack import Stack, wait_for
+from hubkeeper.shippers.framing import FAILURE, PARSE_FAILURE
+from hubkeeper.shippers.sources import TIMESTAMP_INVALID
 from tests.hostile import HOSTILE, SECRETS
 from tests.integration.shipping import (
     stack_shipper,

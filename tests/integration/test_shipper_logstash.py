@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.elasticsearch import cache_dir
-from deploy.stack import free_ports, wait_for
+from hubkeeper.deploy.elasticsearch import cache_dir
+from hubkeeper.deploy.stack import free_ports, wait_for
 from tests.integration.shipping import (
     ShipperRun,
     Writer,

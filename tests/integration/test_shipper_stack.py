@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy.elasticsearch import Elasticsearch
-from deploy.stack import Stack, wait_for
-from hub.images import SINGLEUSER_IMAGE
+from hubkeeper.deploy.elasticsearch import Elasticsearch
+from hubkeeper.deploy.stack import Stack, wait_for
+from hubkeeper.hub.images import SINGLEUSER_IMAGE
 from hubkeeper.hubapi import HubAPIError
 from hubkeeper.redact import redact
 from tests.integration.helpers import start_and_wait, stop_and_wait, user_containers

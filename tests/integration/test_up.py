@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy import hubctl
-from deploy.stack import wait_for
 from hubkeeper.config import HubClientConfig, Secret
+from hubkeeper.deploy import hubctl
+from hubkeeper.deploy.stack import wait_for
 from hubkeeper.hubapi import HubClient
 from hubkeeper.loader import load
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alerts.render import (
+from hubkeeper.alerts.render import (
     DEFAULT_RUNBOOK_BASE,
     FOLLOWS_ANY_HUB,
     FOLLOWS_PER_HUB,

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-import watchers.culler.daemon
 from hubkeeper import __version__
 from hubkeeper.cli import build_parser, exit_code, main
 from hubkeeper.config import ConfigError, EndpointConfig
 from hubkeeper.daemon import Daemon
 from hubkeeper.files import LockHeld, try_lock
+from hubkeeper.watchers.culler import daemon as culler_daemon
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "hubkeeper.example.toml"
 
@@ -155,7 +155,7 @@ def test_a_taken_port_is_a_runtime_failure_with_one_line_and_exit_1(
         endpoint = EndpointConfig(port=port)
         return Daemon("culler", endpoint, CollectorRegistry(), health).run()
 
-    monkeypatch.setattr(watchers.culler.daemon, "cull", serve)
+    monkeypatch.setattr(culler_daemon, "cull", serve)
     config = tmp_path / "hubkeeper.toml"
     config.write_text("")
     with taken:

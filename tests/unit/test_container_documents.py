@@ -3,11 +3,11 @@
 from typing import Any
 
 from hubkeeper.config import ShipperElasticsearchConfig
-from shippers.elasticsearch import templates
-from shippers.parsers import iso_from_epoch
-from watchers.containers.documents import container_figures, snapshot_documents
-from watchers.containers.model import ContainerInfo, Sample, Snapshot, Stats
-from watchers.containers.reconcile import Orphan, Reconciliation
+from hubkeeper.shippers.elasticsearch import templates
+from hubkeeper.shippers.parsers import iso_from_epoch
+from hubkeeper.watchers.containers.documents import container_figures, snapshot_documents
+from hubkeeper.watchers.containers.model import ContainerInfo, Sample, Snapshot, Stats
+from hubkeeper.watchers.containers.reconcile import Orphan, Reconciliation
 
 MIB = 1024**2
 T = 1_795_600_800.25

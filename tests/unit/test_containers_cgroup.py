@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from watchers.containers.cgroup import (
+from hubkeeper.watchers.containers.cgroup import (
     CgroupReader,
     parse_cpu_max,
     parse_flat_keyed,
@@ -15,7 +15,7 @@ from watchers.containers.cgroup import (
     parse_proc_cgroup,
     parse_v1_blkio,
 )
-from watchers.containers.model import ContainerInfo, DeviceIO, InterfaceIO
+from hubkeeper.watchers.containers.model import ContainerInfo, DeviceIO, InterfaceIO
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"

@@ -3,7 +3,7 @@
 import pytest
 
 from hubkeeper.config import LabelsConfig
-from watchers.containers.model import (
+from hubkeeper.watchers.containers.model import (
     info_from_inspect,
     parse_docker_time,
     real_name,

@@ -2,8 +2,8 @@
 
 import dataclasses
 
-from watchers.containers.model import ContainerInfo
-from watchers.containers.reconcile import HubServer, Orphan, reconcile, servers_from_users
+from hubkeeper.watchers.containers.model import ContainerInfo
+from hubkeeper.watchers.containers.reconcile import HubServer, Orphan, reconcile, servers_from_users
 
 NOW = 10_000.0
 

@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 
 from hubkeeper import prtg
-from watchers.containers.model import ContainerInfo, Sample, Snapshot, Stats
-from watchers.containers.reconcile import Orphan, Reconciliation
-from watchers.containers.sensors import (
+from hubkeeper.watchers.containers.model import ContainerInfo, Sample, Snapshot, Stats
+from hubkeeper.watchers.containers.reconcile import Orphan, Reconciliation
+from hubkeeper.watchers.containers.sensors import (
     MAX_TOP,
     SensorSettings,
     overview,

@@ -7,10 +7,16 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from watchers.containers.cgroup import CgroupReader
-from watchers.containers.collector import Collector, _Previous, baseline, render, with_rates
-from watchers.containers.dockerstats import stats_from_api
-from watchers.containers.model import ContainerInfo, DeviceIO, InterfaceIO, Sample, Stats
+from hubkeeper.watchers.containers.cgroup import CgroupReader
+from hubkeeper.watchers.containers.collector import (
+    Collector,
+    _Previous,
+    baseline,
+    render,
+    with_rates,
+)
+from hubkeeper.watchers.containers.dockerstats import stats_from_api
+from hubkeeper.watchers.containers.model import ContainerInfo, DeviceIO, InterfaceIO, Sample, Stats
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"

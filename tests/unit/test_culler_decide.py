@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 
 from hubkeeper.config import CullerConfig, CullerRule
-from watchers.containers.reconcile import Orphan
-from watchers.culler.decide import decide_server, decide_user, limits, plan
-from watchers.culler.model import ServerView, UserView, parse_time, user_view
+from hubkeeper.watchers.containers.reconcile import Orphan
+from hubkeeper.watchers.culler.decide import decide_server, decide_user, limits, plan
+from hubkeeper.watchers.culler.model import ServerView, UserView, parse_time, user_view
 
 NOW = 1_000_000.0
 IMAGE = "hubkeeper/singleuser:latest"

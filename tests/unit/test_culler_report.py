@@ -4,13 +4,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from hub.settings import SERVICE_SCOPES, apply, culler_scopes
 from hubkeeper import prtg
 from hubkeeper.config import CullerConfig, CullerRule
+from hubkeeper.hub.settings import SERVICE_SCOPES, apply, culler_scopes
 from hubkeeper.loader import from_dict
-from watchers.culler.activity import cpu_share, prune
-from watchers.culler.model import Decision
-from watchers.culler.report import CycleReport, Metrics, Outcome, audit, sensor
+from hubkeeper.watchers.culler.activity import cpu_share, prune
+from hubkeeper.watchers.culler.model import Decision
+from hubkeeper.watchers.culler.report import CycleReport, Metrics, Outcome, audit, sensor
 
 
 def test_cpu_share_is_percent_of_one_cpu_over_the_samples() -> None:

@@ -9,10 +9,11 @@ import sys
 
 import pytest
 
-from dashboards.auth import Credentials, CredentialsError
-from dashboards.kibana import check, data_view, saved_objects, to_ndjson
-from dashboards.load import LoadError, import_url, load
-from dashboards.panels import (
+from hubkeeper.config import ShipperElasticsearchConfig
+from hubkeeper.dashboards.auth import Credentials, CredentialsError
+from hubkeeper.dashboards.kibana import check, data_view, saved_objects, to_ndjson
+from hubkeeper.dashboards.load import LoadError, import_url, load
+from hubkeeper.dashboards.panels import (
     AMBER,
     BLUE,
     DASHBOARDS,
@@ -27,7 +28,7 @@ from dashboards.panels import (
     Where,
     kql,
 )
-from dashboards.preview import (
+from hubkeeper.dashboards.preview import (
     PreviewError,
     Result,
     format_value,
@@ -37,8 +38,7 @@ from dashboards.preview import (
     render_panel,
     search_body,
 )
-from hubkeeper.config import ShipperElasticsearchConfig
-from shippers.mapping import OPTIONAL_TYPES, log_fields, templates
+from hubkeeper.shippers.mapping import OPTIONAL_TYPES, log_fields, templates
 
 PANELS = [(d, p) for d in DASHBOARDS for p in d.panels]
 

@@ -10,11 +10,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from hubkeeper.config import ShipperConfig, ShipperElasticsearchConfig
-from shippers import documents
-from shippers.delivery import ItemResult, Outcome, Unavailable, error_reason, settle
-from shippers.documents import DocumentIndexer, document_record
-from shippers.parsers import iso_from_epoch
-from shippers.store import Record
+from hubkeeper.shippers import documents
+from hubkeeper.shippers.delivery import ItemResult, Outcome, Unavailable, error_reason, settle
+from hubkeeper.shippers.documents import DocumentIndexer, document_record
+from hubkeeper.shippers.parsers import iso_from_epoch
+from hubkeeper.shippers.store import Record
 
 CONFIG = ShipperElasticsearchConfig()
 LOG_INDEX = "hubkeeper-logs-app-2024.02.29"

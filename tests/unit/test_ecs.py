@@ -10,10 +10,10 @@ import pytest
 
 from hubkeeper.config import ShipperElasticsearchConfig, ShipperSource
 from hubkeeper.loader import from_dict
-from shippers.delivery import dead_letter
-from shippers.documents import document_record
-from shippers.ecs import ECS_VERSION, FIELDS
-from shippers.mapping import (
+from hubkeeper.shippers.delivery import dead_letter
+from hubkeeper.shippers.documents import document_record
+from hubkeeper.shippers.ecs import ECS_VERSION, FIELDS
+from hubkeeper.shippers.mapping import (
     BEATS_FIELDS,
     HUBKEEPER_FIELDS,
     OPTIONAL_TYPES,
@@ -21,12 +21,12 @@ from shippers.mapping import (
     supported_types,
     templates,
 )
-from shippers.shipper import Shipper
-from shippers.sources import Files, Settings, make_sources
-from shippers.store import Registry
+from hubkeeper.shippers.shipper import Shipper
+from hubkeeper.shippers.sources import Files, Settings, make_sources
+from hubkeeper.shippers.store import Registry
+from hubkeeper.watchers.containers.documents import snapshot_documents
 from tests.unit.test_container_documents import RECONCILED, snapshot
 from tests.unit.test_shipper_parsers import HUB, REFUSED_LINES, SPAWNER_LINES
-from watchers.containers.documents import snapshot_documents
 
 ALL = frozenset(OPTIONAL_TYPES)
 JSON_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -123,7 +123,7 @@ def shipped(tmp_path: Path) -> list[dict[str, Any]]:
     ]
     json_lines = [
         '{"event": "cull_decision", "user": "cat", "reason": "idle", "action": "stop", '
-        '"result": "done", "hub": "a", "server": "", "logger": "watchers.culler.report"}',
+        '"result": "done", "hub": "a", "server": "", "logger": "hubkeeper.watchers.culler.report"}',
         '{"msg": "hi", "user": {"id": 7}, "time": 1795608000.5}',
         '{"a": ' * 30 + "1" + "}" * 30,  # too deep for the index: shipped raw
     ]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from shippers.elasticsearch import compatible_mimetype, lowest_major
+from hubkeeper.shippers.elasticsearch import compatible_mimetype, lowest_major
 
 VND_JSON_9 = "application/vnd.elasticsearch+json; compatible-with=9"
 VND_NDJSON_9 = "application/vnd.elasticsearch+x-ndjson; compatible-with=9"

@@ -18,10 +18,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hubkeeper.config import ShipperSource
-from shippers.framing import FAILURE, PARSE_FAILURE
-from shippers.parsers import PARSERS, Unparsable, is_continuation, make_parser, valid_timestamp
-from shippers.sources import TIMESTAMP_INVALID, TIMESTAMP_ORIGINAL, Files, Settings, make_sources
-from shippers.store import Registry
+from hubkeeper.shippers.framing import FAILURE, PARSE_FAILURE
+from hubkeeper.shippers.parsers import (
+    PARSERS,
+    Unparsable,
+    is_continuation,
+    make_parser,
+    valid_timestamp,
+)
+from hubkeeper.shippers.sources import (
+    TIMESTAMP_INVALID,
+    TIMESTAMP_ORIGINAL,
+    Files,
+    Settings,
+    make_sources,
+)
+from hubkeeper.shippers.store import Registry
 from tests.hostile import HOSTILE, SECRETS
 
 ZONES = ["UTC", "Europe/Berlin", "America/St_Johns", "local"]

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from traitlets.config import Config as TraitletsConfig
 
-from hub.settings import SERVICE_SCOPES, apply
+from hubkeeper.hub.settings import SERVICE_SCOPES, apply
 from hubkeeper.loader import from_dict
 
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.images import debian_mirror, recipe_hash
+from hubkeeper.hub.images import debian_mirror, recipe_hash
 
 
 def test_mirror_from_deb822_sources(tmp_path: Path) -> None:

@@ -21,11 +21,9 @@ from types import ModuleType
 import pytest
 
 import hubkeeper.redact
-import shippers.framing
-import shippers.parsers
-import shippers.sources
+from hubkeeper.shippers import framing, parsers, sources
 
-MODULES: list[ModuleType] = [hubkeeper.redact, shippers.parsers, shippers.framing, shippers.sources]
+MODULES: list[ModuleType] = [hubkeeper.redact, parsers, framing, sources]
 # Patterns the code only ever matches at the start of a line (``.match``): one start
 # position, so they are run that way here. Every other pattern is scanned (``finditer``).
 ANCHORED = {

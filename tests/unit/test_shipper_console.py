@@ -10,8 +10,8 @@ import pytest
 
 from hubkeeper.cli import main, ndjson_target
 from hubkeeper.loader import load
-from shippers.console import print_documents
-from shippers.sources import Files
+from hubkeeper.shippers.console import print_documents
+from hubkeeper.shippers.sources import Files
 
 HUB_LINES = (
     "[I 2026-11-25 10:00:00.000 JupyterHub app:1] first\n"

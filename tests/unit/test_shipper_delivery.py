@@ -12,7 +12,7 @@ import pytest
 from hubkeeper.backoff import full_jitter
 from hubkeeper.config import ShipperElasticsearchConfig
 from hubkeeper.loader import from_dict
-from shippers.delivery import (
+from hubkeeper.shippers.delivery import (
     Delivery,
     ItemResult,
     Outcome,
@@ -23,10 +23,10 @@ from shippers.delivery import (
     next_round,
     outcome,
 )
-from shippers.elasticsearch import expired, templates
-from shippers.logstash import encode_window
-from shippers.shipper import Shipper
-from shippers.store import Entry, Record, Registry, Spool
+from hubkeeper.shippers.elasticsearch import expired, templates
+from hubkeeper.shippers.logstash import encode_window
+from hubkeeper.shippers.shipper import Shipper
+from hubkeeper.shippers.store import Entry, Record, Registry, Spool
 
 
 def record(n: int, key: str = "k") -> Record:

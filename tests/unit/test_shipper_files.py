@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from hubkeeper.config import ShipperSource
-from shippers.sources import (
+from hubkeeper.shippers.sources import (
     Files,
     Settings,
     entry_key,
     event_id,
     make_sources,
 )
-from shippers.store import Registry
+from hubkeeper.shippers.store import Registry
 
 
 def files_for(

@@ -2,8 +2,15 @@
 
 import json
 
-from shippers.framing import Assembler, DockerRecords, Line, decode, events_from, read_lines
-from shippers.parsers import make_parser
+from hubkeeper.shippers.framing import (
+    Assembler,
+    DockerRecords,
+    Line,
+    decode,
+    events_from,
+    read_lines,
+)
+from hubkeeper.shippers.parsers import make_parser
 
 
 def reader(data: bytes):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hubkeeper.loader import from_dict
-from shippers.shipper import Shipper
+from hubkeeper.shippers.shipper import Shipper
 
 
 def two_sources(folder: Path) -> Shipper:

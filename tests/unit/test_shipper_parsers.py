@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from shippers.parsers import (
+from hubkeeper.shippers.parsers import (
     Clock,
     Unparsable,
     fold,
@@ -401,11 +401,13 @@ def test_own_events_type_their_context_and_other_json_stays_flattened() -> None:
         "json",
         '{"kind": "idle", "user": "cat", "server": "", "action": "stop", "reason": "idle", '
         '"result": "done", "idle_seconds": 12.5, "dry_run": false, "event": "cull_decision", '
-        '"level": "info", "logger": "watchers.culler.report", "timestamp": "2026-11-25T17:00:00Z"}',
+        '"level": "info", "logger": "hubkeeper.watchers.culler.report", '
+        '"timestamp": "2026-11-25T17:00:00Z"}',
     )
     assert {k: v for k, v in cull.items() if k not in ("@timestamp", "message")} == {
         "event.action": "cull_decision", "log.level": "info",
-        "log.logger": "watchers.culler.report", "user.name": "cat", "event.reason": "idle",
+        "log.logger": "hubkeeper.watchers.culler.report", "user.name": "cat",
+        "event.reason": "idle",
         "hubkeeper.event.kind": "idle", "hubkeeper.event.action": "stop",
         "hubkeeper.event.result": "done", "labels.jupyterhub_server": "",  # as the labels
         "hubkeeper.json": {"idle_seconds": 12.5, "dry_run": False},
@@ -413,7 +415,7 @@ def test_own_events_type_their_context_and_other_json_stays_flattened() -> None:
     switched = parse(
         "json",
         '{"event": "nginx_switched", "active": true, "hub": "b", '
-        '"logger": "watchers.hubs.watcher", "state": {"a": "down"}}',
+        '"logger": "hubkeeper.watchers.hubs.watcher", "state": {"a": "down"}}',
     )
     assert (switched["hubkeeper.event.active"], switched["labels.hub"]) == ("true", "b")
     assert switched["hubkeeper.json"] == {"state": {"a": "down"}}  # not a scalar: kept as is

@@ -1,4 +1,4 @@
-from watchers.hubs.logic import (
+from hubkeeper.watchers.hubs.logic import (
     HubHealth,
     Limits,
     View,

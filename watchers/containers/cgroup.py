@@ -17,7 +17,7 @@ import resource
 import threading
 from dataclasses import replace
 
-from watchers.containers.model import ContainerInfo, DeviceIO, InterfaceIO, Stats
+from hubkeeper.watchers.containers.model import ContainerInfo, DeviceIO, InterfaceIO, Stats
 
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "blkio")
 # v1 "no limit" is PAGE_COUNTER_MAX pages (9223372036854771712 with 4 KiB pages).

@@ -18,10 +18,17 @@ from typing import Literal
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as PrometheusCollector
 
-from watchers.containers.cgroup import CgroupReader
-from watchers.containers.discovery import Discovery
-from watchers.containers.dockerstats import StatsAPIReader
-from watchers.containers.model import ContainerInfo, Sample, Snapshot, Source, Stats, real_name
+from hubkeeper.watchers.containers.cgroup import CgroupReader
+from hubkeeper.watchers.containers.discovery import Discovery
+from hubkeeper.watchers.containers.dockerstats import StatsAPIReader
+from hubkeeper.watchers.containers.model import (
+    ContainerInfo,
+    Sample,
+    Snapshot,
+    Source,
+    Stats,
+    real_name,
+)
 
 Mode = Literal["auto", "cgroup", "api"]
 LABELS = ("id", "name", "image", "jupyterhub_user", "jupyterhub_server", "hub")

@@ -20,7 +20,7 @@ import requests
 
 from hubkeeper.config import LabelsConfig
 from hubkeeper.log import get_logger
-from watchers.containers.model import ContainerInfo, info_from_inspect
+from hubkeeper.watchers.containers.model import ContainerInfo, info_from_inspect
 
 log = get_logger(__name__)
 

@@ -17,8 +17,8 @@ import docker
 import docker.errors
 import requests
 
-from watchers.containers.cgroup import working_set
-from watchers.containers.model import (
+from hubkeeper.watchers.containers.cgroup import working_set
+from hubkeeper.watchers.containers.model import (
     ContainerInfo,
     DeviceIO,
     InterfaceIO,

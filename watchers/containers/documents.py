@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shippers.parsers import iso_from_epoch
-from watchers.containers.model import Sample, Snapshot
-from watchers.containers.reconcile import Reconciliation
+from hubkeeper.shippers.parsers import iso_from_epoch
+from hubkeeper.watchers.containers.model import Sample, Snapshot
+from hubkeeper.watchers.containers.reconcile import Reconciliation
 
 CONTAINERS = "hubkeeper.containers"
 HUB = "hubkeeper.hub"

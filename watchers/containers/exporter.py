@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import socket
 import time
@@ -12,20 +11,16 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from hubkeeper import prtg
 from hubkeeper.config import Config
-from hubkeeper.daemon import Daemon
 from hubkeeper.endpoint import Response
 from hubkeeper.hubapi import HubClient
-from hubkeeper.log import get_logger
-from shippers.documents import DocumentIndexer
-from watchers.containers import sensors
-from watchers.containers.cgroup import CgroupReader, raise_open_file_limit
-from watchers.containers.collector import Collector, SelfMetrics, render
-from watchers.containers.discovery import Discovery, docker_api
-from watchers.containers.dockerstats import StatsAPIReader
-from watchers.containers.documents import snapshot_documents
-from watchers.containers.reconcile import Reconciler
-
-log = get_logger(__name__)
+from hubkeeper.shippers.documents import DocumentIndexer
+from hubkeeper.watchers.containers import sensors
+from hubkeeper.watchers.containers.cgroup import CgroupReader
+from hubkeeper.watchers.containers.collector import Collector, SelfMetrics, render
+from hubkeeper.watchers.containers.discovery import Discovery, docker_api
+from hubkeeper.watchers.containers.dockerstats import StatsAPIReader
+from hubkeeper.watchers.containers.documents import snapshot_documents
+from hubkeeper.watchers.containers.reconcile import Reconciler
 
 
 class ContainerExporter:
@@ -33,7 +28,8 @@ class ContainerExporter:
 
     def __init__(self, config: Config) -> None:
         section = config.containers
-        self.config = section
+        self.config = config
+        self.section = section
         self.docker_url = section.docker_url or config.docker.url
         # stats calls, the events stream and the resync each hold a connection
         api = docker_api(self.docker_url, section.docker_timeout, section.stats_concurrency + 4)
@@ -90,7 +86,7 @@ class ContainerExporter:
         """Healthy while the resync job keeps running (a down engine is reported, not fatal)."""
         age = time.monotonic() - self.discovery.last_sync
         engine = "up" if self.discovery.up else f"unreachable ({self.discovery.error})"
-        if self.discovery.last_sync and age > 3 * self.config.resync_seconds + 30:
+        if self.discovery.last_sync and age > 3 * self.section.resync_seconds + 30:
             return False, f"resync stalled for {age:.0f}s; Docker engine {engine}\n"
         return True, f"ok; Docker engine {engine}\n"
 
@@ -146,30 +142,3 @@ class ContainerExporter:
         self.discovery.close()
         self.api_reader.close()
         self.cgroups.close()
-
-
-def export_containers(config: Config, _args: argparse.Namespace) -> int:
-    """Run the exporter until SIGTERM."""
-    exporter = ContainerExporter(config)
-    section = config.containers
-    raise_open_file_limit()  # cgroup files stay open between scrapes
-    daemon = Daemon(
-        "containers",
-        section.endpoint,
-        exporter.registry,
-        exporter.health,
-        {"/prtg/": exporter.prtg_route},
-        exporter.render_metrics,
-    )
-    exporter.discovery.resync()  # before the endpoint answers, so the first scrape is complete
-    daemon.every(section.resync_seconds, exporter.discovery.resync, "resync")
-    if exporter.reconciler is not None:
-        daemon.every(section.reconcile_seconds, exporter.reconcile, "reconcile")
-    else:
-        log.info("reconciliation_off", reason="reconcile = off or no hub token")
-    if exporter.indexer is not None:
-        exporter.indexer.schedule(
-            daemon, section.snapshot_interval, exporter.snapshot_documents, "snapshot"
-        )
-    exporter.discovery.start()
-    return daemon.run(on_stop=exporter.close)

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from hubkeeper.hubapi import HubAPIError, HubClient
 from hubkeeper.log import get_logger
-from watchers.containers.discovery import Discovery
-from watchers.containers.model import ContainerInfo, real_name
+from hubkeeper.watchers.containers.discovery import Discovery
+from hubkeeper.watchers.containers.model import ContainerInfo, real_name
 
 log = get_logger(__name__)
 

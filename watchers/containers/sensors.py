@@ -14,8 +14,8 @@ from urllib.parse import unquote
 
 from hubkeeper import prtg
 from hubkeeper.prtg import Limits, Payload, channel
-from watchers.containers.model import Sample, Snapshot
-from watchers.containers.reconcile import Reconciliation, server_path
+from hubkeeper.watchers.containers.model import Sample, Snapshot
+from hubkeeper.watchers.containers.reconcile import Reconciliation, server_path
 
 MAX_TOP = 20  # 10 fixed channels + 2 x 20 top channels = 50, PRTG's maximum
 

@@ -17,11 +17,11 @@ from collections.abc import Mapping
 import docker.errors
 
 from hubkeeper.config import Config
-from watchers.containers.cgroup import CgroupReader
-from watchers.containers.collector import Collector
-from watchers.containers.discovery import Discovery, docker_api
-from watchers.containers.dockerstats import StatsAPIReader
-from watchers.containers.model import ContainerInfo, real_name
+from hubkeeper.watchers.containers.cgroup import CgroupReader
+from hubkeeper.watchers.containers.collector import Collector
+from hubkeeper.watchers.containers.discovery import Discovery, docker_api
+from hubkeeper.watchers.containers.dockerstats import StatsAPIReader
+from hubkeeper.watchers.containers.model import ContainerInfo, real_name
 
 MAX_SAMPLES = 240  # per container: bounds memory and the state file whatever the settings
 

@@ -25,17 +25,17 @@ import requests
 import requests.adapters
 from prometheus_client import CollectorRegistry
 
-from hub.settings import SERVICE_SCOPES, culler_scopes
 from hubkeeper.config import Config, Secret
 from hubkeeper.files import try_lock, write_atomically
+from hubkeeper.hub.settings import SERVICE_SCOPES, culler_scopes
 from hubkeeper.hubapi import HubAPIError, HubClient, HubNoAnswer
 from hubkeeper.log import get_logger
-from watchers.containers.model import ContainerInfo
-from watchers.containers.reconcile import reconcile, servers_from_users
-from watchers.culler.activity import CpuActivity, server_key
-from watchers.culler.decide import UserPlan, plan
-from watchers.culler.model import Decision, UserView, iso, user_view
-from watchers.culler.report import CycleReport, Metrics, Outcome, Result, audit, name_of
+from hubkeeper.watchers.containers.model import ContainerInfo
+from hubkeeper.watchers.containers.reconcile import reconcile, servers_from_users
+from hubkeeper.watchers.culler.activity import CpuActivity, server_key
+from hubkeeper.watchers.culler.decide import UserPlan, plan
+from hubkeeper.watchers.culler.model import Decision, UserView, iso, user_view
+from hubkeeper.watchers.culler.report import CycleReport, Metrics, Outcome, Result, audit, name_of
 
 log = get_logger(__name__)
 

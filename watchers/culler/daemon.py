@@ -12,8 +12,8 @@ from hubkeeper.config import Config
 from hubkeeper.daemon import Daemon
 from hubkeeper.endpoint import Response
 from hubkeeper.log import get_logger
-from watchers.culler.culler import Culler
-from watchers.culler.report import sensor
+from hubkeeper.watchers.culler.culler import Culler
+from hubkeeper.watchers.culler.report import sensor
 
 log = get_logger(__name__)
 

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from hubkeeper.config import CullerConfig
-from watchers.containers.reconcile import Orphan
-from watchers.culler.model import Action, Decision, ServerView, UserView
+from hubkeeper.watchers.containers.reconcile import Orphan
+from hubkeeper.watchers.culler.model import Action, Decision, ServerView, UserView
 
 
 @dataclass(frozen=True)

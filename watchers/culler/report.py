@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from hubkeeper import prtg
 from hubkeeper.log import get_logger
-from watchers.containers.reconcile import server_path
-from watchers.culler.model import Decision
+from hubkeeper.watchers.containers.reconcile import server_path
+from hubkeeper.watchers.culler.model import Decision
 
 log = get_logger("hubkeeper.culler.audit")
 

@@ -14,8 +14,8 @@ from hubkeeper.config import Config
 from hubkeeper.daemon import Daemon
 from hubkeeper.endpoint import Response
 from hubkeeper.log import get_logger
-from watchers.hubs.state import StateStore
-from watchers.hubs.watcher import HubWatcher
+from hubkeeper.watchers.hubs.state import StateStore
+from hubkeeper.watchers.hubs.watcher import HubWatcher
 
 log = get_logger(__name__)
 JSON = "application/json"

@@ -22,8 +22,8 @@ from hubkeeper.alertmanager import Alert, AlertPusher
 from hubkeeper.config import Config, HubInstance
 from hubkeeper.log import get_logger
 from hubkeeper.nginx import Nginx, NginxError
-from watchers.hubs.canary import SpawnCanary
-from watchers.hubs.logic import (
+from hubkeeper.watchers.hubs.canary import SpawnCanary
+from hubkeeper.watchers.hubs.logic import (
     Decision,
     HubHealth,
     Limits,
@@ -33,8 +33,8 @@ from watchers.hubs.logic import (
     observe,
     standbys,
 )
-from watchers.hubs.probe import port_answers, probe
-from watchers.hubs.state import StateStore, Step, WatcherState
+from hubkeeper.watchers.hubs.probe import port_answers, probe
+from hubkeeper.watchers.hubs.state import StateStore, Step, WatcherState
 
 log = get_logger(__name__)
 FAILOVER_ALERT_SECONDS = 3600.0
@@ -104,21 +104,21 @@ class Metrics:
 class HubWatcher:
     def __init__(self, config: Config, config_path: Path, registry: CollectorRegistry) -> None:
         self.config = config
-        self.settings = config.watcher
+        self.section = config.watcher
         self.config_path = config_path.resolve()
         self.hubs = {hub.name: hub for hub in config.jupyterhub.instances}
         self.order = tuple(self.hubs)
         self.limits = Limits(
-            self.settings.startup_grace,
-            self.settings.hold_time,
-            self.settings.max_failovers_per_hour,
+            self.section.startup_grace,
+            self.section.hold_time,
+            self.section.max_failovers_per_hour,
         )
         self.nginx = Nginx(config.nginx, Path(config.nginx.prefix))
-        self.store = StateStore(Path(self.settings.state_file))
+        self.store = StateStore(Path(self.section.state_file))
         self.metrics = Metrics(registry)
         self.alerts = AlertPusher(
-            self.settings.alertmanager_urls,
-            self.settings.alert_resend_interval,
+            self.section.alertmanager_urls,
+            self.section.alert_resend_interval,
             runbook_base=config.alerts.runbook_base_url.rstrip("/"),
         )
         self.health = {name: HubHealth() for name in self.order}
@@ -130,8 +130,8 @@ class HubWatcher:
         self.last_cycle = time.monotonic()
         self.state = self._reconciled_state()
         self.canary = (
-            SpawnCanary(self.settings, config.hub, registry)
-            if self.settings.canary_interval > 0
+            SpawnCanary(self.section, config.hub, registry)
+            if self.section.canary_interval > 0
             else None
         )
 
@@ -168,7 +168,7 @@ class HubWatcher:
 
     def healthz(self) -> tuple[bool, str]:
         """Healthy while cycles keep coming (a failover may hold one for its whole length)."""
-        settings = self.settings
+        settings = self.section
         allowed = 10 * settings.interval + (
             settings.fence_timeout + settings.start_timeout + settings.confirm_timeout
         )
@@ -197,13 +197,13 @@ class HubWatcher:
         return decision
 
     def observe(self) -> None:
-        token = self.settings.hub_token
-        timeout = self.settings.probe_timeout
+        token = self.section.hub_token
+        timeout = self.section.probe_timeout
         results = self.pool.map(lambda hub: probe(hub, token, timeout), self.hubs.values())
         for result in results:
             before = self.health[result.hub].state
             health = observe(
-                self.health[result.hub], result.ok, self.settings.rise, self.settings.fall
+                self.health[result.hub], result.ok, self.section.rise, self.section.fall
             )
             self.health[result.hub] = health
             if health.state != before:
@@ -319,7 +319,7 @@ class HubWatcher:
         """Leave NGINX where it was; fence the target again if it may have been started."""
         log.error("failover_failed", source=source, target=target, alert=alert, error=message)
         if alert == "HubkeeperStandbyStartFailed":
-            self.state.failed_until[target] = time.time() + self.settings.standby_retry_after
+            self.state.failed_until[target] = time.time() + self.section.standby_retry_after
         if self.state.step is not None and self.state.step.phase in ("starting", "switching"):
             self.fence(self.hubs[target], quiet=True)
         self.state.step = None
@@ -346,8 +346,8 @@ class HubWatcher:
 
     def fence(self, hub: HubInstance, quiet: bool = False) -> None:
         """Stop the hub and confirm that its proxy and hub ports no longer answer."""
-        self._command(hub.stop_command, self.settings.fence_timeout, f"stop {hub.name}")
-        deadline = time.monotonic() + self.settings.fence_timeout
+        self._command(hub.stop_command, self.section.fence_timeout, f"stop {hub.name}")
+        deadline = time.monotonic() + self.section.fence_timeout
         while self._answers(hub):
             if time.monotonic() > deadline:
                 self.metrics.fence_failures.labels(hub.name).inc()
@@ -365,14 +365,14 @@ class HubWatcher:
 
     def start(self, hub: HubInstance) -> None:
         """Start the hub and wait until it passes ``rise`` probes in a row."""
-        self._command(hub.start_command, self.settings.start_timeout, f"start {hub.name}")
-        deadline = time.monotonic() + self.settings.start_timeout
+        self._command(hub.start_command, self.section.start_timeout, f"start {hub.name}")
+        deadline = time.monotonic() + self.section.start_timeout
         health = HubHealth()
         while health.state != "up":
             if time.monotonic() > deadline:
                 raise ActionFailed("HubkeeperStandbyStartFailed", f"hub {hub.name} did not come up")
-            result = probe(hub, self.settings.hub_token, self.settings.probe_timeout)
-            health = observe(health, result.ok, self.settings.rise, 1)
+            result = probe(hub, self.section.hub_token, self.section.probe_timeout)
+            health = observe(health, result.ok, self.section.rise, 1)
             if not result.ok:
                 time.sleep(0.1)
         log.info("hub_started", hub=hub.name)
@@ -383,7 +383,7 @@ class HubWatcher:
             self.metrics.reloads.labels("already").inc()
             return
         try:
-            self.nginx.switch(self.hubs[target], generation, self.settings.confirm_timeout)
+            self.nginx.switch(self.hubs[target], generation, self.section.confirm_timeout)
         except NginxError as error:
             self.metrics.reloads.labels("rolled_back").inc()
             raise ActionFailed("HubkeeperNginxReloadFailed", str(error)) from None
@@ -445,7 +445,7 @@ class HubWatcher:
                     "HubkeeperFailoverFrozen",
                     "critical",
                     "Automatic hub failover is frozen",
-                    f"{self.settings.max_failovers_per_hour} failovers within an hour; the watcher "
+                    f"{self.section.max_failovers_per_hour} failovers within an hour; the watcher "
                     f"no longer fails over. Active hub: {active}. Switch with "
                     "`hubkeeper failover --to NAME` once the cause is fixed.",
                     {"hub": active},
