@@ -39,6 +39,7 @@ ES_VERSION = "9.2.0"
 #: The newest 8.x that resolves (the ``release`` of the artifact's maven-metadata.xml; 8.19.22
 #: did not): the tests check that everything also works against an 8.x cluster.
 ES8_VERSION = "8.19.21"
+VERSIONS = {"9": ES_VERSION, "8": ES8_VERSION}  # the local stack's by major
 ARTIFACT = "org.elasticsearch.distribution.integ-test-zip:elasticsearch"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 ES_USER = "hubkeeper-es"
@@ -283,10 +284,10 @@ def log_store_overrides(workdir: Path, elasticsearch_url: str) -> dict[str, dict
 
 @contextlib.contextmanager
 def running_log_store(
-    workdir: Path, progress: Callable[[str], None] = print
+    workdir: Path, progress: Callable[[str], None] = print, version: str = ES_VERSION
 ) -> Iterator[dict[str, dict[str, object]]]:
     """Elasticsearch for ``hubkeeper up``; yields :func:`log_store_overrides` for it."""
-    with running_elasticsearch(progress) as instance:
+    with running_elasticsearch(progress, version) as instance:
         yield log_store_overrides(workdir, instance.url)
 
 
@@ -294,7 +295,7 @@ def main(argv: list[str]) -> int:
     if argv != ["install"]:
         print("usage: python -m hubkeeper.deploy.elasticsearch install", file=sys.stderr)
         return 2
-    for version in (ES_VERSION, ES8_VERSION):
+    for version in VERSIONS.values():
         print(install(version))
         java_home(version)  # fails early when no suitable JDK is there
     return 0

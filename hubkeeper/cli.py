@@ -153,7 +153,7 @@ def add_ship_logs_arguments(parser: argparse.ArgumentParser) -> None:
 
 def up(args: argparse.Namespace) -> int:
     """Run the local stack until Ctrl-C or SIGTERM."""
-    from hubkeeper.deploy.elasticsearch import running_log_store
+    from hubkeeper.deploy.elasticsearch import VERSIONS, running_log_store
     from hubkeeper.deploy.stack import DAEMONS, default_ports, running_stack
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="hubkeeper-stack-"))
@@ -164,7 +164,7 @@ def up(args: argparse.Namespace) -> int:
         print(f"[hubkeeper up] {message}", flush=True)
 
     with (
-        running_log_store(workdir, progress) as log_store,
+        running_log_store(workdir, progress, VERSIONS[args.elasticsearch]) as log_store,
         running_stack(
             workdir,
             ports=None if args.random_ports else default_ports(),
@@ -297,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workdir", help="folder for state and logs (default: a new temp folder)")
     run.add_argument(
         "--random-ports", action="store_true", help="free ports instead of the defaults (8000, ...)"
+    )
+    run.add_argument(
+        "--elasticsearch",
+        choices=("9", "8"),
+        default="9",
+        help="the major version of the local Elasticsearch (default 9: 9.2.0; 8: 8.19.21)",
     )
     run.set_defaults(func=up)
     return parser

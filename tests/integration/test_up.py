@@ -1,6 +1,7 @@
 """The README's run command end to end: `hubkeeper up` brings the whole service up, a
 failover is seen by users, on-call and ops, and Ctrl-C (SIGTERM) leaves no process behind."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -38,24 +39,53 @@ def processes_of(workdir: Path, elasticsearch_port: int | None) -> set[int]:
     return found
 
 
-@pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen, Path]]:
-    workdir = tmp_path_factory.mktemp("up")
-    log = (workdir.parent / "up.log").open("w")
+@contextlib.contextmanager
+def running_up(workdir: Path, *options: str) -> Iterator[subprocess.Popen]:
+    """``hubkeeper up --random-ports OPTIONS`` until it says it is ready; SIGTERM after."""
+    log = (workdir.parent / f"{workdir.name}.log").open("w")
     command = [sys.executable, "-m", "hubkeeper.cli", "up", "--workdir", str(workdir)]
     process = subprocess.Popen(
-        [*command, "--random-ports"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    output = workdir.parent / "up.log"
+        [*command, "--random-ports", *options], stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    output = workdir.parent / f"{workdir.name}.log"
     try:
         wait_for(lambda: READY_LINE in output.read_text() or process.poll() is not None, 420, "up")
         assert process.poll() is None, output.read_text()[-3000:]
-        yield process, workdir
+        yield process
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             process.wait(180)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen, Path]]:
+    workdir = tmp_path_factory.mktemp("up")
+    with running_up(workdir) as process:
+        yield process, workdir
+
+
+def test_up_runs_on_elasticsearch_8(tmp_path: Path) -> None:
+    """The local stack's shipper and daemons against an 8.x Elasticsearch."""
+    workdir = tmp_path / "up8"
+    workdir.mkdir()
+    with running_up(workdir, "--elasticsearch", "8") as process:
+        elasticsearch = load(workdir / "hubkeeper.toml").shipper.elasticsearch.hosts[0]
+        nodes = requests.get(f"{elasticsearch}/_nodes", timeout=10).json()["nodes"]
+        assert {node["version"] for node in nodes.values()} == {"8.19.21"}
+
+        def shipped() -> bool:
+            answer = requests.get(
+                f"{elasticsearch}/hubkeeper-logs-*/_count",
+                params={"q": "event.dataset:jupyterhub"}, timeout=10,
+            ).json()  # fmt: skip
+            return answer.get("count", 0) > 0
+
+        wait_for(shipped, 90, "the hub's log in Elasticsearch 8", interval=2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(180) == 0
 
 
 def test_failover_seen_end_to_end_then_nothing_left(up: tuple[subprocess.Popen, Path]) -> None:
