@@ -2,6 +2,7 @@
 real Alertmanager routes with the generated config, PagerDuty events reach an HTTP
 receiver and e-mail a real SMTP server, all on 127.0.0.1 with short intervals."""
 
+import json
 import os
 import signal
 import time
@@ -160,3 +161,49 @@ def test_hub_down_pages_by_pagerduty_and_email_then_resolves(
     assert not [s for s in subjects if "JupyterHubUnreachableThroughNginx" in s or "Watchdog" in s]
     assert all(m.recipients == ["oncall@lab.test"] for m in mails.mails)
     assert not receiver.posted("/warnings")
+
+
+def test_one_failover_is_one_alert_and_one_notification(
+    tmp_path: Path, receiver: Receiver, inbox: tuple[Inbox, int]
+) -> None:
+    """The watcher pushes HubkeeperFailover at once and Prometheus's rule raises it from the
+    watcher's metrics: with the same labels, Alertmanager holds one alert and warns once."""
+    key = tmp_path / "pagerduty.key"
+    key.write_text(ROUTING_KEY + "\n")
+    with running_stack(
+        tmp_path / "stack",
+        hub_name="alerts-failover",
+        watcher={"interval": 0.5, "probe_timeout": 0.5, "startup_grace": 2.0},
+        prometheus=True,
+        overrides={"alerts": alerts_section(receiver, inbox[1], str(key))},
+    ) as stack:
+        prometheus = stack.prometheus_url
+        wait_for(
+            lambda: prometheus_query(prometheus, 'hubkeeper_watcher_active_hub{hub="a"} == 1'),
+            30, "Prometheus to scrape the watcher",
+        )  # fmt: skip
+        kill_hub(stack, "a")
+        wait_for_one(
+            lambda: prometheus_alerts(prometheus, "HubkeeperFailover"), 90, "the rule to fire"
+        )
+
+        def warned() -> list[dict]:
+            return [
+                alert
+                for body in receiver.posted("/warnings")
+                for alert in body["alerts"]
+                if alert["labels"]["alertname"] == "HubkeeperFailover"
+            ]
+
+        wait_for_one(warned, 30, "the failover warning")
+        time.sleep(3 * stack.config.alerts.group_interval)  # a second one would be out now
+        held = alertmanager_alerts(stack.alertmanager_url, "HubkeeperFailover")
+        assert len(held) == 1, [a["labels"] for a in held]
+        assert held[0]["labels"] == {
+            "alertname": "HubkeeperFailover", "hub": "b", "severity": "warning",
+            "team": "platform",
+        }  # fmt: skip
+        assert [a["labels"] for a in warned()] == [held[0]["labels"]]  # one notification
+        lines = (stack.logs / "watcher.log").read_text().splitlines()
+        pushed = [json.loads(line) for line in lines if '"alert_firing"' in line]
+        assert "HubkeeperFailover" in {e.get("alert") for e in pushed}  # both sources raised it

@@ -21,7 +21,7 @@ from hubkeeper.cli import main
 from hubkeeper.config import AlertsConfig, ConfigError
 from hubkeeper.loader import from_dict
 
-WATCHER_SOURCE = Path(__file__).resolve().parents[2] / "watchers" / "hubs" / "watcher.py"
+WATCHER_SOURCE = Path(__file__).resolve().parents[2] / "watchers" / "hubs" / "report.py"
 
 
 def rules() -> list[dict]:

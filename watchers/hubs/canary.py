@@ -37,10 +37,12 @@ class SpawnCanary:
             HubClientConfig(url=hub.url, token=settings.hub_token, timeout=hub.timeout, retries=1)
         )
         self.last: CanaryResult | None = None
+        # Exported from the first canary on: a 0 before any ran would page for nothing.
+        self.registry = registry
         self.success = Gauge(
             "hubkeeper_watcher_canary_success",
             "1 when the last spawn canary succeeded",
-            registry=registry,
+            registry=None,
         )
         self.duration = Histogram(
             "hubkeeper_watcher_canary_duration_seconds",
@@ -57,6 +59,8 @@ class SpawnCanary:
         except (HubAPIError, TimeoutError) as error:
             result = CanaryResult(False, time.monotonic() - started, str(error))
             self._stop_quietly()
+        if self.last is None:
+            self.registry.register(self.success)
         self.last = result
         self.success.set(1 if result.ok else 0)
         self.duration.observe(result.seconds)

@@ -22,8 +22,10 @@ from hubkeeper.alertmanager import Alert, AlertPusher
 from hubkeeper.config import Config, HubInstance
 from hubkeeper.log import get_logger
 from hubkeeper.nginx import Nginx, NginxError
+from hubkeeper.watchers.hubs import report
 from hubkeeper.watchers.hubs.canary import SpawnCanary
 from hubkeeper.watchers.hubs.logic import (
+    HOUR,
     Decision,
     HubHealth,
     Limits,
@@ -37,7 +39,6 @@ from hubkeeper.watchers.hubs.probe import port_answers, probe
 from hubkeeper.watchers.hubs.state import StateStore, Step, WatcherState
 
 log = get_logger(__name__)
-FAILOVER_ALERT_SECONDS = 3600.0
 
 
 class ActionFailed(Exception):
@@ -129,6 +130,8 @@ class HubWatcher:
         self.last_decision: Decision | None = None
         self.last_cycle = time.monotonic()
         self.state = self._reconciled_state()
+        # Before the first scrape: a generation that jumped from 0 would read as a failover.
+        self.metrics.generation.set(self.state.generation)
         self.canary = (
             SpawnCanary(self.section, config.hub, registry)
             if self.section.canary_interval > 0
@@ -251,14 +254,7 @@ class HubWatcher:
         elif decision.kind == "fence_stray" and decision.target is not None:
             self.fence(self.hubs[decision.target], quiet=True)
             self.health[decision.target] = HubHealth("down")
-            stray = Alert(
-                "HubkeeperStrayHubFenced",
-                "warning",
-                f"Hub {decision.target} ran beside the active hub and was fenced",
-                f"Hub {decision.target} answered while {self.state.active} is active; two hubs "
-                "must not share the database. There is no automatic fail-back.",
-                {"hub": decision.target},
-            )
+            stray = report.stray_fenced(decision.target, self.state.active)
             self.events.append((stray, time.time()))
         elif decision.kind == "freeze":
             self.state.frozen = True
@@ -271,7 +267,7 @@ class HubWatcher:
         started = time.monotonic()
         state = self.state
         if not resumed:
-            state.failover_times = [t for t in state.failover_times if time.time() - t < 3600]
+            state.failover_times = report.recent(state.failover_times, time.time())
             state.failover_times.append(time.time())
             try:  # a config NGINX would refuse fails here, before anything is stopped
                 candidate = self.nginx.render(self.hubs[target], state.generation + 1)
@@ -324,24 +320,9 @@ class HubWatcher:
             self.fence(self.hubs[target], quiet=True)
         self.state.step = None
         self.store.save(self.state)
-        summary = {
-            "HubkeeperFenceFailed": f"Hub {source} could not be fenced",
-            "HubkeeperStandbyStartFailed": f"Standby hub {target} did not start",
-            "HubkeeperNginxReloadFailed": f"NGINX could not be switched to hub {target}",
-        }[alert]
-        self.events.append(
-            (
-                Alert(
-                    alert,
-                    "critical",
-                    summary,
-                    f"Failover {source} -> {target} stopped: {message}. NGINX still serves "
-                    f"{self.state.active}.",
-                    {"hub": target, "from": source},
-                ),
-                time.time(),
-            )
-        )
+        failed = report.failover_failed(alert, source, target, message, self.state.active)
+        if failed is not None:
+            self.events.append((failed, time.time()))
         return False
 
     def fence(self, hub: HubInstance, quiet: bool = False) -> None:
@@ -425,135 +406,30 @@ class HubWatcher:
         self.metrics.frozen.set(1 if self.state.frozen else 0)
         self.alerts.update(self.current_alerts(decision), time.time())
 
+    def facts(self, decision: Decision | None) -> report.Facts:
+        canary = self.canary.last if self.canary is not None else None
+        return report.Facts(
+            state=self.state,
+            order=self.order,
+            health={name: health.state for name, health in self.health.items()},
+            standbys=standbys(self.view()),
+            decision=decision,
+            last_probe=self.last_probe,
+            max_failovers_per_hour=self.section.max_failovers_per_hour,
+            canary_user=self.section.canary_user,
+            canary_error=canary.error if canary is not None and not canary.ok else None,
+            now=time.time(),
+        )
+
     def current_alerts(self, decision: Decision) -> list[Alert]:
+        """What fires now, and the events of the last hour (failed actions, strays)."""
         now = time.time()
-        active = self.state.active
-        alerts = [
-            Alert(
-                "HubkeeperFenceFailed",
-                "critical",
-                f"Hub {hub} could not be fenced",
-                f"Hub {hub} still answers after its stop command; no standby is promoted "
-                "while it may still use the database.",
-                {"hub": hub},
-            )
-            for hub in self.state.unfenced
-        ]
-        if self.state.frozen:
-            alerts.append(
-                Alert(
-                    "HubkeeperFailoverFrozen",
-                    "critical",
-                    "Automatic hub failover is frozen",
-                    f"{self.section.max_failovers_per_hour} failovers within an hour; the watcher "
-                    f"no longer fails over. Active hub: {active}. Switch with "
-                    "`hubkeeper failover --to NAME` once the cause is fixed.",
-                    {"hub": active},
-                )
-            )
-        view = self.view()
-        if not standbys(view):
-            alerts.append(
-                Alert(
-                    "HubkeeperNoHealthyStandby",
-                    "critical",
-                    "No standby hub is available",
-                    f"Active hub {active} has no standby left to fail over to.",
-                    {"hub": active},
-                )
-            )
-        if self.health[active].state == "down" and decision.kind in ("wait", "freeze"):
-            alerts.append(
-                Alert(
-                    "HubkeeperAllHubsDown",
-                    "critical",
-                    "The active hub is down and no failover runs",
-                    f"Hub {active} fails its probes ({decision.reason}); NGINX stays on it.",
-                    {"hub": active},
-                )
-            )
-        last = self.state.last_failover
-        if last and now - last["at"] < FAILOVER_ALERT_SECONDS:
-            alerts.append(
-                Alert(
-                    "HubkeeperFailover",
-                    "warning",
-                    f"Hub failover {last['from']} -> {last['to']}",
-                    f"Hub {last['from']} failed ({last['reason']}); {last['to']} took over in "
-                    f"{last['duration_seconds']} s.",
-                    {"hub": last["to"], "from": last["from"]},
-                )
-            )
-        if self.canary is not None and self.canary.last is not None and not self.canary.last.ok:
-            alerts.append(
-                Alert(
-                    "HubkeeperSpawnCanaryFailed",
-                    "critical",
-                    f"Spawning a server fails on hub {active}",
-                    f"The spawn canary ({self.canary.user}) failed: {self.canary.last.error}. "
-                    "Users cannot start servers; the standby shares the spawner, so there is "
-                    "no failover.",
-                    {"hub": active},
-                )
-            )
-        self.events = [(a, t) for a, t in self.events if now - t < FAILOVER_ALERT_SECONDS]
-        return alerts + [alert for alert, _ in self.events]
+        self.events = [(alert, at) for alert, at in self.events if now - at < HOUR]
+        return report.alerts(self.facts(decision)) + [alert for alert, _ in self.events]
 
     def status(self) -> dict[str, Any]:
-        return {
-            "active": self.state.active,
-            "generation": self.state.generation,
-            "frozen": self.state.frozen,
-            "last_failover": self.state.last_failover,
-            "step": None if self.state.step is None else vars(self.state.step),
-            "hubs": {
-                name: {
-                    "state": self.health[name].state,
-                    "last_probe": self.last_probe.get(name),
-                    "failed_until": self.state.failed_until.get(name),
-                }
-                for name in self.order
-            },
-            "alerts": [alert.name for alert, _ in self.alerts.firing.values()],
-        }
+        firing = [alert.name for alert, _ in self.alerts.firing.values()]
+        return report.status(self.facts(self.last_decision), firing)
 
     def prtg(self) -> prtg.Payload:
-        """The hubs as one PRTG sensor: what an operator's dashboard needs at a glance."""
-        now = time.time()
-        view = self.view()
-        active_up = self.health[self.state.active].state == "up"
-        recent = [t for t in self.state.failover_times if now - t < 3600]
-        channels = [
-            prtg.channel(
-                "Active hub up",
-                int(active_up),
-                limits=prtg.Limits(min_error=0.5, error_msg="active hub is down"),
-            ),
-            prtg.channel(
-                "Standbys available",
-                len(standbys(view)),
-                limits=prtg.Limits(min_error=0.5, error_msg="no standby hub left"),
-            ),
-            prtg.channel(
-                "Failover frozen",
-                int(self.state.frozen),
-                limits=prtg.Limits(max_error=0.5, error_msg="automatic failover frozen"),
-            ),
-            prtg.channel("Failovers last hour", len(recent), limits=prtg.Limits(max_warning=0.5)),
-            prtg.channel("Generation", self.state.generation),
-        ]
-        for name in self.order:
-            probe_result = self.last_probe.get(name) or {}
-            channels.append(prtg.channel(f"Hub {name} up", int(self.health[name].state == "up")))
-            channels.append(
-                prtg.channel(
-                    f"Hub {name} probe time",
-                    float(probe_result.get("seconds", 0.0)) * 1000,
-                    "TimeResponse",
-                )
-            )
-        last = self.state.last_failover
-        text = f"active hub {self.state.active} (generation {self.state.generation})"
-        if last:
-            text += f"; last failover {last['from']} to {last['to']} ({last['reason']})"
-        return prtg.sensor(channels, text)
+        return report.sensor(self.facts(self.last_decision))
