@@ -101,7 +101,10 @@ def assert_failed_over_keeping_alice(stack: Stack, container_id: str) -> None:
     assert [c.id for c in user_containers(stack, "alice")] == [container_id]
     assert state(stack)["last_failover"]["reason"] == "active_down"
     alert = wait_for_alert(stack, "HubkeeperFailover")
-    assert alert["labels"]["hub"] == "b" and alert["labels"]["from"] == "a"
+    assert alert["labels"] == {
+        "alertname": "HubkeeperFailover", "hub": "b", "severity": "warning", "team": "platform",
+    }  # fmt: skip
+    assert alert["annotations"]["description"].startswith("Hub a failed (active_down); b took")
     assert alert["annotations"]["runbook_url"].endswith("/HubkeeperFailover.md")
 
 
