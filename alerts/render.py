@@ -196,12 +196,18 @@ def prometheus_config(config: Config, secrets: SecretFiles, rules_glob: str) -> 
             for hub in config.jupyterhub.instances
         ],
     }
+    # `up` of this job: whether the hub answers through NGINX. Its samples, the active hub's
+    # (the hub job scrapes them with their `hub` label), are dropped: every hub rule would
+    # count them twice, once without a `hub`.
     nginx = {
         "job_name": NGINX_JOB,
         "metrics_path": "/hub/metrics",
         **hub_auth,
         "static_configs": [
             {"targets": [f"{client_host(config.nginx.listen)}:{config.nginx.public_port}"]}
+        ],
+        "metric_relabel_configs": [
+            {"source_labels": ["__name__"], "regex": ".+", "action": "drop"}
         ],
     }
     daemons = []

@@ -320,7 +320,13 @@ class Stack:
                 "evaluation_interval": 1.0,
                 "group_wait": 3.0,  # > scrape + evaluation interval: inhibition in time
                 "group_interval": 2.0,
-                "daemons": ["watcher"] if self.watcher is not None else [],
+                # every daemon the stack runs is scraped, so every rule can fire here
+                "daemons": list(
+                    dict.fromkeys(
+                        (["watcher"] if self.watcher is not None else [])
+                        + [DAEMONS[command][0] for command in self.daemons]
+                    )
+                ),
             }
         for section, values in self.overrides.items():
             data[section] = {**data.get(section, {}), **values}  # type: ignore[dict-item]

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from hubkeeper.deploy import hubctl
+from hubkeeper.deploy.elasticsearch import Elasticsearch, log_store_overrides
 from hubkeeper.deploy.stack import Stack, running_stack, wait_for
 from tests.integration.alerting import (
     Inbox,
@@ -207,3 +209,66 @@ def test_one_failover_is_one_alert_and_one_notification(
         lines = (stack.logs / "watcher.log").read_text().splitlines()
         pushed = [json.loads(line) for line in lines if '"alert_firing"' in line]
         assert "HubkeeperFailover" in {e.get("alert") for e in pushed}  # both sources raised it
+
+
+QUIET_DAEMONS = ("export-containers", "cull", "ship-logs")
+
+
+def firing_or_pending(prometheus: str) -> list[tuple[str, str, dict]]:
+    response = requests.get(f"{prometheus}/api/v1/alerts", timeout=5)
+    response.raise_for_status()
+    return [
+        (alert["labels"]["alertname"], alert["state"], alert["labels"])
+        for alert in response.json()["data"]["alerts"]
+        if alert["labels"]["alertname"] != "Watchdog"
+    ]
+
+
+def test_a_healthy_stack_raises_nothing_but_the_watchdog(
+    tmp_path: Path, receiver: Receiver, inbox: tuple[Inbox, int], elasticsearch: Elasticsearch
+) -> None:
+    """Every daemon scraped, every rule evaluated each second, and the watcher, the exporter
+    and the shipper restarted: nothing but the Watchdog fires, and once the restarted
+    daemons are scraped again nothing is even pending (a restart's target is down for a
+    scrape: pending, never firing)."""
+    key = tmp_path / "pagerduty.key"
+    key.write_text(ROUTING_KEY + "\n")
+    workdir = tmp_path / "stack"
+    with running_stack(
+        workdir,
+        hub_name="alerts-quiet",
+        watcher={"interval": 0.5, "probe_timeout": 0.5},
+        prometheus=True,
+        daemons=QUIET_DAEMONS,
+        overrides={
+            **log_store_overrides(workdir, elasticsearch.url),
+            "alerts": alerts_section(receiver, inbox[1], str(key)),
+        },
+    ) as stack:
+        prometheus = stack.prometheus_url
+        for job in ("hubkeeper-watcher", "hubkeeper-containers", "hubkeeper-culler",
+                    "hubkeeper-shipper", "jupyterhub"):  # fmt: skip
+            wait_for(
+                lambda j=job: prometheus_query(prometheus, f'up{{job="{j}"}} == 1'),
+                30, f"Prometheus to scrape {job}",
+            )  # fmt: skip
+        seen: list[tuple[str, str, dict]] = []
+        deadline = time.monotonic() + 20  # twenty evaluation cycles
+        while time.monotonic() < deadline:
+            seen += [alert for alert in firing_or_pending(prometheus) if alert[1] == "firing"]
+            time.sleep(1)
+        for command in ("watch-hubs", "export-containers", "ship-logs"):
+            name = "watcher" if command == "watch-hubs" else command
+            (process,) = [p for p in stack.processes if p.name == name and p.running()]
+            process.stop()
+            stack.start_daemon(command)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            seen += [alert for alert in firing_or_pending(prometheus) if alert[1] == "firing"]
+            time.sleep(1)
+        assert seen == []
+        assert firing_or_pending(prometheus) == []
+        held = requests.get(f"{stack.alertmanager_url}/api/v2/alerts", timeout=5).json()
+        assert {alert["labels"]["alertname"] for alert in held} == {"Watchdog"}
+    assert not receiver.posted("/pagerduty") and not receiver.posted("/warnings")
+    assert inbox[0].mails == []

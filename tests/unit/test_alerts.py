@@ -145,6 +145,10 @@ def test_scrape_targets_come_from_the_same_config(secret_files: Path) -> None:
     assert jobs["jupyterhub"]["authorization"] == {"credentials_file": token}
     assert jobs["jupyterhub-nginx"]["static_configs"] == [{"targets": ["127.0.0.1:8443"]}]
     assert jobs["jupyterhub-nginx"]["metrics_path"] == "/hub/metrics"
+    # only its `up` is kept: the hub job has the same samples with their `hub` label
+    assert jobs["jupyterhub-nginx"]["metric_relabel_configs"] == [
+        {"source_labels": ["__name__"], "regex": ".+", "action": "drop"}
+    ]
     assert jobs["hubkeeper-watcher"]["static_configs"] == [{"targets": ["127.0.0.1:9201"]}]
     assert jobs["hubkeeper-watcher"]["authorization"] == {
         "credentials_file": str(secret_files / "watcher.token")
