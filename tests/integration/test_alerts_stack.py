@@ -83,7 +83,12 @@ def test_hub_down_pages_by_pagerduty_and_email_then_resolves(
         'hubkeeper_watcher_active_hub{hub="a"}',
     ):
         wait_for(lambda q=query: scraped(q), 30, f"Prometheus to scrape {query}")
-    assert prometheus_query(prometheus, 'up{job="jupyterhub", hub="b"}')[0]["value"][1] == "0"
+    # the cold standby is scraped too, and down (its first scrape may come a second later)
+    standby = 'up{job="jupyterhub", hub="b"}'
+    wait_for(
+        lambda: [r["value"][1] for r in prometheus_query(prometheus, standby)] == ["0"],
+        30, "Prometheus to see the cold standby down",
+    )  # fmt: skip
     watchdog = wait_for_one(lambda: receiver.posted("/watchdog"), 30, "the Watchdog")
     assert watchdog["alerts"][0]["labels"]["alertname"] == "Watchdog"
 
