@@ -63,7 +63,7 @@ def production_files(config: str) -> dict[str, str]:
 
 def install_files(args: argparse.Namespace) -> int:
     """Write the production files under ``args.dest``; print what was written."""
-    config = str(Path(args.config_path).absolute())
+    config = str(Path(args.config_path).absolute()) if args.config_path else REFERENCE_CONFIG
     for name, text in production_files(config).items():
         target = Path(args.dest) / name
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -285,7 +285,6 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("dest", help="folder to write into (created if missing)")
     install.add_argument(
         "--config-path",
-        default="/etc/hubkeeper/hubkeeper.toml",
         help="where the units find hubkeeper.toml (default: /etc/hubkeeper/hubkeeper.toml)",
     )
     install.set_defaults(func=lambda args: _resolve("hubkeeper.deploy.install:install_files")(args))

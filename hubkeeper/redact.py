@@ -39,7 +39,7 @@ _SCHEME = re.compile(r"(?:token|bearer|basic)[ \t]{1,16}", re.IGNORECASE)
 _PLAIN_VALUE = re.compile(r"[^\s'\",;&]+")
 _QUOTED_VALUE = {'"': re.compile(r'(?:[^"\\]|\\.)*'), "'": re.compile(r"(?:[^'\\]|\\.)*")}
 _LINE_VALUE = re.compile(r"[^\r\n'\"]+")  # a cookie header: every pair up to the line's end
-_USERINFO = re.compile(r"://[^\s/?#@:]*:([^\s/?#@]+)@")
+_USERINFO = re.compile(r"(://[^\s/?#@:]*:)[^\s/?#@]+@")
 
 
 class Secret:
@@ -121,7 +121,8 @@ class Redactor:
             pieces += [text[done:start], MASK]
             done = end
         pieces.append(text[done:])
-        return _USERINFO.sub(_mask_userinfo, "".join(pieces)) if "://" in text else "".join(pieces)
+        masked = "".join(pieces)
+        return _USERINFO.sub(rf"\1{MASK}@", masked) if "://" in masked else masked
 
     def _value_span(self, text: str, found: re.Match[str]) -> tuple[int, int] | None:
         """Where the value after a secret name lies (a scheme word is kept)."""
@@ -129,9 +130,9 @@ class Redactor:
         quote = text[position : position + 1]
         if quote in _QUOTED_VALUE:
             position += 1
-        scheme = _SCHEME.match(text, position)
-        if scheme is not None and found.group(1).lower().startswith("auth"):
-            position = scheme.end()
+        if found.group(1).lower().startswith("auth"):  # keep ``token``/``Bearer``/``Basic``
+            scheme = _SCHEME.match(text, position)
+            position = scheme.end() if scheme is not None else position
         if quote in _QUOTED_VALUE:
             value = _QUOTED_VALUE[quote].match(text, position)
         elif "cookie" in found.group(1).lower() and found.group(3) == ":":
@@ -161,11 +162,6 @@ class Redactor:
         if isinstance(value, list | tuple | set | frozenset):
             return [self.value(item) for item in value]
         return self.text(repr(value))
-
-
-def _mask_userinfo(found: re.Match[str]) -> str:
-    whole = found.group(0)
-    return whole[: found.start(1) - found.start(0)] + MASK + "@"
 
 
 DEFAULT = Redactor()

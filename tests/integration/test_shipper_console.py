@@ -28,7 +28,7 @@ HUB_LOG = """\
 ACCESS_LOG = """\
 127.0.0.1 - - [25/Nov/2026:10:00:00 +0000] "GET /hub/login HTTP/1.1" 200 1234 "-" "Mozilla/5.0"
 127.0.0.1 - - [25/Nov/2026:10:00:01 +0000] "GET /user/ann/api/kernels?token=hk-secret-nginx HTTP/1.1" 200 56 "-" "python-requests/2.31"
-10.0.0.7 - - [25/Nov/2026:10:00:02 +0000] "POST /hub/api/users/ann/server HTTP/1.1" 201 0 "-" "curl/8.0"
+127.0.0.7 - - [25/Nov/2026:10:00:02 +0000] "POST /hub/api/users/ann/server HTTP/1.1" 201 0 "-" "curl/8.0"
 """  # noqa: E501
 JSON_LOG = "".join(
     json.dumps(line) + "\n"

@@ -181,7 +181,7 @@ def test_bad_port_in_a_list_of_instances(tmp_path: Path) -> None:
 name = "a"
 [[jupyterhub.instances]]
 name = "b"
-host = "10.0.0.2"
+host = "127.0.0.2"
 hub_port = 0
 """
     assert problems(write(tmp_path, text)) == [

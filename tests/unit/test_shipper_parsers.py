@@ -204,9 +204,9 @@ REFUSED_LINES = [
     (hub("web:1873", "403 GET /hub/api/users?offset=0 (::1): Missing or invalid credentials.",
          "W"),
      403, "GET", "/hub/api/users", "::1", "Missing or invalid credentials."),
-    (hub("web:1873", "403 POST /hub/login?next=%2Fhub%2F (10.0.0.7): Login form invalid or "
+    (hub("web:1873", "403 POST /hub/login?next=%2Fhub%2F (127.0.0.7): Login form invalid or "
                      "expired. Try again.", "W"),
-     403, "POST", "/hub/login", "10.0.0.7", "Login form invalid or expired. Try again."),
+     403, "POST", "/hub/login", "127.0.0.7", "Login form invalid or expired. Try again."),
 ]  # fmt: skip
 
 
