@@ -1,9 +1,16 @@
-"""Start or stop one hub instance of the local stack, detached from the caller.
+"""Run the processes of one hub instance of the local stack, detached from the caller.
 
-The watcher's ``start_command``/``stop_command`` for the local stack, and what the stack
-itself uses: ``python -m hubkeeper.deploy.hubctl start|stop NAME`` with ``HUBKEEPER_CONFIG`` set.
-Both are idempotent. ``stop`` kills the instance's whole process group (JupyterHub and its
-proxy) and returns once it is gone: that is the fence.
+An instance is three processes, each in a session of its own with a PID file in
+``state_dir``: its configurable-http-proxy (``proxy-NAME.pid``), its JupyterHub, the only
+one that opens the database (``hub-NAME.launched.pid``), and, while it is a standby, a warm
+JupyterHub that waits for the signal to start (``hub-NAME.warm.pid``, hub/standby.py).
+
+The watcher's commands for the local stack, and what the stack itself uses:
+``python -m hubkeeper.deploy.hubctl ACTION NAME`` with ``HUBKEEPER_CONFIG`` set, where ACTION
+is ``warm`` (proxy and a waiting hub), ``start`` (proxy and hub: the warm one is signalled,
+else a cold one launched), ``stop`` (the fence: the hub process only, returns once it is
+gone; its proxy keeps routing users to their servers) or ``retire`` (the proxy, and a warm
+hub). All are idempotent.
 """
 
 from __future__ import annotations
@@ -15,19 +22,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from hubkeeper.config import Config
 from hubkeeper.deploy.install import hub_config_path
 from hubkeeper.files import write_atomically
-from hubkeeper.hub.settings import proxy_pid_file
+from hubkeeper.hub.settings import proxy_command
 from hubkeeper.loader import load
 
 HUB_CONFIG = hub_config_path()
 
 
-def pid_path(config: Config, name: str) -> Path:
-    return Path(config.jupyterhub.state_dir) / f"hub-{name}.launched.pid"
+def pid_path(config: Config, name: str, role: str = "launched") -> Path:
+    """The PID file of the instance's hub (``launched``), warm hub (``warm``) or ``proxy``."""
+    state_dir = Path(config.jupyterhub.state_dir)
+    return state_dir / (f"proxy-{name}.pid" if role == "proxy" else f"hub-{name}.{role}.pid")
 
 
 def log_path(config: Config, name: str) -> Path:
@@ -40,8 +50,13 @@ def launched_pid(config: Config, name: str) -> int | None:
 
 
 def proxy_pid(config: Config, name: str) -> int | None:
-    """The PID of the instance's proxy, which JupyterHub starts in a session of its own."""
-    return _verified_pid(proxy_pid_file(config.jupyterhub.state_dir, name))
+    """The PID of the instance's proxy, if it still runs."""
+    return _verified_pid(pid_path(config, name, "proxy"))
+
+
+def warm_pid(config: Config, name: str) -> int | None:
+    """The PID of the instance's warm hub, if one waits."""
+    return _verified_pid(pid_path(config, name, "warm"))
 
 
 def _verified_pid(pid_file: Path, slack: float = 10.0) -> int | None:
@@ -70,38 +85,87 @@ def _start_time(pid: int) -> float:
 
 
 def start(config: Config, config_path: Path, name: str) -> int:
-    """Launch the instance in its own session unless it already runs; return its PID."""
+    """Start the instance's hub unless it already runs (the warm one if it waits); its
+    proxy first. Return the hub's PID."""
     config.jupyterhub.instance(name)  # unknown names fail here
     running = launched_pid(config, name)
     if running is not None:
         return running
-    log_file = log_path(config, name)
+    start_proxy(config, name)
+    warm = warm_pid(config, name)
+    if warm is not None:
+        os.kill(warm, signal.SIGUSR1)
+        # the file keeps the time it was written at, which dates the process
+        pid_path(config, name, "warm").replace(pid_path(config, name))
+        return warm
+    return _launch(config, config_path, name, "launched", ["--"])
+
+
+def warm(config: Config, config_path: Path, name: str) -> int:
+    """Make the instance a warm standby: its proxy, and a hub waiting for ``start``."""
+    config.jupyterhub.instance(name)
+    start_proxy(config, name)
+    waiting = warm_pid(config, name)
+    if waiting is not None:
+        return waiting
+    return _launch(config, config_path, name, "warm", ["--wait", "--"])
+
+
+def _launch(config: Config, config_path: Path, name: str, role: str, args: list[str]) -> int:
+    env = {"HUBKEEPER_CONFIG": str(config_path), "HUBKEEPER_HUB_INSTANCE": name}
+    argv = [sys.executable, "-m", "hubkeeper.hub.standby", *args, "-f", str(HUB_CONFIG)]
+    return _spawn(config, name, role, argv, env, block_usr1=role == "warm")
+
+
+def start_proxy(config: Config, name: str) -> int:
+    """Start the instance's configurable-http-proxy unless it runs; return its PID."""
+    running = proxy_pid(config, name)
+    if running is not None:
+        return running
+    argv, env = proxy_command(config, name)
+    return _spawn(config, name, "proxy", argv, env)
+
+
+def _spawn(
+    config: Config, name: str, role: str, argv: list[str], env: dict[str, str],
+    block_usr1: bool = False,
+) -> int:  # fmt: skip
+    """Launch ``argv`` in a session of its own, logging to the instance's log, and record it."""
+    log_file = log_path(config, name if role != "proxy" else f"{name}-proxy")
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "HUBKEEPER_CONFIG": str(config_path),
-        "HUBKEEPER_HUB_INSTANCE": name,
-    }
     with log_file.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
+            env={**os.environ, **env},
             cwd=config.jupyterhub.state_dir,
             start_new_session=True,
+            # inherited through exec: a SIGUSR1 sent before the standby waits is kept
+            preexec_fn=_block_usr1 if block_usr1 else None,
         )
-    write_atomically(pid_path(config, name), str(process.pid).encode())
+    write_atomically(pid_path(config, name, role), str(process.pid).encode())
     return process.pid
 
 
-def stop(config: Config, name: str, grace: float = 0.0, timeout: float = 10.0) -> bool:
-    """Stop the hub's and its proxy's process groups (SIGTERM, SIGKILL after ``grace`` s).
+def _block_usr1() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 
-    Returns True once no process of either group is left.
-    """
-    groups = [pid for pid in (launched_pid(config, name), proxy_pid(config, name)) if pid]
+
+def stop(config: Config, name: str, grace: float = 0.0, timeout: float = 10.0) -> bool:
+    """The fence: stop the instance's hub process group (SIGTERM, then SIGKILL after
+    ``grace`` s), not its proxy. Returns True once no process of it is left."""
+    return _stop_groups([launched_pid(config, name)], grace, timeout)
+
+
+def retire(config: Config, name: str, grace: float = 0.0, timeout: float = 10.0) -> bool:
+    """Stop the instance's proxy and its warm hub, once NGINX no longer sends users there."""
+    return _stop_groups([proxy_pid(config, name), warm_pid(config, name)], grace, timeout)
+
+
+def _stop_groups(pids: Iterable[int | None], grace: float, timeout: float) -> bool:
+    groups = [pid for pid in pids if pid]
     if grace > 0:
         for pid in groups:
             _signal_group(pid, signal.SIGTERM)
@@ -146,16 +210,18 @@ def _reap(pid: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hubkeeper.deploy.hubctl", description=__doc__)
-    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("action", choices=["warm", "start", "stop", "retire"])
     parser.add_argument("name", help="hub instance name from [[jupyterhub.instances]]")
     parser.add_argument("--grace", type=float, default=0.0, help="seconds between TERM and KILL")
     args = parser.parse_args(argv)
     config_path = Path(os.environ["HUBKEEPER_CONFIG"])
     config = load(config_path)
-    if args.action == "start":
-        print(start(config, config_path, args.name))
+    if args.action in ("warm", "start"):
+        launch = warm if args.action == "warm" else start
+        print(launch(config, config_path, args.name))
         return 0
-    return 0 if stop(config, args.name, grace=args.grace) else 1
+    halt = stop if args.action == "stop" else retire
+    return 0 if halt(config, args.name, grace=args.grace) else 1
 
 
 if __name__ == "__main__":

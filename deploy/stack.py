@@ -213,7 +213,7 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 
 @dataclass
 class Stack:
-    """Hub ``a`` (and optionally a cold standby ``b`` with the watcher) behind NGINX.
+    """Hub ``a`` (and optionally a warm standby ``b`` with the watcher) behind NGINX.
 
     ``watcher`` holds ``[watcher]`` settings; when given, hub ``b`` is configured as the
     standby and ``hubkeeper watch-hubs`` runs against both. ``prometheus`` adds Prometheus
@@ -284,8 +284,10 @@ class Stack:
                         "proxy_port": ports[f"proxy_{name}"],
                         "proxy_api_port": ports[f"proxy_api_{name}"],
                         "hub_port": ports[f"hub_{name}"],
-                        "start_command": [*hubctl_command, "start", name],
-                        "stop_command": [*hubctl_command, "stop", name],
+                        **{
+                            f"{action}_command": [*hubctl_command, action.replace("_", ""), name]
+                            for action in ("start", "stop", "retire", "warm")
+                        },
                     }
                     for name in self.instance_names
                 ],
@@ -482,7 +484,10 @@ class Stack:
             self.progress("starting Alertmanager")
             self.start_alertmanager()
         if self.watcher is not None:
-            self.progress("starting the hub watcher (hub b is the cold standby)")
+            for name in self.instance_names[1:]:
+                self.progress(f"warming hub {name} (a standby: imported, not on the database)")
+                hubctl.warm(self.config, self.config_path, name)
+            self.progress("starting the hub watcher")
             self.watcher_process = self.start_watcher()
         if self.prometheus:
             self.progress("starting Prometheus")
@@ -503,6 +508,7 @@ class Stack:
         if hasattr(self, "config"):
             for name in self.instance_names:
                 hubctl.stop(self.config, name, grace=10)
+                hubctl.retire(self.config, name, grace=10)
         for callback in reversed(self.stop_callbacks):
             callback()
         for process in reversed(self.processes):

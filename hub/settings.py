@@ -39,9 +39,26 @@ SERVICE_SCOPES: dict[str, list[str]] = {
 }
 
 
-def proxy_pid_file(state_dir: str | Path, instance_name: str) -> Path:
-    """Where an instance's configurable-http-proxy (its own session) records its PID."""
-    return Path(state_dir) / f"proxy-{instance_name}.pid"
+def proxy_command(config: Config, instance_name: str) -> tuple[list[str], dict[str, str]]:
+    """The argv and extra environment of an instance's configurable-http-proxy.
+
+    The proxy runs beside its hub, not as its child (``should_start = False``): it keeps
+    routing users to their running servers while its hub is fenced and the standby takes
+    over, and a warm standby's proxy is up before its hub is started. The arguments are the
+    ones JupyterHub would pass.
+    """
+    instance = config.jupyterhub.instance(instance_name)
+    argv = [
+        "configurable-http-proxy",
+        "--ip=127.0.0.1",
+        f"--port={instance.proxy_port}",
+        "--api-ip=127.0.0.1",
+        f"--api-port={instance.proxy_api_port}",
+        f"--error-target=http://127.0.0.1:{instance.hub_port}/hub/error",
+        "--log-level=info",
+    ]
+    token = config.jupyterhub.proxy_token
+    return argv, {"CONFIGPROXY_AUTH_TOKEN": token.reveal()} if token is not None else {}
 
 
 def culler_scopes(culler: CullerConfig) -> list[str]:
@@ -91,7 +108,7 @@ def apply(c: Any, config: Config, instance_name: str) -> None:
     # (JupyterHub.hub_connect_url would change it too) must stay on this instance.
     c.Spawner.hub_connect_url = hub.hub_connect_url
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{instance.proxy_api_port}"
-    c.ConfigurableHTTPProxy.pid_file = str(proxy_pid_file(state_dir, instance.name))
+    c.ConfigurableHTTPProxy.should_start = False  # see proxy_command
     if hub.proxy_token is not None:
         c.ConfigurableHTTPProxy.auth_token = hub.proxy_token.reveal()
 

@@ -73,6 +73,11 @@ def parse_byte_size(value: str) -> int:
     return int(float(value.rstrip("KMGT")) * scale)
 
 
+def watcher_command(purpose: str) -> Any:
+    """An argv the hub watcher runs for one hub instance."""
+    return setting([], help=f"argv run by the watcher to {purpose} (no shell; idempotent)")
+
+
 def secret_file(description: str) -> Any:
     """A path to a file holding a secret; its value lands in the sibling field without ``_file``."""
     return setting(
@@ -231,12 +236,18 @@ class HubInstance:
     proxy_port: int = port(8001, help="configurable-http-proxy's public port; unique per host")
     proxy_api_port: int = port(8002, help="the proxy's API port; unique per host")
     hub_port: int = port(8003, help="the hub's own port; unique per host")
-    #: argv run by the watcher to start / fence this instance (no shell; must be idempotent)
-    start_command: list[str] = setting(
-        [], help="argv run by the watcher to start the instance (no shell; idempotent)"
+    start_command: list[str] = watcher_command(
+        "start the instance's hub and proxy, signalling a warm hub if one waits"
     )
-    stop_command: list[str] = setting(
-        [], help="argv run by the watcher to fence the instance (no shell; idempotent)"
+    stop_command: list[str] = watcher_command(
+        "fence the instance: its hub process, the one on the database, not its proxy"
+    )
+    retire_command: list[str] = watcher_command(
+        "stop a fenced instance's proxy once NGINX sends users elsewhere"
+    )
+    warm_command: list[str] = watcher_command(
+        "make a fenced instance a warm standby again: its proxy, and a hub imported but not "
+        "on the database"
     )
 
 
@@ -359,8 +370,8 @@ class WatcherConfig:
     endpoint: EndpointConfig = field(default_factory=lambda: EndpointConfig(port=9101))
     hub_token_file: str | None = secret_file("the hubkeeper-watcher service token")
     hub_token: Secret | None = None
-    interval: float = positive_seconds(1.0, help="probe period, seconds")
-    probe_timeout: float = positive_seconds(0.8, help="per-check probe timeout, seconds")
+    interval: float = positive_seconds(0.25, help="probe period, seconds")
+    probe_timeout: float = positive_seconds(0.5, help="per-check probe timeout, seconds")
     rise: int = setting(
         2, "a number of probes >= 1", lambda v: v >= 1, help="probes in a row to count a hub up"
     )
@@ -388,6 +399,17 @@ class WatcherConfig:
     )
     confirm_timeout: float = positive_seconds(
         5.0, help="seconds to confirm through NGINX that the new generation is served"
+    )
+    route_timeout: float = positive_seconds(
+        10.0,
+        help="most seconds the switch waits for the standby's proxy to hold every user route "
+        "the old proxy held (when the old proxy still answers)",
+    )
+    proxy_drain: float = setting(
+        1.0,
+        "a number of seconds >= 0",
+        lambda v: v >= 0,
+        help="seconds between the switch and retiring the old proxy (requests in flight)",
     )
     standby_retry_after: float = positive_seconds(
         600.0, help="seconds a standby that failed to start is skipped"

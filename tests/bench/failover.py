@@ -1,19 +1,31 @@
 """Benchmark of hub failover: hubkeeper's watcher against NGINX's own passive failover.
 
-A bounded request loop (20 requests/s: the hub API and alice's server, through NGINX) runs
-while the active hub and its proxy are killed with SIGKILL at a fixed time.
+A bounded request loop through NGINX (20 requests/s, in turn: the hub API, alice's server,
+bob's server) runs while hub instance a or b, whichever is active, is broken in one of four
+ways, ``--runs`` times each, on one stack (a -> b -> a ...; hold time 0 for the benchmark),
+with the watcher's default timing and a warm standby:
 
-- hubkeeper: cold standby, watcher with its default timing (1 s interval, fall 3, rise 2);
-  ``--runs`` kills in a row on one stack (a -> b -> a ...; hold time 0 for the benchmark).
-- peer: NGINX passive failover (``max_fails=1`` primary + ``backup`` upstream), no watcher.
-  Passive failover needs the standby already running, i.e. two hubs on one database, which
-  hubkeeper never allows; the peer is measured that way because it cannot work otherwise.
+- ``hub_kill``: SIGKILL of the hub process alone (its proxy lives: a crash, an OOM kill);
+- ``hub_hang``: SIGSTOP of the hub process alone (a blocked event loop);
+- ``proxy_hang``: SIGSTOP of the instance's proxy;
+- ``instance_kill``: SIGKILL of hub and proxy.
 
-Printed per run: detection time (kill -> watcher decision), time until requests succeed
-again, requests failed in total and after the switch, whether alice's container survived.
+Per run: failed requests to the user servers and to the hub API, when the hub API answered
+again through the new hub (``api_back_s``) and when the user servers were back for good
+(``users_back_s``: after their last failure), the watcher's detection time (fault ->
+decision, from its log) and its failover steps (from its ``failover_done`` event).
+
+``--healthy-minutes`` (default 10) first leaves a healthy pair under the same load, with
+servers being started and stopped, and counts the watcher's probes and failovers.
+
+The peer, NGINX passive failover (``max_fails=1`` primary + ``backup`` upstream, no
+watcher), needs the standby already running, i.e. two hubs on one database, which
+hubkeeper never allows; it is measured that way because it cannot work otherwise, once
+per fault kind.
+
+    .venv/bin/python tests/bench/failover.py [--runs 3] [--healthy-minutes 10]
+
 The last line is JSON.
-
-    .venv/bin/python tests/bench/failover.py [--runs 3] [--after 20]
 """
 
 from __future__ import annotations
@@ -26,11 +38,10 @@ import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -38,188 +49,257 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from hubkeeper.deploy import hubctl  # noqa: E402
-from hubkeeper.deploy.stack import Stack, running_stack  # noqa: E402
-from hubkeeper.nginx import GENERATION_HEADER, TEMPLATE  # noqa: E402
+from hubkeeper.deploy.stack import Stack, running_stack, wait_for  # noqa: E402
+from hubkeeper.nginx import TEMPLATE  # noqa: E402
 from tests.bench.needs import docker_engine  # noqa: E402
-from tests.integration.helpers import start_and_wait, user_containers  # noqa: E402
+from tests.integration.helpers import (  # noqa: E402
+    Load,
+    Sample,
+    series,
+    start_and_wait,
+    stop_and_wait,
+    user_containers,
+)
 
-RATE = 20.0
-BEFORE_KILL = 5.0
-
-
-@dataclass
-class Sample:
-    at: float
-    ok: bool
-    generation: str | None
-
-
-@dataclass(eq=False)
-class Load(threading.Thread):
-    """Alternating GETs of the hub API and alice's server at RATE per second."""
-
-    stack: Stack
-    samples: list[Sample] = field(default_factory=list)
-    halt: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
-        super().__init__(daemon=True)
-
-    def run(self) -> None:
-        token = self.stack.client().config.token.reveal()
-        headers = {"Authorization": f"token {token}"}
-        urls = [
-            f"{self.stack.public_url}/hub/api/",
-            f"{self.stack.public_url}/user/alice/api/status",
-        ]
-        session = requests.Session()
-        next_at, index = time.monotonic(), 0
-        while not self.halt.is_set():
-            started = time.time()
-            try:
-                response = session.get(urls[index % 2], headers=headers, timeout=2)
-                ok = response.status_code == 200
-                generation = response.headers.get(GENERATION_HEADER)
-            except requests.RequestException:
-                ok, generation = False, None
-            self.samples.append(Sample(started, ok, generation))
-            index += 1
-            next_at += 1 / RATE
-            time.sleep(max(0.0, next_at - time.monotonic()))
+FAULTS = ("hub_kill", "hub_hang", "proxy_hang", "instance_kill")
+USERS = ("alice", "bob")
+AFTER = 8.0  # seconds of load after the hub API is back
 
 
-def kill_active(stack: Stack, name: str) -> float:
-    proxy = hubctl.proxy_pid(stack.config, name)
-    hub = hubctl.launched_pid(stack.config, name)
-    assert hub is not None and proxy is not None
-    killed_at = time.time()
-    os.killpg(hub, signal.SIGKILL)
-    os.kill(proxy, signal.SIGKILL)
-    return killed_at
+def cause(stack: Stack, name: str, fault: str) -> float:
+    """Break hub instance ``name``; return when."""
+    hub, proxy = hubctl.launched_pid(stack.config, name), hubctl.proxy_pid(stack.config, name)
+    assert hub is not None and proxy is not None, f"hub {name} is not fully running"
+    at = time.time()
+    if fault in ("hub_kill", "instance_kill"):
+        os.killpg(hub, signal.SIGKILL)
+    if fault == "hub_hang":
+        os.kill(hub, signal.SIGSTOP)
+    if fault == "proxy_hang":
+        os.kill(proxy, signal.SIGSTOP)
+    if fault == "instance_kill":
+        os.kill(proxy, signal.SIGKILL)
+    return at
 
 
-def decision_time(stack: Stack, after: float) -> float | None:
-    """When the watcher decided to fail over, from its JSON log."""
+def watcher_event(stack: Stack, name: str, after: float, **fields: Any) -> dict | None:
+    """The first event ``name`` (with ``fields``) the watcher logged after ``after``."""
     for line in (stack.logs / "watcher.log").read_text().splitlines():
         try:
             event = json.loads(line)
         except ValueError:
             continue
-        if event.get("event") == "decision" and event.get("kind") == "failover":
-            at = datetime.fromisoformat(event["timestamp"]).timestamp()
-            if at > after:
-                return at
+        if event.get("event") != name or any(event.get(k) != v for k, v in fields.items()):
+            continue
+        if datetime.fromisoformat(event["timestamp"]).timestamp() > after:
+            return event
     return None
 
 
-def summarize(samples: list[Sample], killed_at: float, new_generation: str | None) -> dict:
-    after = [s for s in samples if s.at >= killed_at]
-    failed = [s for s in after if not s.ok]
-    last_failure = max((s.at for s in failed), default=killed_at)
-    switched = [s.at for s in after if s.ok and s.generation == new_generation]
-    switch_at = min(switched) if switched else None
+def summarize(samples: list[Sample], fault_at: float, generation: str) -> dict[str, Any]:
+    """Failures and recovery times after the fault, split by hub API and user servers."""
+    after = [s for s in samples if s.at >= fault_at]
+    api = [s for s in after if "/hub/api/" in s.url]
+    users = [s for s in after if "/hub/api/" not in s.url]
+    api_back = min((s.at for s in api if s.ok and s.generation == generation), default=None)
+    user_failures = [s.at for s in users if not s.ok]
     return {
-        "requests_after_kill": len(after),
-        "failed": len(failed),
-        "failed_after_switch": len([s for s in failed if switch_at and s.at > switch_at]),
-        "back_after_s": round(last_failure - killed_at, 2) if failed else 0.0,
+        "user_requests": len(users),
+        "user_failed": len(user_failures),
+        "api_requests": len(api),
+        "api_failed": len([s for s in api if not s.ok]),
+        "api_back_s": round(api_back - fault_at, 2) if api_back else None,
+        "users_back_s": round(max(user_failures) - fault_at, 2) if user_failures else 0.0,
     }
 
 
-def run_hubkeeper(workdir: Path, runs: int, after: float) -> list[dict]:
+def under_load(stack: Stack, fault: str, generation: str, active: str) -> dict[str, Any]:
+    load = Load(stack, users=USERS)
+    load.start()
+    time.sleep(3)
+    fault_at = cause(stack, active, fault)
+
+    def api_back() -> bool:
+        return any(s.ok and s.generation == generation for s in load.samples if s.at > fault_at)
+
+    try:
+        wait_for(api_back, 30, "the hub API through the new hub")
+        time.sleep(AFTER)
+    except TimeoutError:  # the peer does not recover from every fault
+        pass
+    finally:
+        load.stop()
+    return {"fault": fault, **summarize(load.samples, fault_at, generation), "at": fault_at}
+
+
+def run_hubkeeper(workdir: Path, runs: int, healthy_minutes: float) -> dict[str, Any]:
     settings = {"hold_time": 0.0, "max_failovers_per_hour": 100, "startup_grace": 2.0}
-    results = []
+    results: list[dict[str, Any]] = []
     with running_stack(workdir, hub_name="bench-fo", watcher=settings) as stack:
-        container = prepare_alice(stack)
+        containers = prepare(stack)
+        healthy = healthy_run(stack, healthy_minutes) if healthy_minutes > 0 else None
         for run in range(runs):
-            active = json.loads(Path(stack.config.watcher.state_file).read_text())["active"]
-            load = Load(stack)
-            load.start()
-            time.sleep(BEFORE_KILL)
-            killed_at = kill_active(stack, active)
-            time.sleep(after)
-            load.halt.set()
-            load.join(5)
-            decided = decision_time(stack, killed_at)
-            result = summarize(load.samples, killed_at, str(run + 2))
-            result["detection_s"] = round(decided - killed_at, 2) if decided else None
-            result["user_server_survived"] = alive(stack, container)
+            for index, fault in enumerate(FAULTS):
+                generation = 2 + run * len(FAULTS) + index
+                result = one_failover(stack, fault, generation, containers)
+                results.append(result)
+                print(f"hubkeeper run {run + 1}: {result}", flush=True)
+    return {"runs": results, "healthy": healthy}
+
+
+def one_failover(
+    stack: Stack, fault: str, generation: int, containers: dict[str, str]
+) -> dict[str, Any]:
+    """Break the active instance; measure; wait until it is a warm standby again."""
+    active = json.loads(Path(stack.config.watcher.state_file).read_text())["active"]
+    result = under_load(stack, fault, str(generation), active)
+    fault_at = result.pop("at")
+    decided = watcher_event(stack, "decision", fault_at, kind="failover")
+    done = watcher_event(stack, "failover_done", fault_at) or {}
+    decided_at = datetime.fromisoformat(decided["timestamp"]).timestamp() if decided else None
+    result["detection_s"] = round(decided_at - fault_at, 2) if decided_at else None
+    result["steps"] = done.get("steps")
+    result["handover"] = done.get("handover")
+    result["servers_kept"] = kept(stack, containers)
+    wait_for(lambda: hubctl.warm_pid(stack.config, active) is not None, 60, "a warm standby")
+    return result
+
+
+def healthy_run(stack: Stack, minutes: float) -> dict[str, Any]:
+    """A healthy pair under load for ``minutes``, a spawn and a stop every 10 s."""
+    port = stack.config.watcher.endpoint.port
+
+    def probes() -> float:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        return sum(series(text, "hubkeeper_watcher_probe_duration_seconds_count", check="health"))
+
+    client = stack.client()
+    client.create_users(["carol"])
+    before, started = probes(), time.monotonic()
+    load = Load(stack, users=USERS, limit=int(minutes * 60 * 20) + 100)
+    load.start()
+    spawns = 0
+    try:
+        while time.monotonic() - started < minutes * 60:
+            start_and_wait(client, "carol")
+            stop_and_wait(client, "carol")
+            spawns += 1
+            time.sleep(max(0.0, 10 - (time.monotonic() - started) % 10))
+    finally:
+        samples = load.stop()
+    state = json.loads(Path(stack.config.watcher.state_file).read_text())
+    result = {
+        "minutes": minutes,
+        "requests": len(samples),
+        "failed": len([s for s in samples if not s.ok]),
+        "spawns_and_stops": spawns,
+        "probes_per_hub": int(probes() - before) // len(stack.instance_names),
+        "failovers": len(state["failover_times"]),
+    }
+    print(f"healthy: {result}", flush=True)
+    return result
+
+
+def run_peer(workdir: Path) -> list[dict[str, Any]]:
+    """NGINX passive failover with a hot standby, once per fault (a new stack each)."""
+    results = []
+    for fault in FAULTS:
+        with running_stack(
+            workdir / fault, hub_name="bench-peer", watcher={"startup_grace": 3600.0}
+        ) as stack:
+            os.killpg(stack.watcher_process.pid, signal.SIGKILL)
+            stack.start_hub("b")
+            passive(stack, workdir / fault / "passive.conf.template")
+            containers = prepare(stack)
+            result = under_load(stack, fault, "1", "a")
+            result.pop("at")
+            result["servers_kept"] = kept(stack, containers)
+            result["hubs_on_one_database"] = 2
             results.append(result)
-            print(f"hubkeeper run {run + 1}: {result}", flush=True)
+            print(f"peer (NGINX passive): {result}", flush=True)
     return results
 
 
-def run_peer(workdir: Path, after: float) -> dict:
-    """NGINX passive failover with a hot standby (the watcher stopped at once)."""
-    with running_stack(workdir, hub_name="bench-peer", watcher={"startup_grace": 3600.0}) as stack:
-        os.killpg(stack.watcher_process.pid, signal.SIGKILL)
-        stack.start_hub("b")
-        standby = stack.config.jupyterhub.instance("b")
-        template = workdir / "passive.conf.template"
-        template.write_text(
-            TEMPLATE.read_text()
-            .replace(
-                "server 127.0.0.1:{{proxy_port}};",
-                "server 127.0.0.1:{{proxy_port}} max_fails=1 fail_timeout=10s; "
-                f"server 127.0.0.1:{standby.proxy_port} backup;",
-            )
-            .replace(
-                "server 127.0.0.1:{{hub_port}};",
-                "server 127.0.0.1:{{hub_port}} max_fails=1 fail_timeout=10s; "
-                f"server 127.0.0.1:{standby.hub_port} backup;",
-            )
+def passive(stack: Stack, template: Path) -> None:
+    """NGINX with hub b as the backup of every upstream."""
+    standby = stack.config.jupyterhub.instance("b")
+    template.write_text(
+        TEMPLATE.read_text()
+        .replace(
+            "server 127.0.0.1:{{proxy_port}};",
+            "server 127.0.0.1:{{proxy_port}} max_fails=1 fail_timeout=10s; "
+            f"server 127.0.0.1:{standby.proxy_port} backup;",
         )
-        stack.nginx.config = dataclasses.replace(stack.nginx.config, template=str(template))
-        stack.nginx.switch(stack.config.jupyterhub.instance("a"), 1, confirm_timeout=5)
-        container = prepare_alice(stack)
-        load = Load(stack)
-        load.start()
-        time.sleep(BEFORE_KILL)
-        killed_at = kill_active(stack, "a")
-        time.sleep(after)
-        load.halt.set()
-        load.join(5)
-        result = summarize(load.samples, killed_at, "1")
-        result["detection_s"] = None  # per request: NGINX retries the backup on each error
-        result["user_server_survived"] = alive(stack, container)
-        result["hubs_on_one_database"] = 2
-        print(f"peer (NGINX passive): {result}", flush=True)
-        return result
+        .replace(
+            "server 127.0.0.1:{{hub_port}};",
+            "server 127.0.0.1:{{hub_port}} max_fails=1 fail_timeout=10s; "
+            f"server 127.0.0.1:{standby.hub_port} backup;",
+        )
+    )
+    stack.nginx.config = dataclasses.replace(stack.nginx.config, template=str(template))
+    stack.nginx.switch(stack.config.jupyterhub.instance("a"), 1, confirm_timeout=5)
 
 
-def prepare_alice(stack: Stack) -> str:
+def prepare(stack: Stack) -> dict[str, str]:
     client = stack.client()
-    client.create_users(["alice"])
-    start_and_wait(client, "alice")
-    (container,) = user_containers(stack, "alice")
-    return container.id
+    client.create_users(list(USERS))
+    for user in USERS:
+        start_and_wait(client, user)
+    return {user: user_containers(stack, user)[0].id for user in USERS}
 
 
-def alive(stack: Stack, container_id: str) -> bool:
-    containers = user_containers(stack, "alice")
-    return [c.id for c in containers] == [container_id] and containers[0].status == "running"
+def kept(stack: Stack, containers: dict[str, str]) -> bool:
+    return all(
+        [(c.id, c.status) for c in user_containers(stack, user)] == [(cid, "running")]
+        for user, cid in containers.items()
+    )
+
+
+def medians(runs: list[dict[str, Any]], key: str) -> dict[str, dict[str, float | None]]:
+    """Median and worst of ``key`` per fault kind."""
+    figures: dict[str, dict[str, float | None]] = {}
+    for fault in FAULTS:
+        values = [r[key] for r in runs if r["fault"] == fault and r.get(key) is not None]
+        figures[fault] = {
+            "median": statistics.median(values) if values else None,
+            "worst": max(values) if values else None,
+        }
+    return figures
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="hubkeeper failovers (1-5)")
-    parser.add_argument("--after", type=float, default=20.0, help="seconds of load after a kill")
+    parser.add_argument("--runs", type=int, default=3, help="failovers per fault kind (1-5)")
+    parser.add_argument(
+        "--healthy-minutes", type=float, default=10.0, help="healthy run first (0: none, <= 60)"
+    )
+    parser.add_argument("--no-peer", action="store_true", help="skip NGINX passive failover")
     args = parser.parse_args()
-    runs, after = max(1, min(args.runs, 5)), max(5.0, min(args.after, 60.0))
-    # one engine for both stacks (each would otherwise start and stop its own)
+    runs, healthy = max(1, min(args.runs, 5)), max(0.0, min(args.healthy_minutes, 60.0))
     with docker_engine(), tempfile.TemporaryDirectory(prefix="hubkeeper-bench-failover-") as tmp:
-        ours = run_hubkeeper(Path(tmp) / "hubkeeper", runs, after)
-        peer = run_peer(Path(tmp) / "peer", after)
-    detections = [r["detection_s"] for r in ours if r["detection_s"] is not None]
+        ours = run_hubkeeper(Path(tmp) / "hubkeeper", runs, healthy)
+        peer = None if args.no_peer else run_peer(Path(tmp) / "peer")
+    step_names = sorted({name for r in ours["runs"] if r["steps"] for name in r["steps"]})
+    steps = {
+        name: statistics.median(r["steps"][name] for r in ours["runs"] if r["steps"])
+        for name in step_names
+    }
     figures = {
         "benchmark": "failover",
-        "rate_per_s": RATE,
+        "rate_per_s": 20.0,
         "hubkeeper": {
-            "runs": ours,
-            "detection_median_s": statistics.median(detections) if detections else None,
-            "back_median_s": statistics.median(r["back_after_s"] for r in ours),
-            "failed_after_switch_total": sum(r["failed_after_switch"] for r in ours),
-            "user_servers_survived": all(r["user_server_survived"] for r in ours),
+            "api_back_s": medians(ours["runs"], "api_back_s"),
+            "users_back_s": medians(ours["runs"], "users_back_s"),
+            "user_failed": medians(ours["runs"], "user_failed"),
+            "api_failed": medians(ours["runs"], "api_failed"),
+            "detection_s": medians(ours["runs"], "detection_s"),
+            "step_medians_s": steps,
+            "api_back_median_all_s": statistics.median(
+                r["api_back_s"] for r in ours["runs"] if r["api_back_s"] is not None
+            ),
+            "servers_kept": all(r["servers_kept"] for r in ours["runs"]),
+            "healthy": ours["healthy"],
+            "runs": ours["runs"],
         },
         "nginx_passive_hot_standby": peer,
     }

@@ -1,15 +1,19 @@
 """Small helpers shared by the integration tests."""
 
 import contextlib
+import os
 import re
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
 from hubkeeper.deploy.stack import Stack, wait_for
 from hubkeeper.hubapi import HubAPIError, HubClient
+from hubkeeper.loader import load
+from hubkeeper.nginx import GENERATION_HEADER
 
 
 def series(text: str, metric: str, /, **labels: str) -> list[float]:
@@ -79,19 +83,21 @@ def server_status(stack: Stack, user: str) -> requests.Response:
 
 
 def running_hubs(config_path: Path) -> set[str]:
-    """Names of the JupyterHub processes (not their proxies) of this stack that run now."""
+    """Names of this stack's hub instances whose JupyterHub has the database open now (a
+    warm standby, which waits before it opens it, does not count)."""
     marker = f"HUBKEEPER_CONFIG={config_path}".encode()
+    database = load(config_path).jupyterhub.database_url.removeprefix("sqlite:///")
     names = set()
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            cmdline = (proc / "cmdline").read_bytes()
             environ = (proc / "environ").read_bytes().split(b"\0")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            if marker not in environ:
+                continue
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            if not any(os.readlink(fd) == database for fd in (proc / "fd").iterdir()):
+                continue
         except OSError:
-            continue
-        if b"jupyterhub" not in cmdline or b"configurable-http-proxy" in cmdline:
-            continue
-        if state == "Z" or marker not in environ:
             continue
         for item in environ:
             if item.startswith(b"HUBKEEPER_HUB_INSTANCE="):
@@ -119,3 +125,63 @@ class HubCensus(threading.Thread):
     def stop(self) -> None:
         self.halt.set()
         self.join(5)
+
+
+@dataclass
+class Sample:
+    at: float
+    url: str
+    ok: bool
+    generation: str | None
+
+
+@dataclass(eq=False)
+class Load(threading.Thread):
+    """GETs through NGINX at ``rate`` per second, in turn: the hub API, then each user's
+    server; at most ``limit`` requests."""
+
+    stack: Stack
+    users: tuple[str, ...] = ("alice",)
+    rate: float = 20.0
+    limit: int = 20_000
+    samples: list[Sample] = field(default_factory=list)
+    halt: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        super().__init__(daemon=True)
+
+    @property
+    def urls(self) -> list[str]:
+        base = self.stack.public_url
+        return [f"{base}/hub/api/", *[f"{base}/user/{user}/api/status" for user in self.users]]
+
+    def run(self) -> None:
+        token = self.stack.client().config.token.reveal()
+        headers = {"Authorization": f"token {token}"}
+        urls, session = self.urls, requests.Session()
+        next_at = time.monotonic()
+        for index in range(self.limit):
+            if self.halt.is_set():
+                return
+            url, started = urls[index % len(urls)], time.time()
+            try:
+                response = session.get(url, headers=headers, timeout=2)
+                ok = response.status_code == 200
+                generation = response.headers.get(GENERATION_HEADER)
+            except requests.RequestException:
+                ok, generation = False, None
+            self.samples.append(Sample(started, url, ok, generation))
+            next_at += 1 / self.rate
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    def stop(self) -> list[Sample]:
+        self.halt.set()
+        self.join(5)
+        return self.samples
+
+    def failed(self, hub_api: bool, since: float = 0.0) -> list[Sample]:
+        """Failed requests since ``since``: to the hub API, or to the user servers."""
+        return [
+            s for s in self.samples
+            if not s.ok and s.at >= since and ("/hub/api/" in s.url) == hub_api
+        ]  # fmt: skip

@@ -1,12 +1,15 @@
 """The production files: systemd units, the compose file, hubkeeper's own image."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import docker
 import pytest
+import requests
 
+from hubkeeper.deploy.stack import free_ports, to_toml, wait_for
 from hubkeeper.hub.images import ensure_hubkeeper_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,6 +22,7 @@ def verify_units(folder: Path) -> None:
     units = sorted(folder.glob("*.service"))
     assert {u.name for u in units} >= {
         "jupyterhub@.service",
+        "jupyterhub-proxy@.service",
         "hubkeeper-watch-hubs.service",
         "hubkeeper-export-containers.service",
         "hubkeeper-ship-logs.service",
@@ -42,9 +46,10 @@ def test_installed_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> 
         [str(VENV / "bin" / "hubkeeper"), "install-files", str(tmp_path)],
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
-    assert len(done.stdout.split()) == 6
+    assert len(done.stdout.split()) == 7
     text = (tmp_path / "systemd" / "jupyterhub@.service").read_text()
     assert f"-f {ROOT / 'hub' / 'jupyterhub_config.py'}" in text and "/opt/" not in text
+    assert "hubkeeper.hub.standby --wait" in text
     verify_units(tmp_path / "systemd")
 
 
@@ -75,3 +80,40 @@ def test_the_hubkeeper_image_runs_the_cli(image: str) -> None:
         volumes={str(config): {"bind": "/etc/hubkeeper/hubkeeper.toml", "mode": "ro"}},
     )
     assert output.decode().strip() == "/etc/hubkeeper/hubkeeper.toml: ok"
+
+
+def test_the_proxy_units_command_runs_the_instances_proxy_with_its_token(tmp_path: Path) -> None:
+    """``python -m hubkeeper.hub.proxy NAME`` (jupyterhub-proxy@.service) becomes the proxy."""
+    proxy, api, hub = free_ports(3)
+    (tmp_path / "proxy_token").write_text("s3cret-proxy-token\n")
+    config = tmp_path / "hubkeeper.toml"
+    config.write_text(
+        to_toml(
+            {
+                "jupyterhub": {
+                    "proxy_token_file": "proxy_token",
+                    "instances": [
+                        {"name": "b", "proxy_port": proxy, "proxy_api_port": api, "hub_port": hub}
+                    ],
+                }
+            }
+        )
+    )
+    env = {**os.environ, "HUBKEEPER_CONFIG": str(config)}
+    process = subprocess.Popen([sys.executable, "-m", "hubkeeper.hub.proxy", "b"], env=env)
+    try:
+        url = f"http://127.0.0.1:{api}/api/routes"
+
+        def answers(token: str) -> int | None:
+            try:
+                headers = {"Authorization": f"token {token}"}
+                return requests.get(url, headers=headers, timeout=1).status_code
+            except requests.RequestException:
+                return None
+
+        wait_for(lambda: answers("s3cret-proxy-token") == 200, 30, "the proxy's API")
+        assert answers("wrong") == 403
+        assert "configurable-http-proxy" in Path(f"/proc/{process.pid}/cmdline").read_text()
+    finally:
+        process.kill()
+        process.wait(10)

@@ -3,10 +3,12 @@ NGINX, a real Alertmanager, and the watcher running as its own process."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,15 +21,14 @@ from hubkeeper.deploy.stack import Stack, running_stack, wait_for
 from hubkeeper.nginx import TEMPLATE, NginxError
 from tests.integration.helpers import (
     HubCensus,
+    Load,
     running_hubs,
     server_status,
     start_and_wait,
     user_containers,
 )
 
-WATCHER = {
-    "interval": 0.5,
-    "probe_timeout": 0.5,
+WATCHER = {  # probe timing: the defaults
     "startup_grace": 1.0,
     "hold_time": 600.0,
     "fence_timeout": 10.0,
@@ -83,22 +84,30 @@ def kill_hub_and_proxy(stack: Stack, name: str) -> None:
     os.kill(proxy, signal.SIGKILL)
 
 
-def with_alice(stack: Stack) -> str:
-    """Start alice's server; return its container id."""
+def with_servers(stack: Stack, *users: str) -> dict[str, str]:
+    """Start the users' servers; return their container ids."""
     client = stack.client()
-    client.create_users(["alice"])
-    start_and_wait(client, "alice")
-    (container,) = user_containers(stack, "alice")
-    assert server_status(stack, "alice").status_code == 200
-    return container.id
+    client.create_users(list(users))
+    for user in users:
+        start_and_wait(client, user)
+    containers = {user: [c.id for c in user_containers(stack, user)] for user in users}
+    assert all(server_status(stack, user).status_code == 200 for user in users)
+    assert all(len(ids) == 1 for ids in containers.values()), containers
+    return {user: ids[0] for user, ids in containers.items()}
 
 
-def assert_failed_over_keeping_alice(stack: Stack, container_id: str) -> None:
+def with_alice(stack: Stack) -> str:
+    return with_servers(stack, "alice")["alice"]
+
+
+def assert_failed_over_keeping(stack: Stack, containers: dict[str, str]) -> None:
     wait_for(lambda: state(stack)["active"] == "b", 60, "the failover to hub b")
     assert stack.nginx.served_generation() == 2
     assert stack.nginx.live() == ("b", 2)
-    wait_for(lambda: server_status(stack, "alice").status_code == 200, 30, "alice via hub b")
-    assert [c.id for c in user_containers(stack, "alice")] == [container_id]
+    for user, container_id in containers.items():
+        answers = lambda user=user: server_status(stack, user).status_code == 200  # noqa: E731
+        wait_for(answers, 30, f"{user} via hub b")
+        assert [c.id for c in user_containers(stack, user)] == [container_id]
     assert state(stack)["last_failover"]["reason"] == "active_down"
     alert = wait_for_alert(stack, "HubkeeperFailover")
     assert alert["labels"] == {
@@ -108,23 +117,67 @@ def assert_failed_over_keeping_alice(stack: Stack, container_id: str) -> None:
     assert alert["annotations"]["runbook_url"].endswith("/HubkeeperFailover.md")
 
 
-def failover_with_census(stack: Stack, container_id: str, signum: signal.Signals) -> None:
+def assert_failed_over_keeping_alice(stack: Stack, container_id: str) -> None:
+    assert_failed_over_keeping(stack, {"alice": container_id})
+
+
+def cause(stack: Stack, fault: str) -> float:
+    """Break hub instance a; return when."""
+    hub, proxy = hub_pid(stack, "a"), hubctl.proxy_pid(stack.config, "a")
+    assert proxy is not None, "the proxy of hub a is not running"
+    at = time.time()
+    if fault == "hub_kill":
+        os.killpg(hub, signal.SIGKILL)
+    elif fault == "hub_hang":
+        os.kill(hub, signal.SIGSTOP)  # the hub accepts connections and answers nothing
+    elif fault == "proxy_hang":
+        os.kill(proxy, signal.SIGSTOP)
+    else:
+        os.killpg(hub, signal.SIGKILL)
+        os.kill(proxy, signal.SIGKILL)
+    return at
+
+
+def nginx_user_errors(stack: Stack) -> list[str]:
+    """Requests to user servers that NGINX answered with a 5xx, from its access log."""
+    lines = (Path(stack.config.nginx.prefix) / "logs" / "access.log").read_text().splitlines()
+    return [line for line in lines if '"GET /user/' in line and re.search(r'" 5\d\d ', line)]
+
+
+def failover_under_load(stack: Stack, fault: str) -> tuple[Load, float]:
+    """Cause ``fault`` under load and wait for the failover, with a census of the hubs on
+    the database; the load runs until the hub API has answered through hub b for a while.
+    Returns the load and the time of the fault."""
+    containers = with_servers(stack, "alice", "bob")
     census = HubCensus(stack.config_path)
     census.start()
+    load = Load(stack, users=("alice", "bob"))
+    load.start()
     try:
-        if signum == signal.SIGSTOP:
-            os.kill(hub_pid(stack, "a"), signum)  # the hub hangs; its proxy still accepts
-        else:
-            kill_hub_and_proxy(stack, "a")
-        assert_failed_over_keeping_alice(stack, container_id)
+        wait_for(lambda: len(load.samples) >= 20, 10, "load before the fault")
+        fault_at = cause(stack, fault)
+        assert_failed_over_keeping(stack, containers)
+        wait_for(lambda: any(s.ok and s.generation == "2" for s in load.samples), 20, "hub API")
+        time.sleep(2)  # and some more, once the old proxy was retired
     finally:
+        load.stop()
         census.stop()
-    assert census.most == 1, f"two hubs ran at once: {census.seen}"
+    assert census.most == 1, f"two hubs were on the database at once: {census.seen}"
     assert census.seen[-1] == {"b"}
+    by_a = [s for s in load.samples if s.at > fault_at and s.ok and s.generation == "1"]
+    assert not [s for s in by_a if "/hub/api/" in s.url], "hub a answered after the fault"
+    # the old instance is a warm standby again: a new proxy, a hub off the database
+    assert hubctl.proxy_pid(stack.config, "a") is not None
+    assert hubctl.warm_pid(stack.config, "a") is not None
+    return load, fault_at
 
 
-def test_kill_9_of_the_active_hub_fails_over_and_keeps_user_servers(stack: Stack) -> None:
-    failover_with_census(stack, with_alice(stack), signal.SIGKILL)
+def test_kill_9_of_the_hub_process_fails_over_without_a_failed_user_request(
+    stack: Stack,
+) -> None:
+    load, _ = failover_under_load(stack, "hub_kill")
+    assert load.failed(hub_api=False) == [] and nginx_user_errors(stack) == []
+    assert state(stack)["last_failover"]["handover"] is True
 
     # what ops see: the PRTG sensor, `hubkeeper status`, the metrics
     port = stack.config.watcher.endpoint.port
@@ -146,15 +199,27 @@ def test_kill_9_of_the_active_hub_fails_over_and_keeps_user_servers(stack: Stack
     assert 'hubkeeper_watcher_active_hub{hub="b"} 1.0' in metrics
 
 
-def test_a_hung_hub_is_detected_through_timeouts(stack: Stack) -> None:
-    failover_with_census(stack, with_alice(stack), signal.SIGSTOP)
+def test_a_hung_hub_process_fails_over_without_a_failed_user_request(stack: Stack) -> None:
+    load, _ = failover_under_load(stack, "hub_hang")
+    assert load.failed(hub_api=False) == [] and nginx_user_errors(stack) == []
+    assert state(stack)["last_failover"]["handover"] is True
+
+
+@pytest.mark.parametrize("fault", ["instance_kill", "proxy_hang"])
+def test_a_lost_proxy_fails_over_and_users_come_back(stack: Stack, fault: str) -> None:
+    load, fault_at = failover_under_load(stack, fault)
+    assert state(stack)["last_failover"]["handover"] is False
+    last = max(s.at for s in load.samples)
+    assert [s for s in load.samples if s.at > last - 1.5 and not s.ok] == []  # back for good
+    for user in ("alice", "bob"):
+        assert any(s.ok and s.at > fault_at and f"/user/{user}/" in s.url for s in load.samples)
 
 
 @pytest.mark.parametrize("stack", [{"start_timeout": 15.0}], indirect=True)
 def test_standby_that_cannot_start_leaves_nginx_unchanged_and_pages(stack: Stack) -> None:
     standby = stack.config.jupyterhub.instance("b")
-    with socket.socket() as squatter:  # hub b's proxy cannot bind its port
-        squatter.bind(("127.0.0.1", standby.proxy_port))
+    with socket.socket() as squatter:  # hub b cannot bind its port
+        squatter.bind(("127.0.0.1", standby.hub_port))
         kill_hub_and_proxy(stack, "a")
         wait_for_alert(stack, "HubkeeperStandbyStartFailed", timeout=90)
     assert stack.nginx.live() == ("a", 1)

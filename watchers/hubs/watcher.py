@@ -1,9 +1,12 @@
 """The hub watcher: observe (probes) -> decide (logic.py) -> act (fence, start, switch) -> report.
 
-Failover order never lets two hubs run against the database: fence the old hub and
-confirm it is gone, start the standby and wait until it passes the probes, then switch
-NGINX and confirm through NGINX. Each phase is recorded first, so a watcher killed in
-between finishes the failover when it comes back.
+Failover order never lets two hubs run against the database, and keeps users on their
+servers: fence the old hub process and confirm it is gone (its proxy, if alive, keeps
+routing users to their servers), start the standby (a warm one opens the database only
+now) and wait until it passes the probes and its proxy holds every route the old proxy
+held, then switch NGINX and confirm through NGINX; only then retire the old proxy and warm
+the old instance up as the new standby. Each phase is recorded first, so a watcher killed
+in between finishes the failover when it comes back.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import requests
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from hubkeeper import prtg
@@ -35,7 +39,14 @@ from hubkeeper.watchers.hubs.logic import (
     observe,
     standbys,
 )
-from hubkeeper.watchers.hubs.probe import port_answers, probe
+from hubkeeper.watchers.hubs.probe import (
+    ProbeResult,
+    ProxyError,
+    port_answers,
+    probe,
+    proxy_routes,
+    user_routes,
+)
 from hubkeeper.watchers.hubs.state import StateStore, Step, WatcherState
 
 log = get_logger(__name__)
@@ -100,6 +111,19 @@ class Metrics:
             "1 while automatic failover is frozen",
             registry=registry,
         )
+
+
+class StepClock:
+    """Seconds spent in each named step of a failover, in order."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self.last = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps[name] = round(now - self.last, 3)
+        self.last = now
 
 
 class HubWatcher:
@@ -173,7 +197,11 @@ class HubWatcher:
         """Healthy while cycles keep coming (a failover may hold one for its whole length)."""
         settings = self.section
         allowed = 10 * settings.interval + (
-            settings.fence_timeout + settings.start_timeout + settings.confirm_timeout
+            2 * settings.fence_timeout
+            + 2 * settings.start_timeout
+            + settings.route_timeout
+            + settings.confirm_timeout
+            + settings.proxy_drain
         )
         age = time.monotonic() - self.last_cycle
         if age > allowed:
@@ -199,10 +227,12 @@ class HubWatcher:
         self.report(decision)
         return decision
 
+    def _probe(self, hub: HubInstance) -> ProbeResult:
+        token, proxy_token = self.section.hub_token, self.config.jupyterhub.proxy_token
+        return probe(hub, token, proxy_token, self.section.probe_timeout)
+
     def observe(self) -> None:
-        token = self.section.hub_token
-        timeout = self.section.probe_timeout
-        results = self.pool.map(lambda hub: probe(hub, token, timeout), self.hubs.values())
+        results = self.pool.map(self._probe, self.hubs.values())
         for result in results:
             before = self.health[result.hub].state
             health = observe(
@@ -253,6 +283,7 @@ class HubWatcher:
             self.failover(self.state.active, decision.target, decision.reason)
         elif decision.kind == "fence_stray" and decision.target is not None:
             self.fence(self.hubs[decision.target], quiet=True)
+            self.demote(self.hubs[decision.target])
             self.health[decision.target] = HubHealth("down")
             stray = report.stray_fenced(decision.target, self.state.active)
             self.events.append((stray, time.time()))
@@ -276,16 +307,26 @@ class HubWatcher:
             except NginxError as error:
                 return self._failed(source, target, "HubkeeperNginxReloadFailed", str(error))
         step = Step(source, target, reason, "fencing", time.time())
+        steps = StepClock()
         try:
             state.step = step
             self.store.save(state)
+            # taken before the fence: what the old proxy routes is what users are using now
+            handover = self._user_routes(self.hubs[source])
+            steps.lap("routes_read")
             self.fence(self.hubs[source])
+            steps.lap("fence")
             step.phase = "starting"
             self.store.save(state)
             self.start(self.hubs[target])
+            steps.lap("start")
+            if handover:
+                self.await_routes(self.hubs[target], handover)
+            steps.lap("route_check")
             step.phase = "switching"
             self.store.save(state)
             self.switch(target, state.generation + 1)
+            steps.lap("switch")
         except ActionFailed as failure:
             return self._failed(source, target, failure.alert, str(failure))
         state.active, state.generation, state.step = target, state.generation + 1, None
@@ -294,8 +335,10 @@ class HubWatcher:
             "from": source,
             "to": target,
             "reason": reason,
+            "handover": handover is not None,
             "at": time.time(),
             "duration_seconds": round(duration, 3),
+            "steps": steps.laps,
         }
         self.store.save(state)
         self.health = after_failover(self.health, source, target)
@@ -308,7 +351,11 @@ class HubWatcher:
             reason=reason,
             generation=state.generation,
             duration_seconds=round(duration, 3),
+            handover=handover is not None,
+            steps=steps.laps,
         )
+        time.sleep(self.section.proxy_drain)  # requests NGINX's old workers still forward
+        self.demote(self.hubs[source])
         return True
 
     def _failed(self, source: str, target: str, alert: str, message: str) -> bool:
@@ -342,7 +389,34 @@ class HubWatcher:
 
     @staticmethod
     def _answers(hub: HubInstance) -> bool:
-        return port_answers(hub.host, hub.proxy_port) or port_answers(hub.host, hub.hub_port)
+        return port_answers(hub.host, hub.hub_port)
+
+    def _user_routes(self, hub: HubInstance) -> dict[str, str] | None:
+        """The user routes the instance's proxy holds, or None when it does not answer."""
+        token = self.config.jupyterhub.proxy_token
+        try:
+            routes = proxy_routes(hub, token, self.section.probe_timeout)
+        except (requests.RequestException, ValueError, ProxyError):
+            return None
+        return user_routes(routes)
+
+    def await_routes(self, hub: HubInstance, expected: dict[str, str]) -> None:
+        """Wait until the new proxy routes every user the old one did (at most
+        ``route_timeout``: a server that stopped meanwhile must not hold the switch)."""
+        deadline = time.monotonic() + self.section.route_timeout
+        while True:
+            missing = sorted(set(expected) - set(self._user_routes(hub) or {}))
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                log.warning("routes_missing", hub=hub.name, count=len(missing), some=missing[:20])
+                return
+            time.sleep(0.02)
+
+    def demote(self, hub: HubInstance) -> None:
+        """A fenced instance: its proxy retired, then made a warm standby again."""
+        self._command(hub.retire_command, self.section.fence_timeout, f"retire {hub.name}")
+        self._command(hub.warm_command, self.section.start_timeout, f"warm {hub.name}")
 
     def start(self, hub: HubInstance) -> None:
         """Start the hub and wait until it passes ``rise`` probes in a row."""
@@ -352,10 +426,10 @@ class HubWatcher:
         while health.state != "up":
             if time.monotonic() > deadline:
                 raise ActionFailed("HubkeeperStandbyStartFailed", f"hub {hub.name} did not come up")
-            result = probe(hub, self.section.hub_token, self.section.probe_timeout)
+            result = self._probe(hub)
             health = observe(health, result.ok, self.section.rise, 1)
             if not result.ok:
-                time.sleep(0.1)
+                time.sleep(0.05)
         log.info("hub_started", hub=hub.name)
 
     def switch(self, target: str, generation: int) -> None:
