@@ -15,11 +15,9 @@ from hubkeeper.endpoint import Response
 from hubkeeper.hubapi import HubClient
 from hubkeeper.shippers.documents import DocumentIndexer
 from hubkeeper.watchers.containers import sensors
-from hubkeeper.watchers.containers.cgroup import CgroupReader
-from hubkeeper.watchers.containers.collector import Collector, SelfMetrics, render
-from hubkeeper.watchers.containers.discovery import Discovery, docker_api
-from hubkeeper.watchers.containers.dockerstats import StatsAPIReader
+from hubkeeper.watchers.containers.collector import SelfMetrics, render
 from hubkeeper.watchers.containers.documents import snapshot_documents
+from hubkeeper.watchers.containers.reader import container_reader
 from hubkeeper.watchers.containers.reconcile import Reconciler
 
 
@@ -31,14 +29,8 @@ class ContainerExporter:
         self.config = config
         self.section = section
         self.docker_url = section.docker_url or config.docker.url
-        # stats calls, the events stream and the resync each hold a connection
-        api = docker_api(self.docker_url, section.docker_timeout, section.stats_concurrency + 4)
-        self.discovery = Discovery(api, config.labels)
-        self.cgroups = CgroupReader(section.cgroup_root, section.proc_root)
-        self.api_reader = StatsAPIReader(api, section.stats_concurrency, section.docker_timeout)
-        self.collector = Collector(
-            self.discovery, self.cgroups, self.api_reader, section.source, section.cache_seconds
-        )
+        self.reader = container_reader(config, section.cache_seconds)
+        self.discovery, self.collector = self.reader.discovery, self.reader.collector
         self.reconciler: Reconciler | None = None
         token = section.hub_token or config.hub.token
         if section.reconcile != "off" and token is not None:
@@ -139,6 +131,4 @@ class ContainerExporter:
         return families
 
     def close(self) -> None:
-        self.discovery.close()
-        self.api_reader.close()
-        self.cgroups.close()
+        self.reader.close()

@@ -1,11 +1,11 @@
 """CPU activity of user-server containers, for busy protection and orphans.
 
-Reads containers the way the container metrics daemon does (its discovery, cgroup reader
-and stats-API fallback, configured by ``[containers]``), and keeps each container's
-(time, CPU seconds) samples over the busy window. A server's CPU share is the CPU time
-its container used between the oldest and newest sample in the window, divided by the
-time between them: percent of one CPU. The samples are saved with the culler's state,
-so ``--once`` runs from cron measure across runs.
+Reads containers with the container metrics daemon's own reader (``containers.reader``:
+discovery, cgroup reader and stats-API fallback, configured by ``[containers]``), and
+keeps each container's (time, CPU seconds) samples over the busy window. A server's CPU
+share is the CPU time its container used between the oldest and newest sample in the
+window, divided by the time between them: percent of one CPU. The samples are saved with
+the culler's state, so ``--once`` runs from cron measure across runs.
 """
 
 from __future__ import annotations
@@ -17,11 +17,8 @@ from collections.abc import Mapping
 import docker.errors
 
 from hubkeeper.config import Config
-from hubkeeper.watchers.containers.cgroup import CgroupReader
-from hubkeeper.watchers.containers.collector import Collector
-from hubkeeper.watchers.containers.discovery import Discovery, docker_api
-from hubkeeper.watchers.containers.dockerstats import StatsAPIReader
 from hubkeeper.watchers.containers.model import ContainerInfo, real_name
+from hubkeeper.watchers.containers.reader import container_reader
 
 MAX_SAMPLES = 240  # per container: bounds memory and the state file whatever the settings
 
@@ -58,21 +55,12 @@ class CpuActivity:
     def __init__(
         self, config: Config, history: Mapping[str, list[list[float]]] | None = None
     ) -> None:
-        section = config.containers
         self.window = config.culler.busy_window
         self.min_span = config.culler.busy_min_span
         self.hub = config.jupyterhub.name
-        self.api = api = docker_api(
-            section.docker_url or config.docker.url,
-            section.docker_timeout,
-            section.stats_concurrency + 2,
-        )
-        self.discovery = Discovery(api, config.labels)
-        self.cgroups = CgroupReader(section.cgroup_root, section.proc_root)
-        self.stats_api = StatsAPIReader(api, section.stats_concurrency, section.docker_timeout)
-        self.collector = Collector(
-            self.discovery, self.cgroups, self.stats_api, section.source, cache_seconds=0.0
-        )
+        self.reader = container_reader(config, cache_seconds=0.0)
+        self.api, self.discovery = self.reader.api, self.reader.discovery
+        self.collector = self.reader.collector
         self._lock = threading.Lock()
         self._history: History = {
             str(cid): [(float(at), float(cpu)) for at, cpu in samples]
@@ -147,6 +135,4 @@ class CpuActivity:
         return True
 
     def close(self) -> None:
-        self.discovery.close()
-        self.stats_api.close()
-        self.cgroups.close()
+        self.reader.close()
