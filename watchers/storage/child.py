@@ -80,7 +80,13 @@ def probe(root: str, canary_dir: str, name: str) -> None:
         step("read", read)
     while handle:
         os.close(handle.pop())
-    step("remove", lambda: os.unlink(path))
+    def remove() -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass  # the write failed before creating it
+
+    step("remove", remove)
 
 
 def scan(homes: str) -> None:
