@@ -7,6 +7,7 @@ kernel; the daemon that started it never waits for it (see ``probe.py``). Only t
 library, so that the process starts in tens of milliseconds.
 """
 
+import contextlib
 import errno
 import json
 import os
@@ -80,11 +81,10 @@ def probe(root: str, canary_dir: str, name: str) -> None:
         step("read", read)
     while handle:
         os.close(handle.pop())
+
     def remove() -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):  # the write failed before creating it
             os.unlink(path)
-        except FileNotFoundError:
-            pass  # the write failed before creating it
 
     step("remove", remove)
 
