@@ -1,0 +1,226 @@
+"""The storage watcher against real peers: a FUSE mount that hangs, fills up and runs out
+of inodes (in a real user container's bind mount); nfs-ganesha in a network namespace,
+stopped and started; a real WebDAV server (wsgidav) and Owncloud's documented status.php.
+
+This kernel has no NFS client, so the mount side is a FUSE filesystem whose operations
+can be made to wait unanswered in the kernel, as on a stalled NFS server; the network side
+is a real NFS server. No Owncloud is packaged here: its status.php is served as Owncloud
+documents it, and the WebDAV PROPFIND goes to wsgidav.
+"""
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from hubkeeper.config import DockerConfig, LabelsConfig
+from hubkeeper.deploy.stack import docker_client, free_ports, to_toml, wait_for
+from hubkeeper.hub.images import ensure_base
+from hubkeeper.loader import load
+from hubkeeper.watchers.culler.decide import plan
+from hubkeeper.watchers.culler.model import ServerView, UserView
+from hubkeeper.watchers.culler.storage import read_hold
+from tests.integration.helpers import series
+from tests.integration.storage_peers import storagefs
+
+pytestmark = pytest.mark.integration
+TIMEOUT = 1.0  # [storage] timeout in these tests
+CHILD = "/storage/child.py"
+
+
+class Watcher:
+    """``hubkeeper watch-storage`` as a process of its own."""
+
+    def __init__(self, base: Path, storage: dict, **sections: dict) -> None:
+        (self.port,) = free_ports(1)
+        storage = {"node": "node-a", "interval": 0.5, "timeout": TIMEOUT, "slow": 0.5,
+                   "scan_budget": 0.3, "endpoint": {"port": self.port}, **storage}  # fmt: skip
+        sections["culler"] = {"storage_watchers": [f"127.0.0.1:{self.port}"]}
+        self.config_path = base / "hubkeeper.toml"
+        self.config_path.write_text(to_toml({"storage": storage, **sections}))
+        self.url = f"http://127.0.0.1:{self.port}"
+        hubkeeper = Path(sys.executable).with_name("hubkeeper")
+        self.log = (base / "watcher.log").open("wb")
+        self.process = subprocess.Popen(
+            [str(hubkeeper), "watch-storage", "--config", str(self.config_path)],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        wait_for(self.healthy, 20, "the storage watcher")
+
+    def healthy(self) -> bool:
+        assert self.process.poll() is None, "the storage watcher exited"
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def get(self, path: str) -> requests.Response:
+        """A request that must be answered within 2 s: the watcher never waits on a mount."""
+        response = requests.get(f"{self.url}{path}", timeout=2)
+        response.raise_for_status()
+        return response
+
+    def metric(self, name: str, **labels: str) -> list[float]:
+        return series(self.get("/metrics").text, f"hubkeeper_storage_{name}", **labels)
+
+    def status(self) -> dict:
+        return self.get("/status").json()
+
+    def children(self, kind: str) -> list[int]:
+        """The watcher's child processes of ``kind`` (``probe`` or ``scan``)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+                argv = (entry / "cmdline").read_text().split("\0")
+                if ppid == self.process.pid and argv[3].endswith(CHILD) and argv[4] == kind:
+                    found.append(int(entry.name))
+        return found
+
+    def blocked_threads(self) -> list[str]:
+        """Threads of the daemon itself that wait in the kernel on a filesystem."""
+        blocked = []
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                state = (task / "stat").read_text().rpartition(")")[2].split()[0]
+                wchan = (task / "wchan").read_text()
+                if state == "D" or "fuse" in wchan or "request_wait_answer" in wchan:
+                    blocked.append(f"{task.name}: {state} {wchan}")
+        return blocked
+
+    def close(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(20)
+        self.log.close()
+
+
+@contextlib.contextmanager
+def watcher(base: Path, storage: dict, **sections: dict) -> Iterator[Watcher]:
+    running = Watcher(base, storage, **sections)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@contextlib.contextmanager
+def user_container(mountpoint: Path, user: str) -> Iterator[str]:
+    """A real container of ``user``'s server, labelled as the hub labels them, with the
+    user's home on the test mount (as DockerSpawner mounts notebook homes)."""
+    client = docker_client(DockerConfig().url)
+    assert client is not None, "no Docker engine answers"
+    image = ensure_base(client, print)
+    home = mountpoint / user
+    home.mkdir()
+    (home / "notebook.ipynb").write_bytes(os.urandom(200_000))
+    labels = LabelsConfig()
+    container = client.containers.run(
+        image, ["sleep", "600"], name=f"jupyter-{user}", detach=True, network_mode="none",
+        labels={labels.user: user, labels.server: "", labels.hub: "storage-test"},
+        volumes={str(home): {"bind": "/home/jovyan", "mode": "rw"}},
+    )  # fmt: skip
+    try:
+        yield container.name
+    finally:
+        container.remove(force=True)
+
+
+# --- the mount side ------------------------------------------------------------------------
+
+NOW = time.time()
+
+
+def idle_user(name: str) -> UserView:
+    """A user whose default server has been idle for a day: the culler would stop it."""
+    server = ServerView(name, "", True, None, NOW - 90_000, NOW - 86_400, "image", 0.0)
+    return UserView(name, False, (), NOW - 100_000, NOW - 86_400, (server,))
+
+
+def test_a_hung_mount_is_reported_hung_with_its_servers_and_the_culler_holds_them(
+    tmp_path: Path,
+) -> None:
+    user = f"hkst{secrets.token_hex(3)}"
+    mounts = {"mounts": [{"name": "notebooks", "path": str(tmp_path / "notebooks")}]}
+    with (
+        storagefs(tmp_path) as fs,
+        user_container(fs.mountpoint, user) as container,
+        watcher(tmp_path, mounts) as w,
+    ):
+        wait_for(lambda: w.metric("mount_state", mount="notebooks", state="ok") == [1.0], 10,
+                 "the mount probed ok")  # fmt: skip
+        wait_for(lambda: w.metric("user_usage_bytes", user=user) != [], 10, "the usage scan")
+        assert w.metric("user_usage_bytes", user=user)[0] >= 200_000
+        assert w.metric("servers_on_hung_storage") == [0.0]
+        config = load(w.config_path)
+        assert read_hold(config).nodes == ()
+
+        fs.mode("hang")
+        wait_for(lambda: w.metric("mount_hung", mount="notebooks") == [1.0], 2 + 3 * TIMEOUT,
+                 "the mount reported hung")  # fmt: skip
+        # the watcher answers, and names the user's server and its node
+        status = w.status()
+        assert status["node"] == "node-a" and status["hung"] == ["notebooks"]
+        assert {"user": user, "server": "", "container": container, "mount": "notebooks"} in (
+            status["servers_on_hung_storage"]
+        )
+        assert status["mounts"]["notebooks"]["operations"]["stat"]["outcome"] == "hung"
+        assert w.metric("server_on_hung_storage", user=user, node="node-a") == [1.0]
+        assert w.get("/healthz").text.startswith("ok; hung: notebooks")
+        sensor = w.get("/prtg/storage").json()["prtg"]
+        channels = {c["channel"]: c["value"] for c in sensor["result"]}
+        assert channels["notebooks hung"] == 1 and user in sensor["text"]
+        # the culler, reading the real watcher, reports the server instead of stopping it
+        hold = read_hold(config)
+        assert hold.holds(user, "") and hold.nodes == ("node-a",)
+        plans, _ = plan([idle_user(user)], [], config.culler, NOW, hold)
+        decision = plans[0].servers[0]
+        assert (decision.action, decision.reason) == ("report", "storage_hung")
+        # over several cycles: no thread of the daemon waits on the mount, and no second
+        # probe starts while one is blocked (at most the probe and the usage scanner)
+        blocked = w.children("probe")
+        assert len(blocked) == 1
+        for _ in range(3):
+            assert w.blocked_threads() == []
+            assert w.children("probe") == blocked and len(w.children("scan")) <= 1
+            time.sleep(2 * TIMEOUT)
+
+        fs.mode("ok")
+        wait_for(lambda: w.metric("mount_hung", mount="notebooks") == [0.0], 10,
+                 "the mount answering again")  # fmt: skip
+        assert w.status()["servers_on_hung_storage"] == []
+        hold = read_hold(config)
+        assert not hold.holds(user, "")
+        plans, _ = plan([idle_user(user)], [], config.culler, NOW, hold)
+        assert plans[0].servers[0].action == "stop"  # culling resumes
+        assert not Path(f"/proc/{blocked[0]}").exists()  # the hung probe was reaped
+        assert list((fs.backing / ".hubkeeper").iterdir()) == []  # the canary was removed
+
+
+def test_a_full_mount_and_one_out_of_inodes_show_in_the_capacity_and_the_probe(
+    tmp_path: Path,
+) -> None:
+    mounts = {"mounts": [{"name": "notebooks", "path": str(tmp_path / "notebooks")}]}
+    with storagefs(tmp_path) as fs, watcher(tmp_path, mounts) as w:
+        wait_for(lambda: w.metric("mount_state", state="ok") == [1.0], 10, "the mount probed ok")
+        assert w.metric("free_bytes")[0] > 0 and w.metric("free_inodes")[0] > 0
+
+        fs.mode("full")
+        wait_for(lambda: w.metric("free_bytes") == [0.0], 10, "no free bytes reported")
+        wait_for(lambda: w.metric("mount_state", state="failed") == [1.0], 10, "a failed write")
+        write = w.status()["mounts"]["notebooks"]["operations"]["write"]
+        assert write["outcome"] == "failed" and write["error"].startswith("ENOSPC")
+
+        fs.mode("no_inodes")
+        wait_for(lambda: w.metric("free_inodes") == [0.0], 10, "no free inodes reported")
+        assert w.metric("free_bytes")[0] > 0
+        sensor = w.get("/prtg/storage").json()["prtg"]
+        channels = {c["channel"]: c["value"] for c in sensor["result"]}
+        assert channels["notebooks free inodes"] == 0 and channels["notebooks free space"] > 0
