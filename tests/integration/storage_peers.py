@@ -90,6 +90,8 @@ class NfsServer:
         self.log = base / "ganesha.log"
         self.ganesha: subprocess.Popen[bytes] | None = None
         self.holder: subprocess.Popen[bytes] | None = None
+
+    def setup(self) -> None:
         for command in (
             f"ip netns add {self.netns}",
             f"ip link add {self.veth}a type veth peer name {self.veth}b",
@@ -148,6 +150,7 @@ class NfsServer:
 def nfs_server(base: Path) -> Iterator[NfsServer]:
     server = NfsServer(base)
     try:
+        server.setup()
         yield server
     finally:
         server.close()

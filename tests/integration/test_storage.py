@@ -9,6 +9,7 @@ documents it, and the WebDAV PROPFIND goes to wsgidav.
 """
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import signal
@@ -25,11 +26,14 @@ from hubkeeper.config import DockerConfig, LabelsConfig
 from hubkeeper.deploy.stack import docker_client, free_ports, to_toml, wait_for
 from hubkeeper.hub.images import ensure_base
 from hubkeeper.loader import load
+from hubkeeper.redact import Secret
 from hubkeeper.watchers.culler.decide import plan
 from hubkeeper.watchers.culler.model import ServerView, UserView
 from hubkeeper.watchers.culler.storage import read_hold
+from hubkeeper.watchers.storage import nfs
+from hubkeeper.watchers.storage.owncloud import Owncloud
 from tests.integration.helpers import series
-from tests.integration.storage_peers import storagefs
+from tests.integration.storage_peers import nfs_server, status_php, storagefs, webdav
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 1.0  # [storage] timeout in these tests
@@ -48,7 +52,8 @@ class Watcher:
         self.config_path.write_text(to_toml({"storage": storage, **sections}))
         self.url = f"http://127.0.0.1:{self.port}"
         hubkeeper = Path(sys.executable).with_name("hubkeeper")
-        self.log = (base / "watcher.log").open("wb")
+        self.log_path = base / "watcher.log"
+        self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [str(hubkeeper), "watch-storage", "--config", str(self.config_path)],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -224,3 +229,59 @@ def test_a_full_mount_and_one_out_of_inodes_show_in_the_capacity_and_the_probe(
         sensor = w.get("/prtg/storage").json()["prtg"]
         channels = {c["channel"]: c["value"] for c in sensor["result"]}
         assert channels["notebooks free inodes"] == 0 and channels["notebooks free space"] > 0
+
+
+# --- the network side: the NFS server, Owncloud ----------------------------------------------
+
+
+def test_the_rpc_check_tells_the_nfs_server_down_from_up(tmp_path: Path) -> None:
+    with nfs_server(tmp_path) as server:
+        server.start()
+        check = nfs.check(server.address, str(server.export), timeout=5)
+        assert check.up and check.root_fileid == server.export.stat().st_ino  # GETATTR's fileid
+        refused = nfs.check(server.address, "/not-exported", timeout=5)
+        assert refused.state == "error" and "MNT3ERR" in (refused.calls["mount"].error or "")
+
+        nfs_table = [{"name": "filer", "host": server.address, "export": str(server.export),
+                      "timeout": 2.0}]  # fmt: skip
+        with watcher(tmp_path, {"nfs": nfs_table}) as w:
+            wait_for(lambda: w.metric("nfs_up", server="filer") == [1.0], 10, "NFS up")
+            assert w.metric("nfs_call_ok", server="filer", call="getattr") == [1.0]
+
+            server.stop()
+            wait_for(lambda: w.metric("nfs_up", server="filer") == [0.0], 10, "NFS down")
+            assert w.status()["nfs"]["filer"]["state"] == "down"
+            sensor = w.get("/prtg/storage").json()["prtg"]
+            assert {c["channel"]: c["value"] for c in sensor["result"]}["NFS filer up"] == 0
+
+            server.start()
+            wait_for(lambda: w.metric("nfs_up", server="filer") == [1.0], 10, "NFS up again")
+
+
+def test_owncloud_status_and_a_webdav_propfind_of_the_canary(tmp_path: Path) -> None:
+    password = secrets.token_urlsafe(12)
+    (tmp_path / "app-password").write_text(password + "\n")
+    with status_php() as status, webdav(tmp_path, "alice", password) as dav:
+        owncloud = {
+            "url": status.url,
+            "user": "alice",
+            "app_password_file": str(tmp_path / "app-password"),
+            "canary_path": "canary.txt",
+            "webdav_url": f"{dav}/remote.php/dav/files/alice",
+        }
+        with watcher(tmp_path, {"owncloud": owncloud}) as w:
+            wait_for(lambda: w.metric("owncloud_up") == [1.0], 10, "Owncloud up")
+            assert w.metric("owncloud_check_ok", check="webdav") == [1.0]
+            assert w.metric("owncloud_info", version="10.15.0.2", productname="ownCloud") == [1.0]
+
+            status.document["maintenance"] = True
+            wait_for(lambda: w.metric("owncloud_state", state="maintenance") == [1.0], 10,
+                     "Owncloud in maintenance")  # fmt: skip
+            assert w.metric("owncloud_up") == [0.0]
+            assert password not in w.log_path.read_text()
+
+        config = load(w.config_path).storage.owncloud
+        wrong = dataclasses.replace(config, app_password=Secret("not-the-password"))
+        assert Owncloud(wrong).check().checks["webdav"].error == "PROPFIND answered HTTP 401"
+        missing = dataclasses.replace(config, canary_path="no-such-file")
+        assert Owncloud(missing).check().checks["webdav"].error == "PROPFIND answered HTTP 404"
