@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from hubkeeper.config import DockerConfig, LabelsConfig
-from hubkeeper.deploy.stack import docker_client, free_ports, to_toml, wait_for
+from hubkeeper.deploy.stack import docker_client, free_ports, http_ok, to_toml, wait_for
 from hubkeeper.hub.images import ensure_base
 from hubkeeper.loader import load
 from hubkeeper.redact import Secret
@@ -32,8 +32,9 @@ from hubkeeper.watchers.culler.model import ServerView, UserView
 from hubkeeper.watchers.culler.storage import read_hold
 from hubkeeper.watchers.storage import nfs
 from hubkeeper.watchers.storage.owncloud import Owncloud
+from tests.integration.alerting import prometheus_alerts
 from tests.integration.helpers import series
-from tests.integration.storage_peers import nfs_server, status_php, storagefs, webdav
+from tests.integration.storage_peers import StorageFS, nfs_server, status_php, storagefs, webdav
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 1.0  # [storage] timeout in these tests
@@ -138,6 +139,36 @@ def user_container(mountpoint: Path, user: str) -> Iterator[str]:
         container.remove(force=True)
 
 
+@contextlib.contextmanager
+def prometheus(w: Watcher) -> Iterator[str]:
+    """A real Prometheus with the rendered scrape config and rules, scraping the watcher."""
+    out = w.config_path.parent / "alerting"
+    subprocess.run(
+        [str(Path(sys.executable).with_name("hubkeeper")), "alerts", "render", "--config",
+         str(w.config_path), "--out", str(out)], check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    url = load(w.config_path).alerts.prometheus_url
+    with (out / "prometheus.log").open("wb") as log:
+        process = subprocess.Popen(
+            ["prometheus", f"--config.file={out / 'prometheus.yml'}",
+             f"--storage.tsdb.path={out / 'tsdb'}",
+             f"--web.listen-address={url.removeprefix('http://')}"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: http_ok(f"{url}/-/ready"), 30, "Prometheus")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def alerting(port: int) -> dict:
+    """``[alerts]``: a Prometheus on ``port`` that scrapes the storage watcher every second."""
+    return {"prometheus_url": f"http://127.0.0.1:{port}", "scrape_interval": 1.0,
+            "scrape_timeout": 1.0, "evaluation_interval": 1.0, "daemons": ["storage"]}  # fmt: skip
+
+
 # --- the mount side ------------------------------------------------------------------------
 
 NOW = time.time()
@@ -157,7 +188,8 @@ def test_a_hung_mount_is_reported_hung_with_its_servers_and_the_culler_holds_the
     with (
         storagefs(tmp_path) as fs,
         user_container(fs.mountpoint, user) as container,
-        watcher(tmp_path, mounts) as w,
+        watcher(tmp_path, mounts, alerts=alerting(free_ports(1)[0])) as w,
+        prometheus(w) as url,
     ):
         wait_for(lambda: w.metric("mount_state", mount="notebooks", state="ok") == [1.0], 10,
                  "the mount probed ok")  # fmt: skip
@@ -188,14 +220,19 @@ def test_a_hung_mount_is_reported_hung_with_its_servers_and_the_culler_holds_the
         plans, _ = plan([idle_user(user)], [], config.culler, NOW, hold)
         decision = plans[0].servers[0]
         assert (decision.action, decision.reason) == ("report", "storage_hung")
-        # over several cycles: no thread of the daemon waits on the mount, and no second
-        # probe starts while one is blocked (at most the probe and the usage scanner)
+        # until the alert fires (30 s): no thread of the daemon waits on the mount, and no
+        # second probe starts while one is blocked (at most the probe and the usage scanner)
         blocked = w.children("probe")
         assert len(blocked) == 1
-        for _ in range(3):
+        deadline = time.monotonic() + 60
+        while not prometheus_alerts(url, "HubkeeperStorageHung"):
+            assert time.monotonic() < deadline, "HubkeeperStorageHung did not fire"
             assert w.blocked_threads() == []
             assert w.children("probe") == blocked and len(w.children("scan")) <= 1
-            time.sleep(2 * TIMEOUT)
+            time.sleep(1.0)
+        (alert,) = prometheus_alerts(url, "HubkeeperStorageHung")
+        assert alert["labels"]["node"] == "node-a" and alert["labels"]["mount"] == "notebooks"
+        assert f"Servers on it: {user} ." in alert["annotations"]["description"]
 
         fs.mode("ok")
         wait_for(lambda: w.metric("mount_hung", mount="notebooks") == [0.0], 10,
@@ -206,6 +243,7 @@ def test_a_hung_mount_is_reported_hung_with_its_servers_and_the_culler_holds_the
         plans, _ = plan([idle_user(user)], [], config.culler, NOW, hold)
         assert plans[0].servers[0].action == "stop"  # culling resumes
         assert not Path(f"/proc/{blocked[0]}").exists()  # the hung probe was reaped
+        wait_for(lambda: not prometheus_alerts(url, "HubkeeperStorageHung"), 20, "resolved")
         assert list((fs.backing / ".hubkeeper").iterdir()) == []  # the canary was removed
 
 
@@ -213,22 +251,31 @@ def test_a_full_mount_and_one_out_of_inodes_show_in_the_capacity_and_the_probe(
     tmp_path: Path,
 ) -> None:
     mounts = {"mounts": [{"name": "notebooks", "path": str(tmp_path / "notebooks")}]}
-    with storagefs(tmp_path) as fs, watcher(tmp_path, mounts) as w:
-        wait_for(lambda: w.metric("mount_state", state="ok") == [1.0], 10, "the mount probed ok")
-        assert w.metric("free_bytes")[0] > 0 and w.metric("free_inodes")[0] > 0
+    with storagefs(tmp_path) as fs:
+        with watcher(tmp_path, mounts) as w:
+            full_and_no_inodes(fs, w)
+            fs.mode("hang")
+            wait_for(lambda: w.metric("mount_hung") == [1.0], 2 + 3 * TIMEOUT, "hung")
+        # SIGTERM while a probe is blocked: the watcher stops at once and cleanly
+        assert w.process.returncode == 0
 
-        fs.mode("full")
-        wait_for(lambda: w.metric("free_bytes") == [0.0], 10, "no free bytes reported")
-        wait_for(lambda: w.metric("mount_state", state="failed") == [1.0], 10, "a failed write")
-        write = w.status()["mounts"]["notebooks"]["operations"]["write"]
-        assert write["outcome"] == "failed" and write["error"].startswith("ENOSPC")
 
-        fs.mode("no_inodes")
-        wait_for(lambda: w.metric("free_inodes") == [0.0], 10, "no free inodes reported")
-        assert w.metric("free_bytes")[0] > 0
-        sensor = w.get("/prtg/storage").json()["prtg"]
-        channels = {c["channel"]: c["value"] for c in sensor["result"]}
-        assert channels["notebooks free inodes"] == 0 and channels["notebooks free space"] > 0
+def full_and_no_inodes(fs: StorageFS, w: Watcher) -> None:
+    wait_for(lambda: w.metric("mount_state", state="ok") == [1.0], 10, "the mount probed ok")
+    assert w.metric("free_bytes")[0] > 0 and w.metric("free_inodes")[0] > 0
+
+    fs.mode("full")
+    wait_for(lambda: w.metric("free_bytes") == [0.0], 10, "no free bytes reported")
+    wait_for(lambda: w.metric("mount_state", state="failed") == [1.0], 10, "a failed write")
+    write = w.status()["mounts"]["notebooks"]["operations"]["write"]
+    assert write["outcome"] == "failed" and write["error"].startswith("ENOSPC")
+
+    fs.mode("no_inodes")
+    wait_for(lambda: w.metric("free_inodes") == [0.0], 10, "no free inodes reported")
+    assert w.metric("free_bytes")[0] > 0
+    sensor = w.get("/prtg/storage").json()["prtg"]
+    channels = {c["channel"]: c["value"] for c in sensor["result"]}
+    assert channels["notebooks free inodes"] == 0 and channels["notebooks free space"] > 0
 
 
 # --- the network side: the NFS server, Owncloud ----------------------------------------------
