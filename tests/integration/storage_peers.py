@@ -14,9 +14,94 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from hubkeeper.deploy.stack import free_ports, wait_for
+import requests
+
+from hubkeeper.deploy.stack import free_ports, to_toml, wait_for
+from tests.integration.helpers import series
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- the storage watcher --------------------------------------------------------------------
+
+TIMEOUT = 1.0  # [storage] timeout in these tests
+CHILD = "/storage/child.py"
+
+
+class Watcher:
+    """``hubkeeper watch-storage`` as a process of its own."""
+
+    def __init__(self, base: Path, storage: dict, **sections: dict) -> None:
+        (self.port,) = free_ports(1)
+        storage = {"node": "node-a", "interval": 0.5, "timeout": TIMEOUT, "slow": 0.5,
+                   "scan_budget": 0.3, "endpoint": {"port": self.port}, **storage}  # fmt: skip
+        sections["culler"] = {"storage_watchers": [f"127.0.0.1:{self.port}"]}
+        self.config_path = base / "hubkeeper.toml"
+        self.config_path.write_text(to_toml({"storage": storage, **sections}))
+        self.url = f"http://127.0.0.1:{self.port}"
+        hubkeeper = Path(sys.executable).with_name("hubkeeper")
+        self.log_path = base / "watcher.log"
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [str(hubkeeper), "watch-storage", "--config", str(self.config_path)],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        wait_for(self.healthy, 20, "the storage watcher")
+
+    def healthy(self) -> bool:
+        assert self.process.poll() is None, "the storage watcher exited"
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def get(self, path: str) -> requests.Response:
+        """A request that must be answered within 2 s: the watcher never waits on a mount."""
+        response = requests.get(f"{self.url}{path}", timeout=2)
+        response.raise_for_status()
+        return response
+
+    def metric(self, name: str, **labels: str) -> list[float]:
+        return series(self.get("/metrics").text, f"hubkeeper_storage_{name}", **labels)
+
+    def status(self) -> dict:
+        return self.get("/status").json()
+
+    def children(self, kind: str) -> list[int]:
+        """The watcher's child processes of ``kind`` (``probe`` or ``scan``)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+                argv = (entry / "cmdline").read_text().split("\0")
+                if ppid == self.process.pid and argv[3].endswith(CHILD) and argv[4] == kind:
+                    found.append(int(entry.name))
+        return found
+
+    def blocked_threads(self) -> list[str]:
+        """Threads of the daemon itself that wait in the kernel on a filesystem."""
+        blocked = []
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                state = (task / "stat").read_text().rpartition(")")[2].split()[0]
+                wchan = (task / "wchan").read_text()
+                if state == "D" or "fuse" in wchan or "request_wait_answer" in wchan:
+                    blocked.append(f"{task.name}: {state} {wchan}")
+        return blocked
+
+    def close(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(20)
+        self.log.close()
+
+
+@contextlib.contextmanager
+def watcher(base: Path, storage: dict, **sections: dict) -> Iterator[Watcher]:
+    running = Watcher(base, storage, **sections)
+    try:
+        yield running
+    finally:
+        running.close()
 
 
 # --- the FUSE filesystem --------------------------------------------------------------------
@@ -244,8 +329,6 @@ def webdav(base: Path, user: str, password: str) -> Iterator[str]:
 
 
 def _answers(url: str) -> bool:
-    import requests
-
     try:
         requests.get(url, timeout=1)
     except requests.RequestException:

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -20,10 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from hubkeeper.config import DockerConfig, LabelsConfig
-from hubkeeper.deploy.stack import docker_client, free_ports, http_ok, to_toml, wait_for
+from hubkeeper.deploy.stack import docker_client, free_ports, http_ok, wait_for
 from hubkeeper.hub.images import ensure_base
 from hubkeeper.loader import load
 from hubkeeper.redact import Secret
@@ -33,88 +31,18 @@ from hubkeeper.watchers.culler.storage import read_hold
 from hubkeeper.watchers.storage import nfs
 from hubkeeper.watchers.storage.owncloud import Owncloud
 from tests.integration.alerting import prometheus_alerts
-from tests.integration.helpers import series
-from tests.integration.storage_peers import StorageFS, nfs_server, status_php, storagefs, webdav
+from tests.integration.storage_peers import (
+    TIMEOUT,
+    StorageFS,
+    Watcher,
+    nfs_server,
+    status_php,
+    storagefs,
+    watcher,
+    webdav,
+)
 
 pytestmark = pytest.mark.integration
-TIMEOUT = 1.0  # [storage] timeout in these tests
-CHILD = "/storage/child.py"
-
-
-class Watcher:
-    """``hubkeeper watch-storage`` as a process of its own."""
-
-    def __init__(self, base: Path, storage: dict, **sections: dict) -> None:
-        (self.port,) = free_ports(1)
-        storage = {"node": "node-a", "interval": 0.5, "timeout": TIMEOUT, "slow": 0.5,
-                   "scan_budget": 0.3, "endpoint": {"port": self.port}, **storage}  # fmt: skip
-        sections["culler"] = {"storage_watchers": [f"127.0.0.1:{self.port}"]}
-        self.config_path = base / "hubkeeper.toml"
-        self.config_path.write_text(to_toml({"storage": storage, **sections}))
-        self.url = f"http://127.0.0.1:{self.port}"
-        hubkeeper = Path(sys.executable).with_name("hubkeeper")
-        self.log_path = base / "watcher.log"
-        self.log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [str(hubkeeper), "watch-storage", "--config", str(self.config_path)],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        wait_for(self.healthy, 20, "the storage watcher")
-
-    def healthy(self) -> bool:
-        assert self.process.poll() is None, "the storage watcher exited"
-        try:
-            return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def get(self, path: str) -> requests.Response:
-        """A request that must be answered within 2 s: the watcher never waits on a mount."""
-        response = requests.get(f"{self.url}{path}", timeout=2)
-        response.raise_for_status()
-        return response
-
-    def metric(self, name: str, **labels: str) -> list[float]:
-        return series(self.get("/metrics").text, f"hubkeeper_storage_{name}", **labels)
-
-    def status(self) -> dict:
-        return self.get("/status").json()
-
-    def children(self, kind: str) -> list[int]:
-        """The watcher's child processes of ``kind`` (``probe`` or ``scan``)."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-                argv = (entry / "cmdline").read_text().split("\0")
-                if ppid == self.process.pid and argv[3].endswith(CHILD) and argv[4] == kind:
-                    found.append(int(entry.name))
-        return found
-
-    def blocked_threads(self) -> list[str]:
-        """Threads of the daemon itself that wait in the kernel on a filesystem."""
-        blocked = []
-        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
-            with contextlib.suppress(OSError):
-                state = (task / "stat").read_text().rpartition(")")[2].split()[0]
-                wchan = (task / "wchan").read_text()
-                if state == "D" or "fuse" in wchan or "request_wait_answer" in wchan:
-                    blocked.append(f"{task.name}: {state} {wchan}")
-        return blocked
-
-    def close(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(20)
-        self.log.close()
-
-
-@contextlib.contextmanager
-def watcher(base: Path, storage: dict, **sections: dict) -> Iterator[Watcher]:
-    running = Watcher(base, storage, **sections)
-    try:
-        yield running
-    finally:
-        running.close()
 
 
 @contextlib.contextmanager
