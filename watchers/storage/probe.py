@@ -10,6 +10,7 @@ cycle: while it lives no other probe of that mount starts, and the mount is ``hu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -160,9 +161,12 @@ class MountProber:
             self.outstanding = None
         name = f"{self.node}-{os.getpid()}"
         child = Child("probe", self.mount.path, self.mount.canary_dir, name)
-        self._records = child.read(child.started + self.timeout)
-        if child.eof:
-            child.process.wait()  # it has closed its output: it is exiting, not blocked
+        deadline = child.started + self.timeout
+        self._records = child.read(deadline)
+        if child.eof:  # it has closed its output: it is exiting (within the deadline, surely)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(max(0.0, deadline - time.monotonic()))
+        if child.exited():
             child.close()
             return results(self._records, False, time.monotonic() - child.started)
         child.abandon()
