@@ -63,6 +63,7 @@ class StorageWatcher:
         self._servers: tuple[ServerOnNode, ...] | None = None
         self.docker = docker_api(config.docker.url, 10.0, 2)
         self._last_run: dict[str, float] = {}
+        self._scan_errors: dict[str, str] = {}
 
     def jobs(self) -> dict[str, Callable[[], None]]:
         """Every periodic job by name."""
@@ -101,8 +102,11 @@ class StorageWatcher:
             if turn is None:
                 status = dataclasses.replace(status, scan_stalled=True)
             elif turn.error is not None:
-                log.warning("storage_scan_failed", mount=name, error=turn.error)
+                if turn.error != self._scan_errors.get(name):  # once, not every interval
+                    log.warning("storage_scan_failed", mount=name, error=turn.error)
+                self._scan_errors[name] = turn.error
             else:
+                self._scan_errors.pop(name, None)
                 usage = merge_usage(status.usage or {}, turn.done, turn.homes)
                 status = dataclasses.replace(status, usage=usage, scan_stalled=False)
         with self._lock:
