@@ -2,9 +2,12 @@
 
 import struct
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from hubkeeper import prtg
+from hubkeeper.config import ConfigError, StorageOwncloudConfig
+from hubkeeper.loader import from_dict
 from hubkeeper.watchers.storage import nfs
 from hubkeeper.watchers.storage.logic import (
     MountStatus,
@@ -17,7 +20,7 @@ from hubkeeper.watchers.storage.logic import (
     state_since,
     top_users,
 )
-from hubkeeper.watchers.storage.owncloud import Check, OwncloudResult
+from hubkeeper.watchers.storage.owncloud import Check, OwncloudResult, webdav_url
 from hubkeeper.watchers.storage.probe import OPERATIONS, results
 from hubkeeper.watchers.storage.report import StorageCollector, sensor, status_document
 
@@ -218,3 +221,31 @@ def test_the_prtg_sensor_stays_within_50_channels_with_many_homes() -> None:
 
 def test_the_prtg_sensor_is_an_error_when_nothing_is_configured() -> None:
     assert sensor(Snapshot("n1", (), (), {}, None), top=10)["prtg"]["error"] == 1
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def test_storage_config_problems_name_the_key() -> None:
+    data = {
+        "storage": {
+            "slow": 9.0,
+            "timeout": 5.0,
+            "mounts": [{"name": "nb", "path": "/srv/nb"}, {"name": "nb", "path": "relative"}],
+            "nfs": [{"name": "filer", "host": "filer"}],
+        }
+    }
+    with pytest.raises(ConfigError) as error:
+        from_dict(data)
+    text = "\n".join(error.value.problems)
+    assert "storage.slow: expected at most timeout" in text
+    assert "storage.mounts: expected unique names" in text
+    assert "storage.mounts[1].path" in text and "an absolute path" in text
+    assert "storage.nfs[0].name: expected a name, a host and an export" in text
+
+
+def test_the_webdav_url_defaults_to_owncloud_s_files_of_the_user() -> None:
+    config = StorageOwncloudConfig(url="https://cloud.lab/", user="monitor me", canary_path="/a b")
+    assert webdav_url(config) == "https://cloud.lab/remote.php/dav/files/monitor%20me/a%20b"
+    other = StorageOwncloudConfig(url="https://cloud.lab", webdav_url="https://dav.lab/u/")
+    assert webdav_url(other) == "https://dav.lab/u/"
