@@ -216,6 +216,8 @@ def prometheus_config(config: Config, secrets: SecretFiles, rules_glob: str) -> 
         targets = [f"{client_host(endpoint.listen)}:{endpoint.port}"]
         if name == "containers":
             targets += alerts.container_nodes
+        if name == "storage":
+            targets += alerts.storage_nodes
         daemons.append(
             {
                 "job_name": f"hubkeeper-{name}",

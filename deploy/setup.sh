@@ -17,6 +17,21 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The storage watcher's tests: a FUSE test filesystem (fusepy loads libfuse2) and a real
+# NFS server (nfs-ganesha with rpcbind) in a network namespace (iproute2, util-linux).
+storage=()
+command -v fusermount3 >/dev/null 2>&1 || storage+=(fuse3)
+ldconfig -p | grep -q 'libfuse\.so\.2' || storage+=(libfuse2)
+command -v rpcbind >/dev/null 2>&1 || storage+=(rpcbind)
+command -v ganesha.nfsd >/dev/null 2>&1 || storage+=(nfs-ganesha)
+compgen -G '/usr/lib/*/ganesha/libfsalvfs.so' >/dev/null || storage+=(nfs-ganesha-vfs)
+command -v ip >/dev/null 2>&1 || storage+=(iproute2)
+if ((${#storage[@]})); then
+    echo "setup: installing ${storage[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${storage[@]}" >/dev/null
+fi
+
 command -v configurable-http-proxy >/dev/null 2>&1 || npm install -g --silent configurable-http-proxy
 # Go builds Elastic's Lumberjack server for the log shipper's Logstash-output tests.
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then

@@ -262,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cull.add_argument("--once", action="store_true", help="one cycle, then exit (for cron)")
     cull.add_argument("--dry-run", action="store_true", help="log what would be done, do nothing")
+    add_daemon_command(
+        commands,
+        "watch-storage",
+        "probe this node's notebook mounts (hung, full), the NFS server and Owncloud",
+        "hubkeeper.watchers.storage.daemon:watch_storage",
+    )
     alerts = commands.add_parser("alerts", help="Prometheus and Alertmanager configuration")
     alert_commands = alerts.add_subparsers(dest="alerts_command", required=True, metavar="COMMAND")
     render = add_daemon_command(

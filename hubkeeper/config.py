@@ -609,6 +609,13 @@ class CullerConfig:
     state_file: str = setting(
         "culler-state.json", help="CPU samples and pending stops; the lock is `<state_file>.lock`"
     )
+    storage_watchers: list[str] = setting(
+        [],
+        "a list of host:port",
+        lambda v: all(map(_is_host_port, v)),
+        help="storage watchers (`hubkeeper watch-storage`, one per node) asked before each "
+        "cycle: servers on a node whose storage is hung are reported, not stopped",
+    )
 
     def cross_checks(self) -> list[tuple[str, str]]:
         return _at_most(self, "busy_min_span", "busy_window")
@@ -617,6 +624,140 @@ class CullerConfig:
     def interval(self) -> float:
         """Seconds between cycles: ``cull_every``, else half the timeout (as the idle culler)."""
         return self.cull_every if self.cull_every is not None else self.timeout / 2
+
+
+def _is_relative(value: str) -> bool:
+    return not value.startswith("/") and ".." not in value.split("/")
+
+
+@dataclass(frozen=True)
+class StorageMount:
+    """One notebook filesystem as this node mounts it."""
+
+    name: str = setting(
+        "",
+        "a short name of letters, digits and dashes",
+        lambda v: _is_name(v),
+        help="mount name, unique (the `mount` label)",
+    )
+    path: str = setting(
+        "", "an absolute path", lambda v: v.startswith("/"), help="where the filesystem is mounted"
+    )
+    canary_dir: str = setting(
+        ".hubkeeper",
+        "a relative path without '..'",
+        lambda v: bool(v) and _is_relative(v),
+        help="hubkeeper's own folder under `path` for the canary file (created if missing)",
+    )
+    homes: str | None = setting(
+        ".",
+        "a relative path without '..'",
+        lambda v: _is_relative(v),
+        help="folder under `path` whose subfolders are users' homes (usage per user); unset: "
+        "no usage scan",
+    )
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        if not self.name or not self.path:
+            return [("name", "expected a name and a path for every mount")]
+        return []
+
+
+@dataclass(frozen=True)
+class StorageNfsServer:
+    """An NFS server checked from the network side (ONC RPC over TCP, NFSv3 and MOUNT v3)."""
+
+    name: str = setting(
+        "",
+        "a short name of letters, digits and dashes",
+        lambda v: _is_name(v),
+        help="server name, unique (the `server` label)",
+    )
+    host: str = setting("", help="the NFS server's address")
+    export: str = setting(
+        "", "an absolute path", lambda v: v.startswith("/"), help="the export whose root is read"
+    )
+    port: int = setting(
+        111,
+        "a TCP port (1-65535)",
+        lambda v: 1 <= v <= 65535,
+        help="the server's portmapper (rpcbind), which names the MOUNT and NFS ports",
+    )
+    timeout: float = positive_seconds(5.0, help="seconds for the whole check")
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        if not self.name or not self.host or not self.export:
+            return [("name", "expected a name, a host and an export for every NFS server")]
+        return []
+
+
+@dataclass(frozen=True)
+class StorageOwncloudConfig:
+    """Owncloud: its ``status.php`` and a WebDAV PROPFIND of a canary path."""
+
+    url: str | None = setting(
+        None,
+        "an http(s) URL",
+        lambda v: _is_url(v),
+        help="Owncloud's base URL (`<url>/status.php`, `<url>/remote.php/dav/files/<user>/`); "
+        "unset: not checked",
+    )
+    user: str | None = setting(None, help="the user whose files the PROPFIND reads")
+    app_password_file: str | None = secret_file("the user's Owncloud app password")
+    app_password: Secret | None = None
+    canary_path: str = setting(
+        "", help="path under the user's files that PROPFIND reads (empty: their root)"
+    )
+    webdav_url: str | None = setting(
+        None,
+        "an http(s) URL",
+        lambda v: _is_url(v),
+        help="WebDAV root of the user's files (default: `<url>/remote.php/dav/files/<user>`)",
+    )
+    ca_file: str | None = setting(None, help="CA bundle for an https Owncloud")
+    timeout: float = positive_seconds(10.0, help="seconds per request")
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        if self.url is not None and (self.user is None) != (self.app_password is None):
+            return [("user", "expected together with app_password_file")]
+        return []
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """The storage watcher, ``hubkeeper watch-storage``: one per Docker node."""
+
+    endpoint: EndpointConfig = field(default_factory=lambda: EndpointConfig(port=9105))
+    node: str | None = setting(None, help="this node's name (default: the host name)")
+    mounts: list[StorageMount] = setting(
+        [], "a list of tables with name and path", help="`[[storage.mounts]]` tables"
+    )
+    interval: float = positive_seconds(10.0, help="seconds between probes")
+    timeout: float = positive_seconds(
+        5.0, help="seconds a mount's probe may take before the mount counts as hung"
+    )
+    slow: float = positive_seconds(1.0, help="a probe slower than this, seconds, counts as slow")
+    scan_budget: float = positive_seconds(
+        2.0, help="seconds the usage scan may walk per mount and interval"
+    )
+    top_users: int = setting(
+        10,
+        "a number of users (0-40)",
+        lambda v: 0 <= v <= 40,
+        help="users with the most usage in the metrics and the PRTG sensor",
+    )
+    nfs: list[StorageNfsServer] = setting(
+        [], "a list of tables with name, host and export", help="`[[storage.nfs]]` tables"
+    )
+    owncloud: StorageOwncloudConfig = field(default_factory=StorageOwncloudConfig)
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        problems = _at_most(self, "slow", "timeout")
+        for key, items in (("mounts", self.mounts), ("nfs", self.nfs)):
+            names = [item.name for item in items]
+            if len(set(names)) != len(names):
+                problems.append((key, f"expected unique names, got {names}"))
+        return problems
 
 
 _PARSER_NAMES = Literal["auto", "jupyterhub", "chp", "nginx_access", "nginx_error", "json", "raw"]
@@ -908,6 +1049,12 @@ class AlertsConfig:
         lambda v: all(map(_is_host_port, v)),
         help="more container exporters, `host:port` (Swarm nodes)",
     )
+    storage_nodes: list[str] = setting(
+        [],
+        "a list of host:port",
+        lambda v: all(map(_is_host_port, v)),
+        help="more storage watchers, `host:port` (one per Docker node)",
+    )
     group_wait: float = positive_seconds(30.0, help="Alertmanager's group wait, seconds")
     group_interval: float = positive_seconds(300.0, help="Alertmanager's group interval, seconds")
     repeat_interval: float = positive_seconds(
@@ -951,6 +1098,7 @@ class Config:
     containers: ContainersConfig = field(default_factory=ContainersConfig)
     shipper: ShipperConfig = field(default_factory=ShipperConfig)
     culler: CullerConfig = field(default_factory=CullerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
 

@@ -2,13 +2,16 @@
 
 Hubs from the watcher's ``/status`` (or its saved state when it does not answer), user
 servers from the container exporter, log shipping from the shipper, the last cull cycle
-from the culler (their ``/metrics``), and what fires from Alertmanager.
+from the culler (their ``/metrics``), notebook storage from each node's storage watcher
+(``/status``: this node's and those in ``[culler] storage_watchers``), and what fires from
+Alertmanager.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import http.client
 import json
 import time
@@ -103,12 +106,26 @@ def alerts(config: Config) -> Section:
     return {"source": "unavailable", "firing": []}
 
 
+def storage(config: Config) -> Section:
+    """Each storage watcher's ``/status``, by address; None where one does not answer."""
+    local = f"{config.storage.endpoint.listen}:{config.storage.endpoint.port}"
+    nodes: dict[str, Any] = {}
+    for address in dict.fromkeys([local, *config.culler.storage_watchers]):
+        host, _, port = address.rpartition(":")
+        endpoint = dataclasses.replace(config.storage.endpoint, listen=host, port=int(port))
+        body = fetch(endpoint, "/status")
+        nodes[address] = json.loads(body) if body is not None else None
+    answered = sum(document is not None for document in nodes.values())
+    return {"source": f"{answered} of {len(nodes)} storage watchers", "nodes": nodes}
+
+
 def collect(config: Config) -> dict[str, Section]:
     return {
         "hubs": hubs(config),
         "containers": daemon_metrics(config.containers.endpoint, "hubkeeper_containers_"),
         "shipper": daemon_metrics(config.shipper.endpoint, "hubkeeper_shipper_"),
         "culler": daemon_metrics(config.culler.endpoint, "hubkeeper_culler_"),
+        "storage": storage(config),
         "alerts": alerts(config),
     }
 
@@ -146,10 +163,41 @@ def render(view: dict[str, Section], now: float | None = None) -> str:
             f"   culled {culler.get('hubkeeper_culler_culls_total', 0):.0f}"
             f"   errors {culler.get('hubkeeper_culler_errors_total', 0):.0f}"
         )
+    if "storage" in view:
+        lines += render_storage(view["storage"])
     firing = view["alerts"]["firing"]
     lines.append(f"alerts firing ({view['alerts']['source']}): {len(firing) or 'none'}")
     lines += [f"  {a['severity']:<8} {a['name']:<32} {a['summary']}" for a in firing]
     return "\n".join(lines)
+
+
+def render_storage(view: Section) -> list[str]:
+    """A line per node: each mount's state and free space, the NFS servers, Owncloud, and
+    the user servers on hung storage."""
+    lines = [f"notebook storage ({view['source']})"]
+    for address, node in view["nodes"].items():
+        if node is None:
+            lines.append(f"  {address:<21} does not answer")
+            continue
+        parts = []
+        for name, mount in node["mounts"].items():
+            capacity = mount.get("capacity") or {}
+            free = ""
+            if capacity.get("size_bytes") and capacity.get("inodes"):
+                space = 100 * capacity["free_bytes"] / capacity["size_bytes"]
+                inodes = 100 * capacity["free_inodes"] / capacity["inodes"]
+                free = f" ({space:.0f}% free, inodes {inodes:.0f}%)"
+            state = mount["state"]
+            parts.append(f"{name} {state.upper() if state in ('hung', 'failed') else state}{free}")
+        parts += [f"NFS {n} {r['state'] if r else 'unknown'}" for n, r in node["nfs"].items()]
+        if node.get("owncloud"):
+            parts.append(f"Owncloud {node['owncloud']['state']}")
+        lines.append(f"  {node['node']:<21} " + "   ".join(parts))
+        hung = node.get("servers_on_hung_storage") or []
+        if hung:
+            names = ", ".join(s["user"] + (f"/{s['server']}" if s["server"] else "") for s in hung)
+            lines.append(f"    servers on hung storage: {names}")
+    return lines
 
 
 def render_hubs(view: Section) -> list[str]:

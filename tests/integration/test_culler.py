@@ -33,6 +33,7 @@ from hubkeeper.deploy.stack import Stack, free_ports, http_ok, running_stack, to
 from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE
 from hubkeeper.hubapi import HubAPIError, HubClient
 from tests.integration.helpers import start_frozen, user_containers
+from tests.integration.storage_peers import storagefs, watcher
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 6.0  # the idle timeout of every test culler, seconds
@@ -462,6 +463,39 @@ def run_idle_culler(stack: Stack, **options: object) -> tuple[set, set]:
         elif message.startswith("Culling user "):
             users.add(message.removeprefix("Culling user ").split(" ")[0])
     return servers, users
+
+
+def test_a_server_on_a_node_whose_storage_hangs_is_reported_then_culled_when_it_answers(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The real culler asks the real storage watcher of this node (a FUSE mount made to
+    hang): the idle server is reported, not stopped, and stopped once the mount answers."""
+    client, user = operator(stack), f"st-{secrets.token_hex(3)}"
+    spawn(stack, user)
+    spawned = time.monotonic()
+    mounts = {"mounts": [{"name": "notebooks", "path": str(tmp_path / "notebooks")}]}
+    with storagefs(tmp_path) as fs, watcher(tmp_path, mounts) as storage:
+        wait_for(
+            lambda: user in [s["user"] for s in storage.status()["servers"] or []],
+            15,
+            "the storage watcher listing the server",
+        )
+        fs.mode("hang")
+        wait_for(lambda: storage.status()["hung"] == ["notebooks"], 10, "the mount hung")
+        time.sleep(max(0.0, spawned + TIMEOUT + 1 - time.monotonic()))  # idle by now
+        watchers = [f"127.0.0.1:{storage.port}"]
+        held = cull(stack, "st-hung", storage_watchers=watchers, busy_cpu_percent=0)
+        assert held.outcome(user) == ("report", "storage_hung", "reported")
+        assert [e["nodes"] for e in held.events if e["event"] == "culler_storage_hold"] == [
+            ["node-a"]
+        ]
+        assert ready(client, user) and user_containers(stack, user)
+
+        fs.mode("ok")
+        wait_for(lambda: storage.status()["hung"] == [], 10, "the mount answering again")
+        resumed = cull(stack, "st-back", storage_watchers=watchers, busy_cpu_percent=0)
+        assert resumed.outcome(user) == ("stop", "idle", "done")
+        assert server(client, user) is None
 
 
 def test_culls_the_same_servers_and_users_as_jupyterhub_idle_culler(stack: Stack) -> None:

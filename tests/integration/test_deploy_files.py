@@ -26,6 +26,7 @@ def verify_units(folder: Path) -> None:
         "hubkeeper-watch-hubs.service",
         "hubkeeper-export-containers.service",
         "hubkeeper-ship-logs.service",
+        "hubkeeper-watch-storage.service",
     }
     for unit in units:
         assert "WatchdogSec=" in unit.read_text() or "@" in unit.name
@@ -46,7 +47,7 @@ def test_installed_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> 
         [str(VENV / "bin" / "hubkeeper"), "install-files", str(tmp_path)],
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
-    assert len(done.stdout.split()) == 7
+    assert len(done.stdout.split()) == 8
     text = (tmp_path / "systemd" / "jupyterhub@.service").read_text()
     assert f"-f {ROOT / 'hub' / 'jupyterhub_config.py'}" in text and "/opt/" not in text
     assert "hubkeeper.hub.standby --wait" in text
@@ -61,7 +62,7 @@ def test_compose_file_validates() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert set(result.stdout.split()) == {"export-containers", "ship-logs", "cull"}
+    assert set(result.stdout.split()) == {"export-containers", "ship-logs", "cull", "watch-storage"}
 
 
 @pytest.fixture(scope="module")

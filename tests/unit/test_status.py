@@ -1,4 +1,4 @@
-from hubkeeper.status import DEAD_LETTERS, metric_sums, render
+from hubkeeper.status import DEAD_LETTERS, metric_sums, render, render_storage
 
 METRICS = """\
 # TYPE hubkeeper_shipper_events_total counter
@@ -48,3 +48,30 @@ def test_render_one_screen() -> None:
     assert "log shipping (unavailable)" in screen
     assert "last cycle 10 s ago" in screen and "culled 4" in screen
     assert "warning  HubkeeperFailover" in screen
+
+
+def test_render_storage_names_hung_mounts_and_their_servers() -> None:
+    view = {
+        "source": "1 of 2 storage watchers",
+        "nodes": {
+            "127.0.0.1:9105": {
+                "node": "node-a",
+                "mounts": {
+                    "notebooks": {"state": "hung", "capacity": None},
+                    "scratch": {"state": "ok", "capacity": {"size_bytes": 100, "free_bytes": 25,
+                                "inodes": 10, "free_inodes": 9}},
+                },
+                "nfs": {"filer": {"state": "down"}},
+                "owncloud": {"state": "maintenance"},
+                "servers_on_hung_storage": [{"user": "alice", "server": ""},
+                                            {"user": "bob", "server": "gpu"}],
+            },
+            "node-b:9105": None,
+        },
+    }  # fmt: skip
+    lines = render_storage(view)
+    assert lines[0] == "notebook storage (1 of 2 storage watchers)"
+    assert "notebooks HUNG" in lines[1] and "scratch ok (25% free, inodes 90%)" in lines[1]
+    assert "NFS filer down" in lines[1] and "Owncloud maintenance" in lines[1]
+    assert lines[2] == "    servers on hung storage: alice, bob/gpu"
+    assert lines[3].split() == ["node-b:9105", "does", "not", "answer"]

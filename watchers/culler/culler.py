@@ -36,6 +36,7 @@ from hubkeeper.watchers.culler.activity import CpuActivity, server_key
 from hubkeeper.watchers.culler.decide import UserPlan, plan
 from hubkeeper.watchers.culler.model import Decision, UserView, iso, user_view
 from hubkeeper.watchers.culler.report import CycleReport, Metrics, Outcome, Result, audit, name_of
+from hubkeeper.watchers.culler.storage import NO_HOLD, read_hold
 
 log = get_logger(__name__)
 
@@ -192,7 +193,8 @@ class Culler:
             )
             log.warning("cull_cycle_failed", error=report.error)
         else:
-            plans, orphans = plan(self.views(seen), seen.orphans, self.section, seen.now)
+            hold = read_hold(self.config) if self.section.storage_watchers else NO_HOLD
+            plans, orphans = plan(self.views(seen), seen.orphans, self.section, seen.now, hold)
             self._container_ids = seen.container_ids
             outcomes = self.execute(plans, orphans)
             report = CycleReport(

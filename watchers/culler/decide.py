@@ -10,12 +10,14 @@ difference: with ``cull_admin_users = false`` an admin is never deleted, not eve
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from hubkeeper.config import CullerConfig
 from hubkeeper.watchers.containers.reconcile import Orphan
 from hubkeeper.watchers.culler.model import Action, Decision, ServerView, UserView
+from hubkeeper.watchers.culler.storage import NO_HOLD, StorageHold
 
 
 @dataclass(frozen=True)
@@ -168,12 +170,26 @@ def decide_orphan(orphan: Orphan, config: CullerConfig) -> Decision:
     )
 
 
+def held(decision: Decision, hold: StorageHold) -> Decision:
+    """A stop or removal on a node whose storage is hung becomes a report (``storage_hung``):
+    it would hang too. Nothing else changes."""
+    if decision.culls and decision.kind != "user" and hold.holds(decision.user, decision.server):
+        return dataclasses.replace(decision, action="report", reason="storage_hung")
+    return decision
+
+
 def plan(
-    users: Iterable[UserView], orphans: Iterable[Orphan], config: CullerConfig, now: float
+    users: Iterable[UserView],
+    orphans: Iterable[Orphan],
+    config: CullerConfig,
+    now: float,
+    hold: StorageHold = NO_HOLD,
 ) -> tuple[list[UserPlan], list[Decision]]:
     """Every decision of one cycle: per user (servers, then the user), then orphans."""
     plans = []
     for user in users:
-        servers = tuple(decide_server(server, user, config, now) for server in user.servers)
+        servers = tuple(
+            held(decide_server(server, user, config, now), hold) for server in user.servers
+        )
         plans.append(UserPlan(servers, decide_user(user, servers, config, now)))
-    return plans, [decide_orphan(orphan, config) for orphan in orphans]
+    return plans, [held(decide_orphan(orphan, config), hold) for orphan in orphans]

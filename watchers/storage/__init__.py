@@ -1,0 +1,1 @@
+"""The storage watcher (``hubkeeper watch-storage``): notebook mounts, NFS, Owncloud."""
