@@ -376,7 +376,7 @@ class WatcherConfig:
         2, "a number of probes >= 1", lambda v: v >= 1, help="probes in a row to count a hub up"
     )
     fall: int = setting(
-        3, "a number of probes >= 1", lambda v: v >= 1, help="probes in a row to count a hub down"
+        2, "a number of probes >= 1", lambda v: v >= 1, help="probes in a row to count a hub down"
     )
     startup_grace: float = setting(
         5.0,

@@ -131,8 +131,9 @@ class Nginx:
             return None
         return active.group(1), int(generation.group(1))
 
-    def switch(self, active: HubInstance, generation: int, confirm_timeout: float) -> None:
+    def switch(self, active: HubInstance, generation: int, confirm_timeout: float) -> float:
         """Point NGINX at ``active``; confirmed through NGINX itself, rolled back on failure.
+        Returns the seconds the confirmation took.
 
         ``nginx -s reload`` succeeds even when the new config cannot take effect (a port it
         cannot bind, for one): the master keeps the old config silently. Only the generation
@@ -141,16 +142,19 @@ class Nginx:
         self.install(self.render(active, generation))
         try:
             self.reload()
-            deadline = time.monotonic() + confirm_timeout
+            reloaded = time.monotonic()
+            deadline = reloaded + confirm_timeout
             in_a_row = 0  # old workers may still take a connection or two after a reload
             while in_a_row < CONFIRMATIONS:
                 in_a_row = in_a_row + 1 if self.served_generation() == generation else 0
                 if in_a_row < CONFIRMATIONS and time.monotonic() > deadline:
                     raise NginxError(f"NGINX still does not serve generation {generation}")
-                time.sleep(0.05)
+                if in_a_row < CONFIRMATIONS:
+                    time.sleep(0.05)
         except NginxError:
             self.rollback()
             raise
+        return time.monotonic() - reloaded
 
     def rollback(self) -> None:
         """Put the previous config back and reload it."""

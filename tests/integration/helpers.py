@@ -5,6 +5,7 @@ import os
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,7 +139,8 @@ class Sample:
 @dataclass(eq=False)
 class Load(threading.Thread):
     """GETs through NGINX at ``rate`` per second, in turn: the hub API, then each user's
-    server; at most ``limit`` requests."""
+    server; at most ``limit`` requests. Each request has its own thread (up to 64 at once),
+    so one that hangs (2 s timeout) does not hold back the ones after it."""
 
     stack: Stack
     users: tuple[str, ...] = ("alice",)
@@ -149,35 +151,45 @@ class Load(threading.Thread):
 
     def __post_init__(self) -> None:
         super().__init__(daemon=True)
+        self._local = threading.local()
+        self._lock = threading.Lock()
 
     @property
     def urls(self) -> list[str]:
         base = self.stack.public_url
         return [f"{base}/hub/api/", *[f"{base}/user/{user}/api/status" for user in self.users]]
 
+    def _get(self, url: str, headers: dict[str, str]) -> None:
+        session = getattr(self._local, "session", None) or requests.Session()
+        self._local.session = session
+        started = time.time()
+        try:
+            response = session.get(url, headers=headers, timeout=2)
+            ok = response.status_code == 200
+            generation = response.headers.get(GENERATION_HEADER)
+        except requests.RequestException:
+            ok, generation = False, None
+        with self._lock:
+            self.samples.append(Sample(started, url, ok, generation))
+
     def run(self) -> None:
         token = self.stack.client().config.token.reveal()
         headers = {"Authorization": f"token {token}"}
-        urls, session = self.urls, requests.Session()
-        next_at = time.monotonic()
-        for index in range(self.limit):
-            if self.halt.is_set():
-                return
-            url, started = urls[index % len(urls)], time.time()
-            try:
-                response = session.get(url, headers=headers, timeout=2)
-                ok = response.status_code == 200
-                generation = response.headers.get(GENERATION_HEADER)
-            except requests.RequestException:
-                ok, generation = False, None
-            self.samples.append(Sample(started, url, ok, generation))
-            next_at += 1 / self.rate
-            time.sleep(max(0.0, next_at - time.monotonic()))
+        urls, next_at = self.urls, time.monotonic()
+        with ThreadPoolExecutor(max_workers=64) as pool:
+            for index in range(self.limit):
+                if self.halt.is_set():
+                    return
+                pool.submit(self._get, urls[index % len(urls)], headers)
+                next_at += 1 / self.rate
+                time.sleep(max(0.0, next_at - time.monotonic()))
 
     def stop(self) -> list[Sample]:
+        """Stop sending; wait for the requests in flight; the samples in time order."""
         self.halt.set()
-        self.join(5)
-        return self.samples
+        self.join(10)
+        with self._lock:
+            return sorted(self.samples, key=lambda sample: sample.at)
 
     def failed(self, hub_api: bool, since: float = 0.0) -> list[Sample]:
         """Failed requests since ``since``: to the hub API, or to the user servers."""

@@ -31,7 +31,7 @@ from tests.integration.alerting import (
 FOR_HUB_DOWN = 60.0  # `for:` of JupyterHubDown in alerts/rules/hubs.yml
 ROUTING_KEY = "e93facc04764012d7bfb002500d5d1a6"
 RUNBOOKS = "https://runbooks.lab.test/hubkeeper"
-# hub b stays a cold standby: no failover within the test, so hub a stays down
+# hub b stays a standby: no failover within the test, so hub a stays down
 WATCHER = {"interval": 0.5, "probe_timeout": 0.5, "startup_grace": 3600.0}
 
 
@@ -83,11 +83,11 @@ def test_hub_down_pages_by_pagerduty_and_email_then_resolves(
         'hubkeeper_watcher_active_hub{hub="a"}',
     ):
         wait_for(lambda q=query: scraped(q), 30, f"Prometheus to scrape {query}")
-    # the cold standby is scraped too, and down (its first scrape may come a second later)
+    # the standby is scraped too, and down (its first scrape may come a second later)
     standby = 'up{job="jupyterhub", hub="b"}'
     wait_for(
         lambda: [r["value"][1] for r in prometheus_query(prometheus, standby)] == ["0"],
-        30, "Prometheus to see the cold standby down",
+        30, "Prometheus to see the standby down",
     )  # fmt: skip
     watchdog = wait_for_one(lambda: receiver.posted("/watchdog"), 30, "the Watchdog")
     assert watchdog["alerts"][0]["labels"]["alertname"] == "Watchdog"

@@ -120,10 +120,11 @@ class StepClock:
         self.laps: dict[str, float] = {}
         self.last = time.monotonic()
 
-    def lap(self, name: str) -> None:
-        now = time.monotonic()
-        self.laps[name] = round(now - self.last, 3)
-        self.last = now
+    def lap(self, name: str, ended: float | None = None) -> None:
+        """The step ``name`` ended now, or at ``ended`` (monotonic)."""
+        end = time.monotonic() if ended is None else ended
+        self.laps[name] = round(end - self.last, 3)
+        self.last = end
 
 
 class HubWatcher:
@@ -325,8 +326,9 @@ class HubWatcher:
             steps.lap("route_check")
             step.phase = "switching"
             self.store.save(state)
-            self.switch(target, state.generation + 1)
-            steps.lap("switch")
+            confirming = self.switch(target, state.generation + 1)
+            steps.lap("reload", time.monotonic() - confirming)
+            steps.lap("confirm")
         except ActionFailed as failure:
             return self._failed(source, target, failure.alert, str(failure))
         state.active, state.generation, state.step = target, state.generation + 1, None
@@ -432,18 +434,22 @@ class HubWatcher:
                 time.sleep(0.05)
         log.info("hub_started", hub=hub.name)
 
-    def switch(self, target: str, generation: int) -> None:
+    def switch(self, target: str, generation: int) -> float:
+        """Switch and confirm NGINX; return the seconds the confirmation took."""
         live = self.nginx.live()
         if live == (target, generation):
             self.metrics.reloads.labels("already").inc()
-            return
+            return 0.0
         try:
-            self.nginx.switch(self.hubs[target], generation, self.section.confirm_timeout)
+            confirming = self.nginx.switch(
+                self.hubs[target], generation, self.section.confirm_timeout
+            )
         except NginxError as error:
             self.metrics.reloads.labels("rolled_back").inc()
             raise ActionFailed("HubkeeperNginxReloadFailed", str(error)) from None
         self.metrics.reloads.labels("ok").inc()
         log.info("nginx_switched", active=target, generation=generation)
+        return confirming
 
     def _command(self, argv: list[str], timeout: float, what: str) -> None:
         if not argv:
