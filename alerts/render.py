@@ -55,6 +55,15 @@ FOLLOWS_PER_HUB = (
     "HubkeeperSpawnCanaryFailed",
 )
 FOLLOWS_ANY_HUB = ("JupyterHubUnreachableThroughNginx", "HubkeeperCullerErrors")
+#: Notebook storage that does not answer, and the spawn and culling symptoms it causes: not
+#: the hub's fault (spawn failures still page: they may have another cause as well).
+STORAGE_DOWN = ("HubkeeperStorageHung", "HubkeeperNFSServerDown")
+FOLLOWS_STORAGE = (
+    "HubkeeperSpawnCanaryFailed",
+    "JupyterHubSlowSpawns",
+    "HubkeeperStuckPendingServers",
+    "HubkeeperCullerErrors",
+)
 GROUP_BY = ["alertname", "hub"]
 SUBJECT = '{{ template "hubkeeper.subject" . }}'
 TEXT = '{{ template "hubkeeper.text" . }}'
@@ -336,6 +345,8 @@ def inhibit_rules() -> list[dict[str, Any]]:
         },
         # ... and NGINX answering nothing, and the culler failing to reach it
         {"source_matchers": [_regex(HUB_DOWN)], "target_matchers": [_regex(FOLLOWS_ANY_HUB)]},
+        # a hung notebook mount makes spawns hang and stops fail: storage pages, not the hub
+        {"source_matchers": [_regex(STORAGE_DOWN)], "target_matchers": [_regex(FOLLOWS_STORAGE)]},
         {
             "source_matchers": ['alertname="JupyterHubConsecutiveSpawnFailures"'],
             "target_matchers": ['alertname="JupyterHubSpawnFailureRatio"'],

@@ -84,6 +84,8 @@ POSTED = [
     alert("HubkeeperShipperOutputDown", "critical", team="logging"),
     alert("ResearchQuotaExceeded", "critical", team="research"),
     alert("HubkeeperFenceFailed", "critical", hub="a", **{"from": "b"}),  # the watcher's
+    alert("HubkeeperStorageHung", "critical", team="platform", node="n1", mount="notebooks"),
+    alert("HubkeeperSpawnCanaryFailed", "critical", team="platform", hub="b"),  # inhibited
     alert("Watchdog", "warning", team="platform"),
 ]
 
@@ -114,6 +116,7 @@ def test_each_severity_and_team_reaches_its_receiver_and_inhibited_alerts_do_not
         ("UserServerOOMKilled", ""),
         ("HubkeeperShipperOutputDown", ""),
         ("HubkeeperFenceFailed", "a"),
+        ("HubkeeperStorageHung", ""),
     }
     arrives(lambda: paged("/pagerduty"), expected_pages)
     arrives(lambda: paged("/research-pager"), {("ResearchQuotaExceeded", "")})
@@ -134,6 +137,7 @@ def test_each_severity_and_team_reaches_its_receiver_and_inhibited_alerts_do_not
         ("JupyterHubSpawnFailureRatio", 1),
         ("JupyterHubUnreachableThroughNginx", 1),
         ("UserServerOOMKilled", 1),
+        ("HubkeeperSpawnCanaryFailed", 1),  # by the storage outage, not the hub
     ):
         held = alertmanager_alerts(url, name)
         assert len([a for a in held if a["status"]["inhibitedBy"]]) == count, held

@@ -11,9 +11,11 @@ from hubkeeper.alerts.render import (
     DEFAULT_RUNBOOK_BASE,
     FOLLOWS_ANY_HUB,
     FOLLOWS_PER_HUB,
+    FOLLOWS_STORAGE,
     HUB_DOWN,
     RULES_DIR,
     RUNBOOKS_DIR,
+    STORAGE_DOWN,
     duration,
     render,
 )
@@ -72,7 +74,8 @@ def test_rules_and_watcher_pushes_that_share_a_name_share_the_severity() -> None
 
 def test_inhibition_names_alerts_that_exist() -> None:
     known = {rule["alert"] for rule in rules()} | pushed_alerts()
-    assert set(HUB_DOWN + FOLLOWS_PER_HUB + FOLLOWS_ANY_HUB) <= known
+    named = HUB_DOWN + FOLLOWS_PER_HUB + FOLLOWS_ANY_HUB + STORAGE_DOWN + FOLLOWS_STORAGE
+    assert set(named) <= known
 
 
 def test_the_watcher_and_the_rules_use_the_same_runbook_base() -> None:
