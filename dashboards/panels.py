@@ -192,6 +192,7 @@ ERRORS = Where("log.level", ("error", "critical"))
 SNAPSHOTS = Where("event.dataset", ("hubkeeper.containers",))
 HUB_STATE = Where("event.dataset", ("hubkeeper.hub",))
 SHIPPER_STATUS = Where("event.dataset", ("hubkeeper.shipper",))
+STORAGE = Where("event.dataset", ("hubkeeper.storage",))
 WATCHER = Where("log.logger", ("hubkeeper.watchers.hubs.watcher",))
 TIME = Split("time")
 SECOND_NS = 1_000_000_000
@@ -354,6 +355,11 @@ RELIABILITY = Dashboard(
               (SHIPPER_STATUS,),
               Metric("sum", "hubkeeper.shipper.events.dead_lettered", label="dead letters"),
               x=TIME),
+        Panel("storage-free", "Notebook storage: free space per mount (%)", "line",
+              (STORAGE,), Metric("avg", "hubkeeper.storage.free_pct", label="free %"),
+              x=TIME, series=top("labels.mount")),
+        Panel("storage-state", "Notebook storage: probe outcome per mount (ok, slow, failed, "
+              "hung)", "bar", (STORAGE,), x=TIME, series=top("hubkeeper.storage.state", 4)),
         Panel("errors-over-time", "Errors and warnings by component", "line",
               (Where("log.level", ("warning", "error", "critical")),), x=TIME,
               series=top("service.name"), width=48),

@@ -251,7 +251,7 @@ def running_elasticsearch(
 
 
 #: hubkeeper's own JSON logs in the local stack (not the shipper's: it would ship itself)
-DAEMON_LOGS = ("watcher", "export-containers", "cull")
+DAEMON_LOGS = ("watcher", "export-containers", "cull", "watch-storage")
 
 
 DOCUMENT_INTERVAL = 10.0  # seconds between the daemons' own documents in the local stack
@@ -259,8 +259,9 @@ DOCUMENT_INTERVAL = 10.0  # seconds between the daemons' own documents in the lo
 
 def log_store_overrides(workdir: Path, elasticsearch_url: str) -> dict[str, dict[str, object]]:
     """The config sections that ship the local stack's logs (hub, proxy, NGINX, the
-    daemons' JSON lines, user containers) and the daemons' own documents (container
-    snapshots, the shipper's status) into the Elasticsearch at ``elasticsearch_url``."""
+    daemons' JSON lines, user containers) and the daemons' own documents (container and
+    storage snapshots, the shipper's status) into the Elasticsearch at
+    ``elasticsearch_url``."""
     return {
         "shipper": {
             "state_dir": str(workdir / "shipper-state"),
@@ -279,6 +280,7 @@ def log_store_overrides(workdir: Path, elasticsearch_url: str) -> dict[str, dict
             ],
         },
         "containers": {"snapshot_interval": DOCUMENT_INTERVAL},
+        "storage": {"snapshot_interval": DOCUMENT_INTERVAL},
     }  # fmt: skip
 
 

@@ -61,6 +61,7 @@ PORT_NAMES = (
     "containers",
     "culler",
     "shipper",
+    "storage",
 )
 #: daemon command -> its config section (endpoint, hub token) and service name
 DAEMONS = {
@@ -68,6 +69,7 @@ DAEMONS = {
     "export-containers": ("containers", "hubkeeper-containers"),
     "cull": ("culler", "hubkeeper-culler"),
     "ship-logs": ("shipper", None),
+    "watch-storage": ("storage", None),
 }
 
 
@@ -89,6 +91,7 @@ def default_ports() -> dict[str, int]:
         9102,
         9103,
         9104,
+        9105,
     )
     return dict(zip(PORT_NAMES, values, strict=True))
 
@@ -305,6 +308,12 @@ class Stack:
                 "endpoint": {"port": ports["watcher"]},
                 "alertmanager_urls": [self.alertmanager_url],
                 **self.watcher,
+            }
+        if "watch-storage" in self.daemons:  # a folder stands in for the notebook filesystem
+            (self.workdir / "notebooks").mkdir(exist_ok=True)
+            data["storage"] = {
+                "mounts": [{"name": "notebooks", "path": f"{self.workdir}/notebooks"}],
+                **data.get("storage", {}),  # type: ignore[dict-item]
             }
         for command in self.daemons:
             section, service = DAEMONS[command]
@@ -572,6 +581,7 @@ PRTG_SENSORS = {
     "export-containers": "/prtg/overview  (and /prtg/servers/<user>)",
     "cull": "/prtg/culler",
     "ship-logs": "/prtg/shipper",
+    "watch-storage": "/prtg/storage  (and /status)",
 }
 
 

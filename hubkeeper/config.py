@@ -750,6 +750,10 @@ class StorageConfig:
         [], "a list of tables with name, host and export", help="`[[storage.nfs]]` tables"
     )
     owncloud: StorageOwncloudConfig = field(default_factory=StorageOwncloudConfig)
+    snapshot_interval: float = interval_or_off(
+        help="seconds between snapshot documents (each mount's state and free space) sent "
+        "through `[shipper]`'s output"
+    )
 
     def cross_checks(self) -> list[tuple[str, str]]:
         problems = _at_most(self, "slow", "timeout")

@@ -40,6 +40,7 @@ HUBKEEPER_FIELDS: dict[str, dict[str, Any]] = {
     "hubkeeper.nginx.upstream": _KEYWORD,
     "hubkeeper.json": {"type": "flattened", "ignore_above": 1024},
     "hubkeeper.failure": _KEYWORD,  # why a line was shipped raw
+    "hubkeeper.storage.state": _KEYWORD,  # a notebook mount's: ok, slow, failed, hung
     "hubkeeper.timestamp_original": _KEYWORD,  # an impossible timestamp, replaced
     **{name: _KEYWORD for name in DAEMON_KEYS.values() if name.startswith("hubkeeper.")},
     # documents the daemons index themselves (shippers/documents.py)
@@ -56,6 +57,8 @@ HUBKEEPER_FIELDS: dict[str, dict[str, Any]] = {
             "hubkeeper.hub.missing",
             "hubkeeper.shipper.lag.bytes",
             "hubkeeper.shipper.spool.bytes",
+            "hubkeeper.storage.free.bytes",
+            "hubkeeper.storage.servers_on_hung",
             *(f"hubkeeper.shipper.events.{o.value}" for o in Outcome),
         ],
         _LONG,
@@ -69,6 +72,9 @@ HUBKEEPER_FIELDS: dict[str, dict[str, Any]] = {
             "hubkeeper.container.cpu.throttled_ratio",
             "hubkeeper.shipper.lag.seconds",
             "hubkeeper.shipper.spool.pct_of_limit",
+            "hubkeeper.storage.free_pct",
+            "hubkeeper.storage.free_inodes_pct",
+            "hubkeeper.storage.probe.seconds",
         ],
         {"type": "double"},
     ),
@@ -78,6 +84,7 @@ HUBKEEPER_FIELDS: dict[str, dict[str, Any]] = {
             "hubkeeper.docker.up",
             "hubkeeper.hub.up",
             "hubkeeper.shipper.output.up",
+            "hubkeeper.storage.hung",
         ],
         {"type": "boolean"},
     ),
@@ -91,6 +98,8 @@ LABEL_FIELDS: dict[str, dict[str, Any]] = dict.fromkeys(
         "labels.jupyterhub_user",
         "labels.jupyterhub_server",
         "labels.hub",
+        "labels.node",
+        "labels.mount",
         "labels.spawn_failure",
         "labels.user_options",
     ],

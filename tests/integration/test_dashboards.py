@@ -108,6 +108,7 @@ def overrides(
     )
     sections["containers"].update(snapshot_interval=1.0, reconcile_seconds=1.0, cache_seconds=0,
                                   resync_seconds=2.0, orphan_grace=0.0)  # fmt: skip
+    sections["storage"].update(snapshot_interval=1.0, interval=1.0)
     sections["jupyterhub"] = {"poll_interval": 1}  # dee's death is noticed at once
     sections["culler"] = {"timeout": 3.0, "cull_every": 1.0, "exempt_users": [ANN, BOB, DEAD],
                           "busy_cpu_percent": 0.0, "pending_timeout": STUCK_AFTER,
@@ -215,7 +216,7 @@ def shipped(
     conflict.touch()
     with running_stack(
         workdir, hub_name=f"dash-{secrets.token_hex(3)}", watcher=WATCHER,
-        daemons=("export-containers", "cull", "ship-logs"),
+        daemons=("export-containers", "cull", "ship-logs", "watch-storage"),
         overrides=overrides(workdir, elasticsearch, probe, conflict),
     ) as stack:  # fmt: skip
         hub_day(stack)
@@ -233,6 +234,12 @@ def shipped(
         )
         result.arrived("the orphan", term("hubkeeper.container.orphan", True),
                        term("user.name", GHOST))  # fmt: skip
+        result.arrived(
+            "the notebook storage's state",
+            term("event.dataset", "hubkeeper.storage"),
+            term("hubkeeper.storage.state", "ok"),
+            term("labels.mount", "notebooks"),
+        )
         result.arrived(
             "the stuck spawn stopped",
             term("event.action", "cull_decision"),

@@ -9,6 +9,7 @@ from hubkeeper import prtg
 from hubkeeper.config import ConfigError, StorageOwncloudConfig
 from hubkeeper.loader import from_dict
 from hubkeeper.watchers.storage import nfs
+from hubkeeper.watchers.storage.documents import snapshot_documents
 from hubkeeper.watchers.storage.logic import (
     MountStatus,
     ServerOnNode,
@@ -249,3 +250,18 @@ def test_the_webdav_url_defaults_to_owncloud_s_files_of_the_user() -> None:
     assert webdav_url(config) == "https://cloud.lab/remote.php/dav/files/monitor%20me/a%20b"
     other = StorageOwncloudConfig(url="https://cloud.lab", webdav_url="https://dav.lab/u/")
     assert webdav_url(other) == "https://dav.lab/u/"
+
+
+def test_snapshot_documents_give_each_mount_its_state_free_space_and_servers_on_it() -> None:
+    (hung, ok) = [doc for _, doc in snapshot_documents(hung_snapshot(), 1.7e9, "host-1")]
+    assert (hung["labels.node"], hung["labels.mount"], hung["hubkeeper.storage.state"]) == (
+        "n1", "nb", "hung",
+    )  # fmt: skip
+    assert hung["hubkeeper.storage.hung"] is True and hung["hubkeeper.storage.servers_on_hung"] == 1
+    assert hung["hubkeeper.storage.free_pct"] == 5.0  # the last figures read
+    assert hung["hubkeeper.storage.free_inodes_pct"] == 40.0
+    assert "hubkeeper.storage.probe.seconds" not in hung  # a hung probe has no duration
+    assert ok["hubkeeper.storage.state"] == "ok" and ok["hubkeeper.storage.hung"] is False
+    assert ok["hubkeeper.storage.servers_on_hung"] == 0
+    assert ok["hubkeeper.storage.probe.seconds"] > 0 and "hubkeeper.storage.free_pct" not in ok
+    assert {hung["event.dataset"], hung["@timestamp"][:4]} == {"hubkeeper.storage", "2023"}

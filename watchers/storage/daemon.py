@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
+import time
 
 from prometheus_client import CollectorRegistry
 
@@ -12,6 +14,8 @@ from hubkeeper.config import Config
 from hubkeeper.daemon import Daemon
 from hubkeeper.endpoint import Response
 from hubkeeper.log import get_logger
+from hubkeeper.shippers.documents import DocumentIndexer
+from hubkeeper.watchers.storage.documents import snapshot_documents
 from hubkeeper.watchers.storage.report import StorageCollector, sensor, status_document
 from hubkeeper.watchers.storage.watcher import StorageWatcher
 
@@ -39,6 +43,15 @@ def watch_storage(config: Config, _args: argparse.Namespace) -> int:
     )  # fmt: skip
     for name, job in watcher.jobs().items():
         daemon.every(section.interval, job, name)
+    if section.snapshot_interval:
+        host = socket.gethostname()
+        indexer = DocumentIndexer(config.shipper, registry, "hubkeeper_storage_snapshot")
+        indexer.schedule(
+            daemon,
+            section.snapshot_interval,
+            lambda: snapshot_documents(watcher.snapshot(), time.time(), host),
+            "snapshot",
+        )
     log.info(
         "storage_configured",
         node=watcher.node,
