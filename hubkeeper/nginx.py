@@ -146,7 +146,9 @@ class Nginx:
             deadline = reloaded + confirm_timeout
             in_a_row = 0  # old workers may still take a connection or two after a reload
             while in_a_row < CONFIRMATIONS:
-                in_a_row = in_a_row + 1 if self.served_generation() == generation else 0
+                # short: a connection an old worker still took may hang on the old upstream
+                served = self.served_generation(timeout=0.3)
+                in_a_row = in_a_row + 1 if served == generation else 0
                 if in_a_row < CONFIRMATIONS and time.monotonic() > deadline:
                     raise NginxError(f"NGINX still does not serve generation {generation}")
                 if in_a_row < CONFIRMATIONS:

@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import signal
 import statistics
 import sys
@@ -65,7 +66,9 @@ from tests.integration.helpers import (  # noqa: E402
 )
 
 FAULTS = ("hub_kill", "hub_hang", "proxy_hang", "instance_kill")
-USERS = ("alice", "bob")
+# names of this run only: a test on the same engine cannot replace these users' containers
+RUN = secrets.token_hex(3)
+USERS = (f"alice-{RUN}", f"bob-{RUN}")
 AFTER = 8.0  # seconds of load after the hub API is back
 
 
@@ -190,14 +193,15 @@ def healthy_run(stack: Stack, minutes: float) -> dict[str, Any]:
         return counts
 
     client = stack.client()
-    client.create_users(["carol"])
+    carol = f"carol-{RUN}"
+    client.create_users([carol])
     before, started = probes(), time.monotonic()
     load = Load(stack, users=USERS, limit=int(minutes * 60 * 20) + 100)
     load.start()
     spawns = 0
     try:
         while time.monotonic() - started < minutes * 60:
-            start_and_stop(client, "carol")
+            start_and_stop(client, carol)
             spawns += 1
             time.sleep(max(0.0, 10 - (time.monotonic() - started) % 10))
     finally:
