@@ -1,0 +1,255 @@
+"""A real Docker Swarm on this machine: engines in network namespaces of their own.
+
+The recipe of ../shared/DESIGN.md ("A real Swarm in network namespaces"): one bridge in its
+own namespace; per node a namespace with a veth on that bridge, an address from one fixed
+test subnet, ``lo`` up and no default route, and a Docker engine started inside it with
+its own hostname, data, socket and cgroup parent; the first node initialises the swarm,
+the others join it. The root namespace gets one interface on the bridge (the first
+address), and talks to a node only after ``ip route get`` names that interface, so no
+packet meant for a test host can leave the machine. Everything is removed on exit:
+the engines (this process's children), mounts under their roots, namespaces, cgroups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+
+SUBNET = ipaddress.ip_network("10.213.0.0/24")
+#: Address pools of the engines' own networks, inside the test range too.
+POOL = "10.213.128.0/17"
+BRIDGE_NAMESPACE = "hk-swarm-br"
+HOST_INTERFACE = "hk-swarm0"
+CGROUP_CONTROLLERS = Path("/sys/fs/cgroup")
+RUN_DIR = Path("/run/hk-swarm")
+
+
+class SwarmError(RuntimeError):
+    pass
+
+
+def run(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise SwarmError(f"{' '.join(argv)}: {result.stderr.strip() or result.stdout.strip()}")
+    return result
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    address: str
+    root: Path
+
+    @property
+    def run_dir(self) -> Path:
+        """Sockets and state (short: a Unix socket's path has at most 107 bytes)."""
+        return RUN_DIR / self.name
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.run_dir / 'docker.sock'}"
+
+    def client(self, timeout: float = 30) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.url, timeout=timeout)
+
+
+@dataclass
+class Swarm:
+    """``size`` engines (the first the manager) under ``workdir``; use as a context."""
+
+    workdir: Path
+    size: int = 3
+    progress: Callable[[str], None] = print
+    nodes: list[Node] = field(default_factory=list)
+    host_address: str = str(SUBNET.network_address + 1)
+    engines: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        hosts = list(SUBNET.hosts())
+        self.nodes = [
+            Node(f"hk-node{i}", str(hosts[10 + i]), self.workdir / f"node{i}")
+            for i in range(1, self.size + 1)
+        ]
+
+    @property
+    def manager(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def workers(self) -> list[Node]:
+        return self.nodes[1:]
+
+    def __enter__(self) -> Swarm:
+        try:
+            self.network()
+            for node in self.nodes:
+                self.start_engine(node)
+            self.form()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.down()
+
+    # -- network -------------------------------------------------------------------------
+
+    def network(self) -> None:
+        """The bridge, a namespace per node, and the root namespace's interface."""
+        self.progress(f"swarm: network {SUBNET} in namespaces")
+        run("ip", "netns", "add", BRIDGE_NAMESPACE)
+        run("ip", "-n", BRIDGE_NAMESPACE, "link", "add", "br0", "type", "bridge")
+        run("ip", "-n", BRIDGE_NAMESPACE, "link", "set", "br0", "up")
+        for index, node in enumerate(self.nodes, start=1):
+            run("ip", "netns", "add", node.name)
+            port = f"port{index}"
+            run("ip", "-n", BRIDGE_NAMESPACE, "link", "add", port, "type", "veth",
+                "peer", "name", "eth0", "netns", node.name)  # fmt: skip
+            run("ip", "-n", BRIDGE_NAMESPACE, "link", "set", port, "master", "br0", "up")
+            run("ip", "-n", node.name, "addr", "add", f"{node.address}/{SUBNET.prefixlen}",
+                "dev", "eth0")  # fmt: skip
+            run("ip", "-n", node.name, "link", "set", "eth0", "up")
+            run("ip", "-n", node.name, "link", "set", "lo", "up")
+        run("ip", "link", "add", HOST_INTERFACE, "type", "veth", "peer", "name", "host",
+            "netns", BRIDGE_NAMESPACE)  # fmt: skip
+        run("ip", "-n", BRIDGE_NAMESPACE, "link", "set", "host", "master", "br0", "up")
+        run("ip", "addr", "add", f"{self.host_address}/{SUBNET.prefixlen}", "dev", HOST_INTERFACE)
+        run("ip", "link", "set", HOST_INTERFACE, "up")
+
+    def reachable(self, address: str) -> str:
+        """``address``, once ``ip route get`` says it goes over the test's own interface;
+        raises otherwise (it would leave the machine)."""
+        if ipaddress.ip_address(address) not in SUBNET:
+            raise SwarmError(f"{address} is not a test address ({SUBNET})")
+        route = json.loads(run("ip", "-j", "route", "get", address).stdout)
+        if not route or route[0].get("dev") != HOST_INTERFACE:
+            raise SwarmError(f"{address} would not go over {HOST_INTERFACE}: {route}")
+        return address
+
+    # -- engines ---------------------------------------------------------------------------
+
+    def start_engine(self, node: Node) -> None:
+        node.root.mkdir(parents=True, exist_ok=True)
+        node.run_dir.mkdir(parents=True, exist_ok=True)
+        dockerd = " ".join(
+            [
+                "exec dockerd",
+                f"--data-root {node.root / 'data'}",
+                f"--exec-root {node.run_dir / 'exec'}",
+                f"--pidfile {node.run_dir / 'docker.pid'}",
+                f"-H {node.url}",
+                "--bridge=none --iptables=false --ip-masq=false --ip6tables=false",
+                f"--cgroup-parent=/{node.name}",
+                "--storage-driver=overlay2",
+                f"--default-address-pool base={POOL},size=24",
+            ]
+        )
+        log = (node.root / "dockerd.log").open("ab")
+        # nsenter, not `ip netns exec`: that remounts /sys and hides the cgroups
+        self.engines[node.name] = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{node.name}", "unshare", "--uts", "sh", "-c",
+             f"hostname {node.name}; {dockerd}"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(docker.errors.DockerException, OSError):
+                if node.client(5).ping():
+                    return
+            if time.monotonic() > deadline:
+                raise SwarmError(f"engine {node.name} did not start; see {node.root}/dockerd.log")
+            time.sleep(0.2)
+
+    def form(self) -> None:
+        self.progress(f"swarm: {self.manager.name} initialises, {len(self.workers)} join")
+        manager = self.manager.client()
+        manager.swarm.init(
+            advertise_addr=self.manager.address,
+            listen_addr=f"{self.manager.address}:2377",
+            default_addr_pool=[POOL],
+            subnet_size=24,
+        )
+        token = manager.swarm.attrs["JoinTokens"]["Worker"]
+        for node in self.workers:
+            node.client().swarm.join(
+                remote_addrs=[f"{self.manager.address}:2377"],
+                join_token=token,
+                listen_addr=f"{node.address}:2377",
+                advertise_addr=node.address,
+            )
+        deadline = time.monotonic() + 60
+        while len([n for n in manager.nodes.list() if n.attrs["Status"]["State"] == "ready"]) < (
+            self.size
+        ):
+            if time.monotonic() > deadline:
+                raise SwarmError("the nodes did not all become ready")
+            time.sleep(0.2)
+
+    def load_image(self, source: docker.DockerClient, tag: str) -> None:
+        """Copy an image of the root engine to every node (there is no registry)."""
+        self.progress(f"swarm: loading {tag} on {len(self.nodes)} nodes")
+        data = b"".join(source.images.get(tag).save(named=True))
+        for node in self.nodes:
+            node.client(timeout=300).images.load(data)
+
+    # -- teardown --------------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Remove everything ``up`` made, whatever state it got to."""
+        for node in reversed(self.nodes):
+            with contextlib.suppress(docker.errors.DockerException, OSError):
+                node.client(5).swarm.leave(force=True)
+        for node in self.nodes:
+            self._stop_engine(node)
+        for node in self.nodes:
+            run("ip", "netns", "del", node.name, check=False)
+        run("ip", "link", "del", HOST_INTERFACE, check=False)
+        run("ip", "netns", "del", BRIDGE_NAMESPACE, check=False)
+        for node in self.nodes:
+            for controller in CGROUP_CONTROLLERS.glob(f"*/{node.name}"):
+                for group in sorted(controller.rglob("*"), reverse=True):
+                    with contextlib.suppress(OSError):
+                        group.rmdir()
+                with contextlib.suppress(OSError):
+                    controller.rmdir()
+
+    def _stop_engine(self, node: Node) -> None:
+        engine = self.engines.pop(node.name, None)
+        if engine is not None:  # nsenter, unshare and sh exec: the process is dockerd
+            engine.terminate()
+            try:
+                engine.wait(20)
+            except subprocess.TimeoutExpired:
+                engine.kill()
+                engine.wait(10)
+        roots = (str(node.root), str(node.run_dir))
+        mounts = [
+            line.split()[1]
+            for line in Path("/proc/mounts").read_text().splitlines()
+            if line.split()[1].startswith(roots)
+        ]
+        for mount in sorted(mounts, reverse=True):
+            run("umount", "-l", mount, check=False)
+        shutil.rmtree(node.run_dir, ignore_errors=True)
+        shutil.rmtree(node.root / "data", ignore_errors=True)  # its log stays
+
+
+@contextlib.contextmanager
+def running_swarm(
+    workdir: Path, size: int = 3, progress: Callable[[str], None] = print
+) -> Iterator[Swarm]:
+    with Swarm(workdir, size, progress) as swarm:
+        yield swarm
