@@ -231,6 +231,7 @@ class Stack:
     watcher: dict[str, object] | None = None
     prometheus: bool = False
     daemons: tuple[str, ...] = ()
+    listen: str = "127.0.0.1"  # NGINX's address: where users and user servers reach the hub
     overrides: dict[str, dict[str, object]] = field(default_factory=dict)
     progress: Callable[[str], None] = print
     processes: list[ManagedProcess] = field(default_factory=list)
@@ -266,7 +267,7 @@ class Stack:
         hubctl_command = [sys.executable, "-m", "hubkeeper.deploy.hubctl"]
         data: dict[str, object] = {
             "hub": {
-                "url": f"http://127.0.0.1:{ports['public']}",
+                "url": f"http://{self.listen}:{ports['public']}",
                 "token_file": f"secrets/services/{OPERATOR_SERVICE}.token",
             },
             "jupyterhub": {
@@ -276,7 +277,7 @@ class Stack:
                 "cookie_secret_file": "secrets/cookie_secret",
                 "proxy_token_file": "secrets/proxy_token",
                 "services_token_dir": str(tokens_dir),
-                "hub_connect_url": f"http://127.0.0.1:{ports['internal']}",
+                "hub_connect_url": f"http://{self.listen}:{ports['internal']}",
                 "image": SINGLEUSER_IMAGE,
                 "allowed_images": [SINGLEUSER_IMAGE, ALT_IMAGE],
                 "mem_limit": "512M",
@@ -297,6 +298,7 @@ class Stack:
             },
             "nginx": {
                 "prefix": f"{self.workdir}/nginx",
+                "listen": self.listen,
                 "public_port": ports["public"],
                 "internal_port": ports["internal"],
             },
@@ -605,6 +607,7 @@ def running_stack(
     progress: Callable[[str], None] = print,
     prometheus: bool = False,
     daemons: tuple[str, ...] = (),
+    listen: str = "127.0.0.1",
 ) -> Iterator[Stack]:
     stack = Stack(
         workdir,
@@ -613,6 +616,7 @@ def running_stack(
         watcher=watcher,
         prometheus=prometheus,
         daemons=daemons,
+        listen=listen,
         overrides=overrides or {},
         progress=progress,
     )

@@ -198,12 +198,17 @@ class Swarm:
                 raise SwarmError("the nodes did not all become ready")
             time.sleep(0.2)
 
-    def load_image(self, source: docker.DockerClient, tag: str) -> None:
-        """Copy an image of the root engine to every node (there is no registry)."""
-        self.progress(f"swarm: loading {tag} on {len(self.nodes)} nodes")
-        data = b"".join(source.images.get(tag).save(named=True))
-        for node in self.nodes:
-            node.client(timeout=300).images.load(data)
+    def load_images(self, tags: list[str]) -> None:
+        """Copy images of this machine's engine to every node (there is no registry): one
+        archive, shared layers once."""
+        self.progress(f"swarm: loading {', '.join(tags)} on {len(self.nodes)} nodes")
+        archive = self.workdir / "images.tar"
+        run("docker", "save", "-o", str(archive), *tags, timeout=600)
+        try:
+            for node in self.nodes:
+                run("docker", "-H", node.url, "load", "-q", "-i", str(archive), timeout=600)
+        finally:
+            archive.unlink()
 
     # -- teardown --------------------------------------------------------------------------
 

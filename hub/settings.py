@@ -128,28 +128,33 @@ def apply(c: Any, config: Config, instance_name: str) -> None:
     if hub.dummy_password is not None:
         c.DummyAuthenticator.password = hub.dummy_password.reveal()
 
-    c.JupyterHub.spawner_class = "hubkeeper.hub.spawner.HostNetworkDockerSpawner"
     c.DockerSpawner.client_kwargs = {"base_url": config.docker.url}
     c.DockerSpawner.image = hub.image
     c.DockerSpawner.allowed_images = list(hub.allowed_images)
     c.DockerSpawner.mem_limit = hub.mem_limit
     c.DockerSpawner.cpu_limit = hub.cpu_limit
     c.DockerSpawner.remove = True  # on stop; not auto_remove, which loses the exit code:
-    c.DockerSpawner.extra_host_config = {"auto_remove": False}  # a dead one waits for the hub
-    c.DockerSpawner.ip = hub.server_ip
-    c.HostNetworkDockerSpawner.server_address = hub.server_ip
     c.Spawner.start_timeout = int(hub.spawn_timeout)
     c.Spawner.http_timeout = int(hub.spawn_timeout)
     c.Spawner.poll_interval = hub.poll_interval  # how soon a dead server is noticed
     labels = config.labels
-    c.DockerSpawner.extra_create_kwargs = {
-        "labels": {
-            labels.user: "{raw_username}",
-            labels.server: "{raw_servername}",
-            labels.hub: hub.name,
-            labels.image: "{raw_image}",
-        }
+    server_labels = {
+        labels.user: "{raw_username}",
+        labels.server: "{raw_servername}",
+        labels.hub: hub.name,
+        labels.image: "{raw_image}",
     }
+    if hub.spawner == "swarm":
+        c.JupyterHub.spawner_class = "hubkeeper.hub.spawner.HostNetworkSwarmSpawner"
+        c.DockerSpawner.ip = "0.0.0.0"  # every address of the node the task runs on
+        c.HostNetworkSwarmSpawner.labels = server_labels
+        c.SwarmSpawner.extra_placement_spec = {"constraints": list(hub.placement_constraints)}
+    else:
+        c.JupyterHub.spawner_class = "hubkeeper.hub.spawner.HostNetworkDockerSpawner"
+        c.DockerSpawner.extra_host_config = {"auto_remove": False}  # a dead one waits
+        c.DockerSpawner.ip = hub.server_ip
+        c.HostNetworkDockerSpawner.server_address = hub.server_ip
+        c.DockerSpawner.extra_create_kwargs = {"labels": server_labels}
 
     tokens = service_tokens(hub.services_token_dir)
     scopes = {name: list(SERVICE_SCOPES[name]) for name in tokens}

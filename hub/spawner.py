@@ -1,22 +1,25 @@
-"""DockerSpawner on the host network, labelled for hubkeeper.
+"""DockerSpawner and SwarmSpawner on the host network, labelled for hubkeeper.
 
 DockerSpawner assumes a bridge network (fixed port 8888, port bindings). With host
-networking each server instead listens on its own free port on the configured address.
+networking each server instead listens on its own free port: on the configured address of
+this machine (one engine), or on every address of the node its Swarm task runs on, where
+the hub's proxy reaches it by the node's address.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from dockerspawner import DockerSpawner
+from dockerspawner import DockerSpawner, SwarmSpawner
 from jupyterhub.utils import random_port
-from traitlets import Unicode, default
+from traitlets import Dict, Unicode, default
 
 
-class HostNetworkDockerSpawner(DockerSpawner):
-    server_address = Unicode(
-        "127.0.0.1", config=True, help="Address the hub and proxy use to reach user servers."
-    )
+class HostNetwork:
+    """What both spawners share: the host network, a free port per server, ``raw_image``."""
+
+    image: str
+    port: int
 
     @default("network_name")
     def _network_name_default(self) -> str:
@@ -27,13 +30,48 @@ class HostNetworkDockerSpawner(DockerSpawner):
         return True
 
     def template_namespace(self) -> dict[str, Any]:
-        namespace = super().template_namespace()
+        namespace = super().template_namespace()  # type: ignore[misc]
         namespace["raw_image"] = self.image
         return namespace
 
     async def start(self) -> Any:
         self.port = random_port()
-        return await super().start()
+        return await super().start()  # type: ignore[misc]
+
+
+class HostNetworkDockerSpawner(HostNetwork, DockerSpawner):
+    server_address = Unicode(
+        "127.0.0.1", config=True, help="Address the hub and proxy use to reach user servers."
+    )
 
     async def get_ip_and_port(self) -> tuple[str, int]:
         return self.server_address, self.port
+
+
+class HostNetworkSwarmSpawner(HostNetwork, SwarmSpawner):
+    """One Swarm service per server, its task on any node the placement allows."""
+
+    labels = Dict(
+        config=True,
+        help="Labels of each server's service and of its task's container; values are "
+        "templates ({raw_username}, {raw_servername}, {raw_image}).",
+    )
+
+    @default("extra_endpoint_spec")
+    def _endpoint_default(self) -> dict[str, Any]:
+        return {"mode": "dnsrr"}  # no virtual IP: the kernel may have no IPVS
+
+    async def create_object(self) -> Any:
+        # SwarmSpawner renders no templates: the labels are rendered here, at each start
+        labels = self._render_templates(self.labels)
+        self.extra_container_spec = {**self.extra_container_spec, "labels": labels}
+        self.extra_create_kwargs = {**self.extra_create_kwargs, "labels": labels}
+        return await super().create_object()
+
+    async def get_ip_and_port(self) -> tuple[str, int]:
+        """The address of the node the service's task runs on."""
+        task = await self.get_task()
+        if task is None or not task.get("NodeID"):
+            raise RuntimeError(f"service {self.service_name} has no task on a node")
+        node = await self.docker("inspect_node", task["NodeID"])
+        return node["Status"]["Addr"], self.port

@@ -290,7 +290,23 @@ class JupyterHubConfig:
     cpu_limit: float = setting(
         1.0, "a number of CPUs > 0", lambda v: v > 0, help="CPU limit per user server"
     )
-    server_ip: str = setting("127.0.0.1", help="address user servers bind and are reached on")
+    server_ip: str = setting(
+        "127.0.0.1", help="address user servers bind and are reached on (one engine)"
+    )
+    spawner: Literal["docker", "swarm"] = setting(
+        "docker",
+        '"docker" or "swarm"',
+        lambda v: v in ("docker", "swarm"),
+        help='"docker": each server a container of `[docker] url`; "swarm": a service of the '
+        "Swarm whose manager `[docker] url` is, its task on any node (host network, reached at "
+        "the node's address)",
+    )
+    placement_constraints: list[str] = setting(
+        [],
+        "a list of Swarm constraints",
+        lambda v: all("==" in c or "!=" in c for c in v),
+        help='Swarm placement constraints of every server (e.g. "node.role==worker")',
+    )
     admin_users: list[str] = setting([], help="hub admins")
     dummy_password_file: str | None = secret_file("the shared password of the dummy authenticator")
     dummy_password: Secret | None = None
