@@ -23,6 +23,8 @@ from hubkeeper.log import get_logger
 log = get_logger(__name__)
 
 Cursor = tuple[int, int]  # spool segment number, byte position in it
+READ_BLOCK = 64 << 10  # the least the sender reads from a segment at once
+RECORD_GUESS = 512  # bytes of a usual record: the block read for a batch is sized by it
 
 
 @dataclass
@@ -114,14 +116,21 @@ class Record:
 
     @classmethod
     def parse(cls, line: bytes) -> Record:
+        """A record from its spool line (with or without the newline)."""
         meta, tab, doc = line.rstrip(b"\n").partition(b"\t")
+        if not tab:
+            raise ValueError("not a spool record")
+        return cls._from(meta, doc, len(line))
+
+    @classmethod
+    def _from(cls, meta: bytes, doc: bytes, size: int) -> Record:
         parts = meta[1:-1].split(b",")  # none of the values holds a comma or a quote
-        if not tab or len(parts) != 6 or meta[:1] != b"[" or meta[-1:] != b"]":
+        if len(parts) != 6 or meta[:1] != b"[" or meta[-1:] != b"]":
             raise ValueError("not a spool record")
         key, start, resume, index, event_id, source = parts
         return cls(
             key[1:-1].decode(), int(start), int(resume), index[1:-1].decode(),
-            event_id[1:-1].decode(), source[1:-1].decode(), doc, len(line),
+            event_id[1:-1].decode(), source[1:-1].decode(), doc, size,
         )  # fmt: skip
 
 
@@ -188,7 +197,8 @@ class Spool:
 
     def read(self, cursor: Cursor, max_events: int, max_bytes: int) -> tuple[list[Record], Cursor]:
         """Records from ``cursor`` on (at most ``max_events`` and about ``max_bytes``, at
-        least one), and the cursor after them."""
+        least one), and the cursor after them. Read in blocks of whole records: one read
+        for a usual batch."""
         records: list[Record] = []
         total = 0
         seq, pos = cursor
@@ -202,13 +212,25 @@ class Spool:
                 seq, pos = seq + 1, 0
                 continue
             with self._path(seq).open("rb") as handle:
-                handle.seek(pos)
                 while pos < size and len(records) < max_events and total < max_bytes:
-                    line = handle.readline(size - pos)
-                    record = Record.parse(line)
-                    records.append(record)
-                    pos += record.size
-                    total += record.size
+                    want = (max_events - len(records)) * RECORD_GUESS
+                    handle.seek(pos)
+                    block = handle.read(min(size - pos, max(want, READ_BLOCK)))
+                    end = block.rfind(b"\n") + 1
+                    if end == 0:  # a record longer than the block
+                        handle.seek(pos)
+                        block = handle.readline(size - pos)
+                        end = len(block)
+                    for line in block[: end - 1].split(b"\n"):
+                        meta, tab, doc = line.partition(b"\t")
+                        if not tab:
+                            raise ValueError("not a spool record")
+                        record = Record._from(meta, doc, len(line) + 1)
+                        records.append(record)
+                        pos += record.size
+                        total += record.size
+                        if len(records) >= max_events or total >= max_bytes:
+                            break
         return records, (seq, pos)
 
     def records(self, cursor: Cursor) -> Iterator[Record]:
