@@ -25,7 +25,8 @@ CHUNK = 1 << 20
 
 @dataclass(slots=True)
 class Line:
-    """One line of text and where it lies in the file."""
+    """One line of text and where it lies in the file; ``clean``: screened, and nothing in
+    it for the redactor to mask."""
 
     text: str
     start: int
@@ -33,6 +34,7 @@ class Line:
     tags: tuple[str, ...] = ()
     stream: str | None = None
     time: str | None = None
+    clean: bool = False
 
 
 @dataclass(slots=True)
@@ -48,6 +50,7 @@ class Event:
     tags: tuple[str, ...] = ()
     stream: str | None = None
     time: str | None = None
+    clean: bool = False  # every line of it clean (:class:`Line`)
 
 
 def decode(data: bytes, truncated: bool = False) -> tuple[str, tuple[str, ...]]:
@@ -71,6 +74,7 @@ def read_lines(
     max_bytes: int,
     window: int,
     final: bool = False,
+    screen: Callable[[str], list[int]] | None = None,
 ) -> Iterator[Line]:
     """Complete lines from ``start`` on, about ``window`` bytes of them (at least twice
     ``max_bytes``: an event and the line that ends it always fit).
@@ -79,12 +83,33 @@ def read_lines(
     ``truncated``, and ends at its newline; the rest is skipped without being held in
     memory. A last line without its newline is not returned (it is read again later),
     unless ``final`` says that nothing more will come.
+
+    ``screen`` (:meth:`hubkeeper.redact.Redactor.screen`) is run over each ASCII block
+    read, and the lines where it found nothing are marked ``clean``. An ASCII block is
+    also cut into lines as text, without decoding each line.
     """
     window = max(window, 2 * (max_bytes + 1))
     position, kept = start, 0
     while kept < window:
         data = read_at(position, min(window - kept, max(size - position, 0)))
         i, n = 0, len(data)
+        if data.isascii():
+            text = data.decode("ascii")
+            hits = screen(text) if screen is not None else []
+            h, last = 0, len(hits)
+            while i < n:
+                j = text.find("\n", i)
+                if j < 0 or j - i > max_bytes:
+                    break  # a partial line, or a long one: as below
+                while h < last and hits[h] < i:
+                    h += 1
+                line = text[i:j]
+                if line[-1:] == "\r":
+                    line = line[:-1]
+                clean = screen is not None and (h == last or hits[h] >= j)
+                yield Line(line, position + i, position + j + 1, (), None, None, clean)
+                kept += j - i + 1
+                i = j + 1
         while i < n:
             j = data.find(b"\n", i)
             if j < 0:
@@ -180,13 +205,14 @@ class DockerRecords:
         return sorted(lines, key=lambda line: line.start)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     doc: Doc
     first: Line
     end: int
     extra: list[str] = field(default_factory=list)
     size: int = 0
+    clean: bool = False
 
 
 def raw(text: str, reason: str) -> Doc:
@@ -236,11 +262,12 @@ class Assembler:
             pending.extra.append(line.text[: self.max_bytes - pending.size])
             pending.size += len(line.text) + 1
             pending.end = line.end
+            pending.clean = pending.clean and line.clean
             return []
         done = self._finish(line.stream)
         if doc is None:
             doc = {"message": line.text} if self.plain else raw(line.text, UNKNOWN_FORMAT)
-        self._pending[line.stream] = _Pending(doc, line, line.end, size=len(line.text))
+        self._pending[line.stream] = _Pending(doc, line, line.end, [], len(line.text), line.clean)
         return done
 
     def flush(self) -> list[Event]:
@@ -259,7 +286,12 @@ class Assembler:
             if pending.size > self.max_bytes and TRUNCATED not in tags:
                 tags = (*tags, TRUNCATED)
         end = pending.end
-        return [Event(pending.doc, text, first.start, end, end, tags, first.stream, first.time)]
+        return [
+            Event(
+                pending.doc, text, first.start, end, end, tags, first.stream, first.time,
+                pending.clean,
+            )
+        ]  # fmt: skip
 
 
 def events_from(
@@ -274,10 +306,18 @@ def events_from(
     the lines reached ``end`` (the end of the file): more lines may continue it."""
     events: list[Event] = []
     consumed: int | None = None
+    feed = assembler.feed
     for line in lines:
         consumed = line.end
-        for whole in docker.feed(line) if docker is not None else (line,):
-            events.extend(_with_resume(assembler.feed(whole), docker, assembler, line.end))
+        if docker is None:
+            done = feed(line)
+        else:  # a record gives one whole line at most
+            done = [event for whole in docker.feed(line) for event in feed(whole)]
+        if done:
+            resume = _resume(docker, assembler, consumed)
+            for event in done:
+                event.resume = resume
+            events += done
     if consumed is None:
         return events, None
     if flush and (end is None or consumed >= end):
@@ -294,18 +334,11 @@ def events_from(
 
 
 def _resume(docker: DockerRecords | None, assembler: Assembler, end: int) -> int:
-    resume = end
-    for start in (assembler.pending_start(), docker.pending_start() if docker else None):
+    """Where to read on after ``end``: before any piece still pending."""
+    start = assembler.pending_start()
+    resume = end if start is None or start > end else start
+    if docker is not None:
+        start = docker.pending_start()
         if start is not None and start < resume:
             resume = start
     return resume
-
-
-def _with_resume(
-    events: list[Event], docker: DockerRecords | None, assembler: Assembler, end: int
-) -> list[Event]:
-    if events:
-        resume = _resume(docker, assembler, end)
-        for event in events:
-            event.resume = resume
-    return events
