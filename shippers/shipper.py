@@ -8,6 +8,7 @@ acknowledgement. Metrics ``hubkeeper_shipper_*`` on ``/metrics``, a PRTG sensor 
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
@@ -45,6 +46,16 @@ log = get_logger(__name__)
 READ_BUDGET = 4 << 20  # input bytes per reader cycle
 STATUS_DATASET = "hubkeeper.shipper"
 COMMIT_INTERVAL = 1.0  # seconds between registry writes while batches keep coming
+GC_YOUNG = 50_000  # allocations between collections of the young generation (Python: 700)
+
+
+def collect_less() -> None:
+    """Run the cyclic garbage collector less often: the pipeline makes a few containers
+    per line (a document, an event, a record), nearly all freed by reference counting,
+    and a young-generation collection every 700 of them took about 15% of its CPU. What
+    exists already (modules, configuration) is frozen out of the collector's sight."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, 10, 10)
 
 
 class Metrics:
@@ -237,7 +248,8 @@ class Shipper:
                 break  # stopping: unacknowledged records are sent again after a restart
             offsets: dict[str, int] = {}
             for record in records:
-                offsets[record.key] = max(offsets.get(record.key, 0), record.resume)
+                if record.resume > offsets.get(record.key, -1):
+                    offsets[record.key] = record.resume
             self.registry.acknowledge(offsets, after)
             cursor = after
             self.last_ack = time.time()

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import orjson
+
 from hubkeeper.files import fsync_dir, write_atomically
 from hubkeeper.log import get_logger
 
@@ -111,8 +113,10 @@ class Record:
 
     def line(self) -> bytes:
         # Every string here is plain (hex key, index name, base64url id, source name).
-        meta = f'["{self.key}",{self.start},{self.resume},"{self.index}","{self.id}",'
-        return f'{meta}"{self.source}"]\t'.encode() + self.doc + b"\n"
+        return b'["%b",%d,%d,"%b","%b","%b"]\t%b\n' % (
+            self.key.encode(), self.start, self.resume, self.index.encode(), self.id.encode(),
+            self.source.encode(), self.doc,
+        )  # fmt: skip
 
     @classmethod
     def parse(cls, line: bytes) -> Record:
@@ -124,14 +128,16 @@ class Record:
 
     @classmethod
     def _from(cls, meta: bytes, doc: bytes, size: int) -> Record:
-        parts = meta[1:-1].split(b",")  # none of the values holds a comma or a quote
-        if len(parts) != 6 or meta[:1] != b"[" or meta[-1:] != b"]":
+        try:
+            key, start, resume, index, event_id, source = orjson.loads(meta)
+        except (ValueError, TypeError):  # not JSON, not six values
+            raise ValueError("not a spool record") from None
+        if not (
+            type(start) is int is type(resume)
+            and type(key) is str is type(index) is type(event_id) is type(source)
+        ):
             raise ValueError("not a spool record")
-        key, start, resume, index, event_id, source = parts
-        return cls(
-            key[1:-1].decode(), int(start), int(resume), index[1:-1].decode(),
-            event_id[1:-1].decode(), source[1:-1].decode(), doc, size,
-        )  # fmt: skip
+        return cls(key, start, resume, index, event_id, source, doc, size)
 
 
 class Spool:

@@ -4,8 +4,9 @@ Writes realistic lines (hub requests, spawns and tracebacks, proxy lines, NGINX 
 error lines, in the proportions of a busy lab; default one million) into three files, then
 measures on one real Elasticsearch (its own instance, 1 GB heap):
 
-1. parsing and serialization alone, in this process (one core, no output), of the
-   ordinary mix and of a mix with 10% hostile lines (tests/hostile.py);
+1. parsing and serialization alone, in this process (one core, no output, the garbage
+   collector tuned as in ``ship-logs``), of the ordinary mix and of a mix with 10% hostile
+   lines (tests/hostile.py);
 2. the ceiling: a plain bulk loader sending the same documents, pre-serialized, with the
    shipper's batch size, one request at a time;
 3. ``hubkeeper ship-logs`` end to end (files to acknowledged documents), with its CPU time;
@@ -21,7 +22,8 @@ Where the shipper's CPU goes (``stages`` in the JSON): step 3 runs under ``py-sp
 thread holding the GIL (the one spending Python CPU; the process is not paused). Each sample
 goes to the stage of the innermost frame that :data:`STAGES` names (read, frame, parse,
 redact, id, serialize, enrich, spool write, spool read, bulk, acknowledgement; the loops'
-own code as ``loop``, anything else, such as the metrics endpoint, as ``other``). A stage's
+own code as ``loop``, imports as ``startup``, anything else, such as the metrics
+endpoint, as ``other``). A stage's
 share of the samples times the CPU seconds measured for the whole run is its CPU per
 100,000 lines. Sampling is statistical (a few thousand samples): shares move by a point or
 two between runs. Without py-spy the breakdown is left out.
@@ -53,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 from hubkeeper.config import ShipperSource  # noqa: E402
 from hubkeeper.deploy.elasticsearch import Elasticsearch  # noqa: E402
 from hubkeeper.deploy.stack import free_ports, to_toml, wait_for  # noqa: E402
+from hubkeeper.shippers.shipper import collect_less  # noqa: E402
 from hubkeeper.shippers.sources import Files, Settings, make_sources  # noqa: E402
 from hubkeeper.shippers.store import Registry  # noqa: E402
 from tests.hostile import HOSTILE  # noqa: E402
@@ -182,7 +185,9 @@ def source_configs(paths: dict[str, Path]) -> list[ShipperSource]:
 
 
 def parse_only(paths: dict[str, Path], work: Path) -> tuple[int, float, list[bytes]]:
-    """Events, CPU seconds, and the serialized records (for the ceiling loader)."""
+    """Events, CPU seconds, and the serialized records (for the ceiling loader); with the
+    garbage collector set as ``ship-logs`` sets it."""
+    collect_less()
     work.mkdir(parents=True, exist_ok=True)
     files = Files(
         make_sources(source_configs(paths), None),
@@ -247,13 +252,13 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
     (stage, re.compile(pattern))
     for stage, pattern in [
         ("serialize", r"^to_json \(shippers/"),
-        ("id", r"^event_id \(shippers/"),
+        ("id", r"^_?event_id \(shippers/"),
         ("read", r"^(read_lines|_newline_after|decode) \(shippers/framing"
                  r"|<lambda> \(shippers/sources"),
         ("frame", r"^(events_from|_resume|_with_resume|Assembler\.|DockerRecords\.)"),
         ("parse", r"\(shippers/parsers\.py"),
         ("redact", r"\(hubkeeper/redact\.py"),
-        ("enrich", r"^(Files\._document|Files\._record|daily_index) \(shippers/"),
+        ("enrich", r"^(Files\._document|Files\._record|_Common\.of|daily_index) \(shippers/"),
         ("spool_write", r"^(Record\.line|Spool\.append) \(shippers/"),
         ("spool_read", r"^(Spool\.read|Record\.parse) \(shippers/"),
         ("bulk", r"^ElasticsearchOutput\.bulk "
@@ -266,6 +271,8 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
 
 
 def stage_of(stack: str) -> str:
+    if "_find_and_load (" in stack:
+        return "startup"  # importing modules
     for frame in reversed(stack.split(";")):
         for stage, pattern in STAGES:
             if pattern.search(frame):

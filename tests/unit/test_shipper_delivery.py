@@ -303,3 +303,21 @@ def test_an_answer_with_every_record_indexed_is_settled_at_once() -> None:
     assert settled.done == {Outcome.INDEXED: 2}  # a dead letter is counted when refused
     with pytest.raises(ValueError):
         settle(records, [CREATED] * 2, config)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'["k",1,2,"i","id","s"]',  # no document
+        b'["k",1,2,"i","id"]\t{}',  # five values
+        b'["k","1",2,"i","id","s"]\t{}',  # an offset as text
+        b'["k",1,true,"i","id","s"]\t{}',
+        b'["k",1,2,"i",7,"s"]\t{}',
+        b'{"k":1,"a":2,"b":3,"c":4,"d":5,"e":6}\t{}',
+        b'["k",1,2,"i","id","s"\t{}',  # torn
+        b"\t{}",
+    ],
+)
+def test_a_line_that_is_no_spool_record_is_refused(line: bytes) -> None:
+    with pytest.raises(ValueError):
+        Record.parse(line)
