@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hubkeeper.shippers.parsers import Doc, Parser, Unparsable, fold, is_continuation
 
@@ -205,16 +205,6 @@ class DockerRecords:
         return sorted(lines, key=lambda line: line.start)
 
 
-@dataclass(slots=True)
-class _Pending:
-    doc: Doc
-    first: Line
-    end: int
-    extra: list[str] = field(default_factory=list)
-    size: int = 0
-    clean: bool = False
-
-
 def raw(text: str, reason: str) -> Doc:
     """A line shipped as it is, tagged with the reason it was not parsed."""
     return {"message": text, "tags": [PARSE_FAILURE], FAILURE: reason}
@@ -235,39 +225,41 @@ class Assembler:
         self.max_bytes = max_bytes
         self.max_lines = max_lines
         self.plain = plain
-        self._pending: dict[str | None, _Pending] = {}
+        # Per stream: the event its last line started, and the continuation lines joined
+        # to it so far with their size in all (the first line's included).
+        self._pending: dict[str | None, Event] = {}
+        self._more: dict[str | None, tuple[list[str], int]] = {}
 
     def pending_start(self) -> int | None:
         if len(self._pending) == 1:  # the usual case: one stream
-            return next(iter(self._pending.values())).first.start
-        return min((p.first.start for p in self._pending.values()), default=None)
+            return next(iter(self._pending.values())).start
+        return min((p.start for p in self._pending.values()), default=None)
 
     def feed(self, line: Line) -> list[Event]:
+        text, stream = line.text, line.stream
         try:
-            doc = self.parser.parse(line.text)
+            doc = self.parser.parse(text)
         except Unparsable as unparsable:
-            doc = raw(line.text, unparsable.reason)
+            doc = raw(text, unparsable.reason)
         except Exception:
-            doc = raw(line.text, PARSER_ERROR)
-        pending = self._pending.get(line.stream)
-        # An event is capped (lines, bytes), so it always ends within one read window;
-        # continuation lines past the cap start an event of their own.
-        if (
-            doc is None
-            and pending is not None
-            and is_continuation(line.text)
-            and len(pending.extra) < self.max_lines
-            and pending.size < self.max_bytes
-        ):
-            pending.extra.append(line.text[: self.max_bytes - pending.size])
-            pending.size += len(line.text) + 1
-            pending.end = line.end
-            pending.clean = pending.clean and line.clean
-            return []
-        done = self._finish(line.stream)
+            doc = raw(text, PARSER_ERROR)
+        pending = self._pending.get(stream)
+        if doc is None and pending is not None and is_continuation(text):
+            extra, size = self._more.get(stream) or ([], len(pending.text))
+            # An event is capped (lines, bytes), so it always ends within one read window;
+            # continuation lines past the cap start an event of their own.
+            if len(extra) < self.max_lines and size < self.max_bytes:
+                extra.append(text[: self.max_bytes - size])
+                self._more[stream] = (extra, size + len(text) + 1)
+                pending.end = line.end
+                pending.clean = pending.clean and line.clean
+                return []
+        done = self._finish(stream) if pending is not None else []
         if doc is None:
-            doc = {"message": line.text} if self.plain else raw(line.text, UNKNOWN_FORMAT)
-        self._pending[line.stream] = _Pending(doc, line, line.end, [], len(line.text), line.clean)
+            doc = {"message": text} if self.plain else raw(text, UNKNOWN_FORMAT)
+        self._pending[stream] = Event(
+            doc, text, line.start, line.end, line.end, line.tags, stream, line.time, line.clean
+        )
         return done
 
     def flush(self) -> list[Event]:
@@ -275,23 +267,18 @@ class Assembler:
         return sorted(events, key=lambda event: event.start)
 
     def _finish(self, stream: str | None) -> list[Event]:
-        pending = self._pending.pop(stream, None)
-        if pending is None:
+        event = self._pending.pop(stream, None)
+        if event is None:
             return []
-        first = pending.first
-        tags, text = first.tags, first.text
-        if pending.extra:
-            fold(pending.doc, pending.extra)
-            text = "\n".join([text, *pending.extra])
-            if pending.size > self.max_bytes and TRUNCATED not in tags:
-                tags = (*tags, TRUNCATED)
-        end = pending.end
-        return [
-            Event(
-                pending.doc, text, first.start, end, end, tags, first.stream, first.time,
-                pending.clean,
-            )
-        ]  # fmt: skip
+        more = self._more.pop(stream, None)
+        if more is not None:
+            extra, size = more
+            fold(event.doc, extra)
+            event.text = "\n".join([event.text, *extra])
+            if size > self.max_bytes and TRUNCATED not in event.tags:
+                event.tags = (*event.tags, TRUNCATED)
+            event.resume = event.end
+        return [event]
 
 
 def events_from(

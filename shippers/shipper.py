@@ -15,6 +15,7 @@ import time
 from collections import Counter as Counts
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +208,7 @@ class Shipper:
 
     def _count_read(self, records: list[Record]) -> None:
         files = self.files
-        for source, number in Counts(record.source for record in records).items():
+        for source, number in Counts(map(attrgetter("source"), records)).items():
             self.metrics.read.labels(source).inc(number)
         for (source, reason), number in files.line_failures.items():
             self.metrics.parse_failures.labels(source, reason).inc(number)
