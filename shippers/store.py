@@ -26,7 +26,7 @@ log = get_logger(__name__)
 
 Cursor = tuple[int, int]  # spool segment number, byte position in it
 READ_BLOCK = 64 << 10  # the least the sender reads from a segment at once
-RECORD_GUESS = 512  # bytes of a usual record: the block read for a batch is sized by it
+RECORD_GUESS = 1024  # bytes of a usual record: the block read for a batch is sized by it
 
 
 @dataclass
