@@ -20,7 +20,8 @@ Every pattern is led by a literal (a secret word, ``://``) and every repeat is b
 runs over a character class that the next literal cannot extend, so the time taken is
 linear in the length of the text, whatever the text (checked by
 ``tests/unit/test_linear_patterns.py``). A cheap substring test (:meth:`Redactor.suspect`)
-skips all of it for text that has none of the secret words.
+skips all of it for text that has none of the secret words; :meth:`Redactor.screen` does
+that test for many lines at once.
 """
 
 from __future__ import annotations
@@ -104,6 +105,23 @@ class Redactor:
         return any(map(text.lower().__contains__, self._probes)) or (
             "://" in text and _USERINFO.search(text) is not None
         )
+
+    def screen(self, text: str) -> list[int]:
+        """Where in ``text`` (many lines at once) anything :meth:`suspect` looks for
+        starts, in order: a line with no position in it holds nothing to mask. For ASCII
+        text only: lowering other text can change its length, and turn a character (the
+        Kelvin sign) into a letter of a secret word."""
+        lowered = text.lower()
+        hits: list[int] = []
+        for probe in self._probes:
+            found = lowered.find(probe)
+            while found >= 0:
+                hits.append(found)
+                found = lowered.find(probe, found + 1)
+        if "://" in text:
+            hits += [found.start() for found in _USERINFO.finditer(text)]
+        hits.sort()
+        return hits
 
     def text(self, text: str) -> str:
         """``text`` with secret values and URL passwords masked."""

@@ -9,7 +9,7 @@ import logging
 from hubkeeper.config import Config
 from hubkeeper.daemon import Daemon
 from hubkeeper.shippers.documents import DocumentIndexer
-from hubkeeper.shippers.shipper import Shipper
+from hubkeeper.shippers.shipper import Shipper, collect_less
 
 
 def ship_logs(config: Config, args: argparse.Namespace) -> int:
@@ -32,5 +32,6 @@ def ship_logs(config: Config, args: argparse.Namespace) -> int:
         section = config.shipper
         status = DocumentIndexer(section, shipper.metrics_registry, "hubkeeper_shipper_status")
         status.schedule(daemon, section.status_interval, lambda: [shipper.status()], "status")
+    collect_less()
     shipper.start()
     return daemon.run(on_stop=shipper.stop)

@@ -57,6 +57,9 @@ class ItemResult:
     error: dict[str, Any] | None = None
 
 
+CREATED = ItemResult(201)  # shared by every item of a bulk answer without errors
+
+
 class Output(Protocol):
     """What the delivery loop needs of an output adapter."""
 
@@ -147,6 +150,11 @@ def settle(
     and a dead letter for each permanent refusal), or given up (a refused dead letter)."""
     settled = Settled()
     dead_prefix = f"{config.dead_letter_index}-"
+    if len(results) == len(records) == results.count(CREATED) and not any(
+        record.index.startswith(dead_prefix) for record in records
+    ):  # the usual answer: every record indexed, none a dead letter
+        settled.done[Outcome.INDEXED] += len(records)
+        return settled
     for record, result in zip(records, results, strict=True):
         kind = outcome(result.status)
         to_dead_letters = record.index.startswith(dead_prefix)

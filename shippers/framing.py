@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hubkeeper.shippers.parsers import Doc, Parser, Unparsable, fold, is_continuation
 
@@ -25,7 +25,8 @@ CHUNK = 1 << 20
 
 @dataclass(slots=True)
 class Line:
-    """One line of text and where it lies in the file."""
+    """One line of text and where it lies in the file; ``clean``: screened, and nothing in
+    it for the redactor to mask."""
 
     text: str
     start: int
@@ -33,6 +34,7 @@ class Line:
     tags: tuple[str, ...] = ()
     stream: str | None = None
     time: str | None = None
+    clean: bool = False
 
 
 @dataclass(slots=True)
@@ -48,6 +50,7 @@ class Event:
     tags: tuple[str, ...] = ()
     stream: str | None = None
     time: str | None = None
+    clean: bool = False  # every line of it clean (:class:`Line`)
 
 
 def decode(data: bytes, truncated: bool = False) -> tuple[str, tuple[str, ...]]:
@@ -71,6 +74,7 @@ def read_lines(
     max_bytes: int,
     window: int,
     final: bool = False,
+    screen: Callable[[str], list[int]] | None = None,
 ) -> Iterator[Line]:
     """Complete lines from ``start`` on, about ``window`` bytes of them (at least twice
     ``max_bytes``: an event and the line that ends it always fit).
@@ -79,12 +83,33 @@ def read_lines(
     ``truncated``, and ends at its newline; the rest is skipped without being held in
     memory. A last line without its newline is not returned (it is read again later),
     unless ``final`` says that nothing more will come.
+
+    ``screen`` (:meth:`hubkeeper.redact.Redactor.screen`) is run over each ASCII block
+    read, and the lines where it found nothing are marked ``clean``. An ASCII block is
+    also cut into lines as text, without decoding each line.
     """
     window = max(window, 2 * (max_bytes + 1))
     position, kept = start, 0
     while kept < window:
         data = read_at(position, min(window - kept, max(size - position, 0)))
         i, n = 0, len(data)
+        if data.isascii():
+            text = data.decode("ascii")
+            hits = screen(text) if screen is not None else []
+            h, last = 0, len(hits)
+            while i < n:
+                j = text.find("\n", i)
+                if j < 0 or j - i > max_bytes:
+                    break  # a partial line, or a long one: as below
+                while h < last and hits[h] < i:
+                    h += 1
+                line = text[i:j]
+                if line[-1:] == "\r":
+                    line = line[:-1]
+                clean = screen is not None and (h == last or hits[h] >= j)
+                yield Line(line, position + i, position + j + 1, (), None, None, clean)
+                kept += j - i + 1
+                i = j + 1
         while i < n:
             j = data.find(b"\n", i)
             if j < 0:
@@ -180,15 +205,6 @@ class DockerRecords:
         return sorted(lines, key=lambda line: line.start)
 
 
-@dataclass
-class _Pending:
-    doc: Doc
-    first: Line
-    end: int
-    extra: list[str] = field(default_factory=list)
-    size: int = 0
-
-
 def raw(text: str, reason: str) -> Doc:
     """A line shipped as it is, tagged with the reason it was not parsed."""
     return {"message": text, "tags": [PARSE_FAILURE], FAILURE: reason}
@@ -209,38 +225,41 @@ class Assembler:
         self.max_bytes = max_bytes
         self.max_lines = max_lines
         self.plain = plain
-        self._pending: dict[str | None, _Pending] = {}
+        # Per stream: the event its last line started, and the continuation lines joined
+        # to it so far with their size in all (the first line's included).
+        self._pending: dict[str | None, Event] = {}
+        self._more: dict[str | None, tuple[list[str], int]] = {}
 
     def pending_start(self) -> int | None:
         if len(self._pending) == 1:  # the usual case: one stream
-            return next(iter(self._pending.values())).first.start
-        return min((p.first.start for p in self._pending.values()), default=None)
+            return next(iter(self._pending.values())).start
+        return min((p.start for p in self._pending.values()), default=None)
 
     def feed(self, line: Line) -> list[Event]:
+        text, stream = line.text, line.stream
         try:
-            doc = self.parser.parse(line.text)
+            doc = self.parser.parse(text)
         except Unparsable as unparsable:
-            doc = raw(line.text, unparsable.reason)
+            doc = raw(text, unparsable.reason)
         except Exception:
-            doc = raw(line.text, PARSER_ERROR)
-        pending = self._pending.get(line.stream)
-        # An event is capped (lines, bytes), so it always ends within one read window;
-        # continuation lines past the cap start an event of their own.
-        if (
-            doc is None
-            and pending is not None
-            and is_continuation(line.text)
-            and len(pending.extra) < self.max_lines
-            and pending.size < self.max_bytes
-        ):
-            pending.extra.append(line.text[: self.max_bytes - pending.size])
-            pending.size += len(line.text) + 1
-            pending.end = line.end
-            return []
-        done = self._finish(line.stream)
+            doc = raw(text, PARSER_ERROR)
+        pending = self._pending.get(stream)
+        if doc is None and pending is not None and is_continuation(text):
+            extra, size = self._more.get(stream) or ([], len(pending.text))
+            # An event is capped (lines, bytes), so it always ends within one read window;
+            # continuation lines past the cap start an event of their own.
+            if len(extra) < self.max_lines and size < self.max_bytes:
+                extra.append(text[: self.max_bytes - size])
+                self._more[stream] = (extra, size + len(text) + 1)
+                pending.end = line.end
+                pending.clean = pending.clean and line.clean
+                return []
+        done = self._finish(stream) if pending is not None else []
         if doc is None:
-            doc = {"message": line.text} if self.plain else raw(line.text, UNKNOWN_FORMAT)
-        self._pending[line.stream] = _Pending(doc, line, line.end, size=len(line.text))
+            doc = {"message": text} if self.plain else raw(text, UNKNOWN_FORMAT)
+        self._pending[stream] = Event(
+            doc, text, line.start, line.end, line.end, line.tags, stream, line.time, line.clean
+        )
         return done
 
     def flush(self) -> list[Event]:
@@ -248,18 +267,18 @@ class Assembler:
         return sorted(events, key=lambda event: event.start)
 
     def _finish(self, stream: str | None) -> list[Event]:
-        pending = self._pending.pop(stream, None)
-        if pending is None:
+        event = self._pending.pop(stream, None)
+        if event is None:
             return []
-        first = pending.first
-        tags, text = first.tags, first.text
-        if pending.extra:
-            fold(pending.doc, pending.extra)
-            text = "\n".join([text, *pending.extra])
-            if pending.size > self.max_bytes and TRUNCATED not in tags:
-                tags = (*tags, TRUNCATED)
-        end = pending.end
-        return [Event(pending.doc, text, first.start, end, end, tags, first.stream, first.time)]
+        more = self._more.pop(stream, None)
+        if more is not None:
+            extra, size = more
+            fold(event.doc, extra)
+            event.text = "\n".join([event.text, *extra])
+            if size > self.max_bytes and TRUNCATED not in event.tags:
+                event.tags = (*event.tags, TRUNCATED)
+            event.resume = event.end
+        return [event]
 
 
 def events_from(
@@ -274,10 +293,18 @@ def events_from(
     the lines reached ``end`` (the end of the file): more lines may continue it."""
     events: list[Event] = []
     consumed: int | None = None
+    feed = assembler.feed
     for line in lines:
         consumed = line.end
-        for whole in docker.feed(line) if docker is not None else (line,):
-            events.extend(_with_resume(assembler.feed(whole), docker, assembler, line.end))
+        if docker is None:
+            done = feed(line)
+        else:  # a record gives one whole line at most
+            done = [event for whole in docker.feed(line) for event in feed(whole)]
+        if done:
+            resume = _resume(docker, assembler, consumed)
+            for event in done:
+                event.resume = resume
+            events += done
     if consumed is None:
         return events, None
     if flush and (end is None or consumed >= end):
@@ -294,18 +321,11 @@ def events_from(
 
 
 def _resume(docker: DockerRecords | None, assembler: Assembler, end: int) -> int:
-    resume = end
-    for start in (assembler.pending_start(), docker.pending_start() if docker else None):
+    """Where to read on after ``end``: before any piece still pending."""
+    start = assembler.pending_start()
+    resume = end if start is None or start > end else start
+    if docker is not None:
+        start = docker.pending_start()
         if start is not None and start < resume:
             resume = start
     return resume
-
-
-def _with_resume(
-    events: list[Event], docker: DockerRecords | None, assembler: Assembler, end: int
-) -> list[Event]:
-    if events:
-        resume = _resume(docker, assembler, end)
-        for event in events:
-            event.resume = resume
-    return events

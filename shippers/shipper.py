@@ -8,12 +8,14 @@ acknowledgement. Metrics ``hubkeeper_shipper_*`` on ``/metrics``, a PRTG sensor 
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
 from collections import Counter as Counts
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,16 @@ log = get_logger(__name__)
 READ_BUDGET = 4 << 20  # input bytes per reader cycle
 STATUS_DATASET = "hubkeeper.shipper"
 COMMIT_INTERVAL = 1.0  # seconds between registry writes while batches keep coming
+GC_YOUNG = 50_000  # allocations between collections of the young generation (Python: 700)
+
+
+def collect_less() -> None:
+    """Run the cyclic garbage collector less often: the pipeline makes a few containers
+    per line (a document, an event, a record), nearly all freed by reference counting,
+    and a young-generation collection every 700 of them took about 15% of its CPU. What
+    exists already (modules, configuration) is frozen out of the collector's sight."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, 10, 10)
 
 
 class Metrics:
@@ -196,7 +208,7 @@ class Shipper:
 
     def _count_read(self, records: list[Record]) -> None:
         files = self.files
-        for source, number in Counts(record.source for record in records).items():
+        for source, number in Counts(map(attrgetter("source"), records)).items():
             self.metrics.read.labels(source).inc(number)
         for (source, reason), number in files.line_failures.items():
             self.metrics.parse_failures.labels(source, reason).inc(number)
@@ -237,7 +249,8 @@ class Shipper:
                 break  # stopping: unacknowledged records are sent again after a restart
             offsets: dict[str, int] = {}
             for record in records:
-                offsets[record.key] = max(offsets.get(record.key, 0), record.resume)
+                if record.resume > offsets.get(record.key, -1):
+                    offsets[record.key] = record.resume
             self.registry.acknowledge(offsets, after)
             cursor = after
             self.last_ack = time.time()

@@ -67,7 +67,12 @@ RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # backoff before a file that failed is read 
 
 def event_id(key: str, start: int) -> str:
     """The deterministic ``_id`` of the event at ``start`` in the file ``key``."""
-    return hashlib.blake2b(f"{key}:{start}".encode(), digest_size=12).hexdigest()
+    return _event_id(f"{key}:".encode(), start)
+
+
+def _event_id(prefix: bytes, start: int) -> str:
+    """:func:`event_id` with the key's part already encoded (``b"key:"``)."""
+    return hashlib.blake2b(b"%b%d" % (prefix, start), digest_size=12).hexdigest()
 
 
 def entry_key(source: str, dev: int, ino: int, gen: int, fp: str) -> str:
@@ -128,6 +133,35 @@ class Tail:
             self.fd = -1
 
 
+@dataclass(slots=True)
+class _Common:
+    """What every event read from one file in one go has in common."""
+
+    tail: Tail
+    name: str
+    key: str
+    prefix: bytes  # the key's part of the ids (:func:`_event_id`)
+    dataset: str | None  # configured, or ``container``: else each event's own
+    parser_dataset: str
+    fields: dict[str, str]  # the ECS fields of the source and the file
+    meta: dict[str, str]
+
+    @classmethod
+    def of(cls, tail: Tail, host_name: str) -> _Common:
+        source, entry = tail.source, tail.entry
+        fields = {
+            "service.name": source.config.service or source.name,
+            "ecs.version": ECS_VERSION,
+            "host.name": host_name,
+            "log.file.path": entry.path,
+        }
+        dataset = source.config.dataset or ("container" if source.docker else None)
+        return cls(
+            tail, source.name, entry.key, f"{entry.key}:".encode(), dataset,
+            source.parser.dataset, fields, entry.meta,
+        )  # fmt: skip
+
+
 @dataclass
 class Settings:
     fingerprint_bytes: int = 1024
@@ -162,6 +196,7 @@ class Files:
         self.line_failures: Counts[tuple[str, str]] = Counts()
         self.read_failures: Counts[str] = Counts()
         self.unopened: dict[str, tuple[str, str]] = {}  # path: source, why it cannot be opened
+        self._indices: dict[tuple[str, str], str] = {}  # (dataset, day): daily index
         # Where each known entry resumes: past what the spool already holds.
         self._loose: dict[str, int] = {
             key: max(entry.acked, spooled.get(key, 0)) for key, entry in registry.entries.items()
@@ -402,7 +437,9 @@ class Files:
         if resume is None:
             tail.stalled = (size, tail.pos)
             return None
-        records = [self._record(tail, e) for e in events if e.start not in tail.emitted]
+        common = _Common.of(tail, self.settings.host_name)
+        emitted = tail.emitted
+        records = [self._record(common, e) for e in events if e.start not in emitted]
         emitted = {e.start for e in events if e.start >= resume} | {
             s for s in tail.emitted if s >= resume
         }
@@ -441,6 +478,7 @@ class Files:
             settings.max_event_bytes,
             settings.read_window,
             final,
+            None if tail.source.docker else settings.redactor.screen,  # JSON escapes hide words
         )
         docker = DockerRecords(settings.max_event_bytes) if tail.source.docker else None
         assembler = Assembler(
@@ -448,20 +486,21 @@ class Files:
         )
         return events_from(lines, docker, assembler, flush, size)
 
-    def _record(self, tail: Tail, event: Event) -> Record:
+    def _record(self, common: _Common, event: Event) -> Record:
         """The spool record of an event; one that cannot be written as parsed is shipped
         raw, as its bytes in the file (``encode_error``)."""
         try:
-            return self._document(tail, event)
+            return self._document(common, event)
         except Exception:
             length = min(event.end - event.start, self.settings.max_event_bytes)
-            text, tags = decode(os.pread(tail.fd, length, event.start).rstrip(b"\n"))
+            text, tags = decode(os.pread(common.tail.fd, length, event.start).rstrip(b"\n"))
             event.doc, event.text, event.tags = raw(text, ENCODE_ERROR), text, tags
-            return self._document(tail, event)
+            event.clean = False
+            return self._document(common, event)
 
-    def _document(self, tail: Tail, event: Event) -> Record:
-        source, entry, doc = tail.source, tail.entry, event.doc
-        tags = [*doc.get("tags", ()), *event.tags]
+    def _document(self, common: _Common, event: Event) -> Record:
+        doc = event.doc
+        tags = [*doc.get("tags", ()), *event.tags] if "tags" in doc or event.tags else None
         stamp = doc.get("@timestamp")
         if stamp is None and event.time:  # a Docker json-file record's time
             stamp = normalize_timestamp(event.time)
@@ -469,37 +508,39 @@ class Files:
             stamp = now_iso()
         elif not valid_timestamp(stamp):
             doc[TIMESTAMP_ORIGINAL] = str(stamp)[:256]
-            tags.append(TIMESTAMP_INVALID)
+            tags = [*(tags or ()), TIMESTAMP_INVALID]
             stamp = now_iso()
         doc["@timestamp"] = stamp
-        dataset = source.config.dataset or (
-            "container" if source.docker else doc.get("event.dataset") or source.parser.dataset
-        )
+        dataset = common.dataset or doc.get("event.dataset") or common.parser_dataset
         doc["event.dataset"] = dataset
-        doc["service.name"] = source.config.service or source.name
-        doc["ecs.version"] = ECS_VERSION
-        doc["host.name"] = self.settings.host_name
-        doc["log.file.path"] = entry.path
+        doc.update(common.fields)
         doc["log.offset"] = event.start
         if tags:
             doc["tags"] = tags
         if event.stream:
             doc["hubkeeper.stream"] = event.stream
-        doc.update(entry.meta)  # the container's own labels: a user server cannot forge them
+        if common.meta:
+            doc.update(common.meta)  # the container's own labels: a user server cannot forge them
         # Secrets come from the text read (the other fields are the shipper's own): one
-        # look at it, and most lines pass.
+        # look at it, and most lines pass (those screened clean as they were read at once).
         redactor = self.settings.redactor
-        if redactor.suspect(event.text):
+        if not event.clean and redactor.suspect(event.text):
             doc = redactor.value(doc)
         body = to_json(doc)
         if FAILURE in doc:
-            self.line_failures[source.name, doc[FAILURE]] += 1
+            self.line_failures[common.name, doc[FAILURE]] += 1
         if TIMESTAMP_ORIGINAL in doc:
-            self.line_failures[source.name, TIMESTAMP_INVALID] += 1
-        index = daily_index(self.settings.index_prefix, dataset, stamp)
+            self.line_failures[common.name, TIMESTAMP_INVALID] += 1
+        index = self._indices.get((dataset, stamp[:10]))
+        if index is None:
+            if len(self._indices) > 10000:
+                self._indices.clear()
+            index = self._indices[dataset, stamp[:10]] = daily_index(
+                self.settings.index_prefix, dataset, stamp
+            )
         return Record(
-            entry.key, event.start, event.resume, index, event_id(entry.key, event.start),
-            source.name, body,
+            common.key, event.start, event.resume, index, _event_id(common.prefix, event.start),
+            common.name, body,
         )  # fmt: skip
 
     def advance(self, moves: list[tuple[Tail, int, set[int]]]) -> None:

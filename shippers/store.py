@@ -17,12 +17,16 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import orjson
+
 from hubkeeper.files import fsync_dir, write_atomically
 from hubkeeper.log import get_logger
 
 log = get_logger(__name__)
 
 Cursor = tuple[int, int]  # spool segment number, byte position in it
+READ_BLOCK = 64 << 10  # the least the sender reads from a segment at once
+RECORD_GUESS = 1024  # bytes of a usual record: the block read for a batch is sized by it
 
 
 @dataclass
@@ -109,20 +113,31 @@ class Record:
 
     def line(self) -> bytes:
         # Every string here is plain (hex key, index name, base64url id, source name).
-        meta = f'["{self.key}",{self.start},{self.resume},"{self.index}","{self.id}",'
-        return f'{meta}"{self.source}"]\t'.encode() + self.doc + b"\n"
+        return b'["%b",%d,%d,"%b","%b","%b"]\t%b\n' % (
+            self.key.encode(), self.start, self.resume, self.index.encode(), self.id.encode(),
+            self.source.encode(), self.doc,
+        )  # fmt: skip
 
     @classmethod
     def parse(cls, line: bytes) -> Record:
+        """A record from its spool line (with or without the newline)."""
         meta, tab, doc = line.rstrip(b"\n").partition(b"\t")
-        parts = meta[1:-1].split(b",")  # none of the values holds a comma or a quote
-        if not tab or len(parts) != 6 or meta[:1] != b"[" or meta[-1:] != b"]":
+        if not tab:
             raise ValueError("not a spool record")
-        key, start, resume, index, event_id, source = parts
-        return cls(
-            key[1:-1].decode(), int(start), int(resume), index[1:-1].decode(),
-            event_id[1:-1].decode(), source[1:-1].decode(), doc, len(line),
-        )  # fmt: skip
+        return cls._from(meta, doc, len(line))
+
+    @classmethod
+    def _from(cls, meta: bytes, doc: bytes, size: int) -> Record:
+        try:
+            key, start, resume, index, event_id, source = orjson.loads(meta)
+        except (ValueError, TypeError):  # not JSON, not six values
+            raise ValueError("not a spool record") from None
+        if not (
+            type(start) is int is type(resume)
+            and type(key) is str is type(index) is type(event_id) is type(source)
+        ):
+            raise ValueError("not a spool record")
+        return cls(key, start, resume, index, event_id, source, doc, size)
 
 
 class Spool:
@@ -188,7 +203,8 @@ class Spool:
 
     def read(self, cursor: Cursor, max_events: int, max_bytes: int) -> tuple[list[Record], Cursor]:
         """Records from ``cursor`` on (at most ``max_events`` and about ``max_bytes``, at
-        least one), and the cursor after them."""
+        least one), and the cursor after them. Read in blocks of whole records: one read
+        for a usual batch."""
         records: list[Record] = []
         total = 0
         seq, pos = cursor
@@ -202,13 +218,25 @@ class Spool:
                 seq, pos = seq + 1, 0
                 continue
             with self._path(seq).open("rb") as handle:
-                handle.seek(pos)
                 while pos < size and len(records) < max_events and total < max_bytes:
-                    line = handle.readline(size - pos)
-                    record = Record.parse(line)
-                    records.append(record)
-                    pos += record.size
-                    total += record.size
+                    want = (max_events - len(records)) * RECORD_GUESS
+                    handle.seek(pos)
+                    block = handle.read(min(size - pos, max(want, READ_BLOCK)))
+                    end = block.rfind(b"\n") + 1
+                    if end == 0:  # a record longer than the block
+                        handle.seek(pos)
+                        block = handle.readline(size - pos)
+                        end = len(block)
+                    for line in block[: end - 1].split(b"\n"):
+                        meta, tab, doc = line.partition(b"\t")
+                        if not tab:
+                            raise ValueError("not a spool record")
+                        record = Record._from(meta, doc, len(line) + 1)
+                        records.append(record)
+                        pos += record.size
+                        total += record.size
+                        if len(records) >= max_events or total >= max_bytes:
+                            break
         return records, (seq, pos)
 
     def records(self, cursor: Cursor) -> Iterator[Record]:

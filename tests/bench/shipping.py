@@ -4,8 +4,9 @@ Writes realistic lines (hub requests, spawns and tracebacks, proxy lines, NGINX 
 error lines, in the proportions of a busy lab; default one million) into three files, then
 measures on one real Elasticsearch (its own instance, 1 GB heap):
 
-1. parsing and serialization alone, in this process (one core, no output), of the
-   ordinary mix and of a mix with 10% hostile lines (tests/hostile.py);
+1. parsing and serialization alone, in this process (one core, no output, the garbage
+   collector tuned as in ``ship-logs``), of the ordinary mix and of a mix with 10% hostile
+   lines (tests/hostile.py);
 2. the ceiling: a plain bulk loader sending the same documents, pre-serialized, with the
    shipper's batch size, one request at a time;
 3. ``hubkeeper ship-logs`` end to end (files to acknowledged documents), with its CPU time;
@@ -16,6 +17,17 @@ measures on one real Elasticsearch (its own instance, 1 GB heap):
 The machine has 2 CPUs, shared by Elasticsearch and the shipper under test. The last line
 printed is the figures as JSON.
 
+Where the shipper's CPU goes (``stages`` in the JSON): step 3 runs under ``py-spy record
+--gil --nonblocking`` (installed with the test extras), which samples the stack of the
+thread holding the GIL (the one spending Python CPU; the process is not paused). Each sample
+goes to the stage of the innermost frame that :data:`STAGES` names (read, frame, parse,
+redact, id, serialize, enrich, spool write, spool read, bulk, acknowledgement; the loops'
+own code as ``loop``, imports as ``startup``, anything else, such as the metrics
+endpoint, as ``other``). A stage's
+share of the samples times the CPU seconds measured for the whole run is its CPU per
+100,000 lines. Sampling is statistical (a few thousand samples): shares move by a point or
+two between runs. Without py-spy the breakdown is left out.
+
     .venv/bin/python tests/bench/shipping.py [--lines 1000000]
 """
 
@@ -25,7 +37,9 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 from hubkeeper.config import ShipperSource  # noqa: E402
 from hubkeeper.deploy.elasticsearch import Elasticsearch  # noqa: E402
 from hubkeeper.deploy.stack import free_ports, to_toml, wait_for  # noqa: E402
+from hubkeeper.shippers.shipper import collect_less  # noqa: E402
 from hubkeeper.shippers.sources import Files, Settings, make_sources  # noqa: E402
 from hubkeeper.shippers.store import Registry  # noqa: E402
 from tests.hostile import HOSTILE  # noqa: E402
@@ -170,7 +185,9 @@ def source_configs(paths: dict[str, Path]) -> list[ShipperSource]:
 
 
 def parse_only(paths: dict[str, Path], work: Path) -> tuple[int, float, list[bytes]]:
-    """Events, CPU seconds, and the serialized records (for the ceiling loader)."""
+    """Events, CPU seconds, and the serialized records (for the ceiling loader); with the
+    garbage collector set as ``ship-logs`` sets it."""
+    collect_less()
     work.mkdir(parents=True, exist_ok=True)
     files = Files(
         make_sources(source_configs(paths), None),
@@ -229,10 +246,67 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# Stage of a py-spy frame (``function (path:line)``): the first rule matching the innermost
+# frame that any rule matches.
+STAGES: list[tuple[str, re.Pattern[str]]] = [
+    (stage, re.compile(pattern))
+    for stage, pattern in [
+        ("serialize", r"^to_json \(shippers/"),
+        ("id", r"^_?event_id \(shippers/"),
+        ("read", r"^(read_lines|_newline_after|decode) \(shippers/framing"
+                 r"|<lambda> \(shippers/sources"),
+        ("frame", r"^(events_from|_resume|_with_resume|Assembler\.|DockerRecords\.)"),
+        ("parse", r"\(shippers/parsers\.py"),
+        ("redact", r"\(hubkeeper/redact\.py"),
+        ("enrich", r"^(Files\._document|Files\._record|_Common\.of|daily_index) \(shippers/"),
+        ("spool_write", r"^(Record\.line|Spool\.append) \(shippers/"),
+        ("spool_read", r"^(Spool\.read|Record\.parse) \(shippers/"),
+        ("bulk", r"^ElasticsearchOutput\.bulk "
+                 r"|\((elasticsearch|elastic_transport|urllib3|http|json)/"),
+        ("ack", r"^(settle|Delivery\.send|Shipper\._answered|Metrics\.count|Registry\.|"
+                r"Shipper\._commit|Spool\.release) "),
+        ("loop", r"^(Shipper\._read_loop|Shipper\._send_loop|Shipper\._count_read|Files\.) "),
+    ]
+]  # fmt: skip
+
+
+def stage_of(stack: str) -> str:
+    if "_find_and_load (" in stack:
+        return "startup"  # importing modules
+    for frame in reversed(stack.split(";")):
+        for stage, pattern in STAGES:
+            if pattern.search(frame):
+                return stage
+    return "other"
+
+
+def stage_shares(profile: Path) -> dict[str, float]:
+    """The share of py-spy's samples (raw format: ``frame;frame;... count``) per stage."""
+    counts: dict[str, int] = {}
+    for line in profile.read_text().splitlines():
+        stack, _, number = line.rpartition(" ")
+        stage = stage_of(stack)
+        counts[stage] = counts.get(stage, 0) + int(number)
+    total = sum(counts.values()) or 1
+    return {stage: n / total for stage, n in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
+def start_profiler(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        return None
+    return subprocess.Popen(
+        [str(spy), "record", "--pid", str(pid), "--gil", "--nonblocking", "--rate", "250",
+         "--format", "raw", "--output", str(output)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def run_shipper(
     es: Elasticsearch, paths: dict[str, Path], work: Path, events: int
-) -> tuple[float, float]:
-    """Seconds until every event is indexed, and the shipper's CPU seconds."""
+) -> tuple[float, float, dict[str, float]]:
+    """Seconds until every event is indexed, the shipper's CPU seconds, and the share of
+    its samples per stage (empty without py-spy)."""
     work.mkdir(parents=True, exist_ok=True)
     config = work / "shipper.toml"
     port = free_ports(1)[0]
@@ -260,16 +334,21 @@ def run_shipper(
         [sys.executable, "-m", "hubkeeper.cli", "ship-logs", "--config", str(config)],
         stdout=(work / "shipper.log").open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,
     )  # fmt: skip
+    profile = work / "profile.txt"
+    profiler = start_profiler(process.pid, profile)
     try:
         wait_for(lambda: _caught_up(port, events), 3600, "the shipper", interval=0.5)
         elapsed = time.monotonic() - started
         cpu = cpu_seconds(process.pid)
     finally:
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
+            profiler.wait(60)
         process.terminate()
         process.wait(30)
     indexed = count(es, "shipper-logs-*")
     assert indexed == events, f"{indexed} documents for {events} events: lost or duplicated"
-    return elapsed, cpu
+    return elapsed, cpu, stage_shares(profile) if profile.exists() else {}
 
 
 def _caught_up(port: int, events: int) -> bool:
@@ -371,9 +450,19 @@ def main() -> int:
         print(
             f"bulk loader ceiling: {ceiling:.1f} s, {args.lines / ceiling:,.0f} lines/s", flush=True
         )
-        shipped, shipper_cpu = run_shipper(es, paths, work / "shipper", events)
+        shipped, shipper_cpu, shares = run_shipper(es, paths, work / "shipper", events)
         figures["shipper_lines_per_s"] = round(args.lines / shipped)
         figures["shipper_cpu_s_per_100k"] = round(shipper_cpu / args.lines * 100_000, 2)
+        figures["stages"] = {
+            stage: {
+                "share": round(share, 3),
+                "cpu_s_per_100k": round(share * shipper_cpu / args.lines * 100_000, 3),
+            }
+            for stage, share in shares.items()
+        }
+        for stage, share in shares.items():
+            per = share * shipper_cpu / args.lines * 100_000
+            print(f"  {stage:12} {share:6.1%} {per:6.3f} CPU s per 100k lines", flush=True)
         figures["shipper_of_ceiling"] = round(ceiling / shipped, 3)
         print(f"ship-logs end to end: {shipped:.1f} s, {args.lines / shipped:,.0f} lines/s "
               f"({ceiling / shipped:.0%} of the ceiling), {shipper_cpu:.1f} CPU s "

@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hubkeeper.redact import DEFAULT, redact
 
@@ -56,3 +58,24 @@ def test_the_fast_secret_check_misses_nothing_redact_would_mask() -> None:
     ):
         assert DEFAULT.suspect(text) and DEFAULT.value(json.loads(text)) != json.loads(text)
     assert not DEFAULT.suspect('{"@timestamp":"t","http.request.referrer":"http://h/x","u":"a@b"}')
+
+
+_PIECES = st.sampled_from(
+    ["token", "TOKEN", "passw", "Key", "xsrf", "cookie", "priva", "crede", "secret", "autho",
+     "://", "u:pw@", ":", "@", "/", " ", "\t", "\r", "=", "a", "x", "\x1c", "é", "K"]
+)  # fmt: skip
+_TEXT = st.lists(st.lists(_PIECES, max_size=8).map("".join), min_size=1, max_size=12)
+
+
+@given(lines=_TEXT)
+def test_screening_many_lines_at_once_flags_exactly_the_suspect_ones(lines: list[str]) -> None:
+    text = "\n".join(lines)
+    if not text.isascii():  # the screen is for ASCII text only
+        return
+    hits = DEFAULT.screen(text)
+    assert hits == sorted(hits)
+    start = 0
+    for line in lines:
+        flagged = any(start <= hit < start + len(line) for hit in hits)
+        assert flagged == DEFAULT.suspect(line), line
+        start += len(line) + 1

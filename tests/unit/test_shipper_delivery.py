@@ -13,6 +13,7 @@ from hubkeeper.backoff import full_jitter
 from hubkeeper.config import ShipperElasticsearchConfig
 from hubkeeper.loader import from_dict
 from hubkeeper.shippers.delivery import (
+    CREATED,
     Delivery,
     ItemResult,
     Outcome,
@@ -22,6 +23,7 @@ from hubkeeper.shippers.delivery import (
     dead_letter_index,
     next_round,
     outcome,
+    settle,
 )
 from hubkeeper.shippers.elasticsearch import expired, templates
 from hubkeeper.shippers.logstash import encode_window
@@ -276,3 +278,46 @@ def test_items_answered_429_or_5xx_are_counted_as_retried(tmp_path: Path) -> Non
         assert shipper.status()[1]["hubkeeper.shipper.events.retried"] == 3
     finally:
         shipper.stop()
+
+
+def test_spool_reads_big_records_and_stops_at_the_byte_limit(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 30, cursor=(0, 0))
+    big = Record("k", 0, 10, "i", "big", "app", b'{"message":"' + b"x" * 200_000 + b'"}')
+    spool.append([record(0).line(), big.line(), *[record(n).line() for n in range(1, 400)]])
+    first, after = spool.read((0, 0), max_events=1000, max_bytes=10)
+    assert [r.id for r in first] == ["id0"]  # at least one record, past the limit
+    second, after = spool.read(after, max_events=1000, max_bytes=10)
+    assert [r.id for r in second] == ["big"] and second[0].doc == big.doc
+    rest, end = spool.read(after, max_events=1000, max_bytes=1 << 20)
+    assert [r.id for r in rest] == [f"id{n}" for n in range(1, 400)] and end == spool.end()
+    assert sum(r.size for r in [*first, *second, *rest]) == end[1]
+
+
+def test_an_answer_with_every_record_indexed_is_settled_at_once() -> None:
+    config = ShipperElasticsearchConfig()
+    records = [record(n) for n in range(3)]
+    settled = settle(records, [CREATED] * 3, config)
+    assert settled.done == {Outcome.INDEXED: 3} and not settled.again
+    dead = dead_letter(records[0], {"type": "x"}, dead_letter_index(config, records[0].index))
+    settled = settle([dead, *records[1:]], [CREATED] * 3, config)
+    assert settled.done == {Outcome.INDEXED: 2}  # a dead letter is counted when refused
+    with pytest.raises(ValueError):
+        settle(records, [CREATED] * 2, config)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'["k",1,2,"i","id","s"]',  # no document
+        b'["k",1,2,"i","id"]\t{}',  # five values
+        b'["k","1",2,"i","id","s"]\t{}',  # an offset as text
+        b'["k",1,true,"i","id","s"]\t{}',
+        b'["k",1,2,"i",7,"s"]\t{}',
+        b'{"k":1,"a":2,"b":3,"c":4,"d":5,"e":6}\t{}',
+        b'["k",1,2,"i","id","s"\t{}',  # torn
+        b"\t{}",
+    ],
+)
+def test_a_line_that_is_no_spool_record_is_refused(line: bytes) -> None:
+    with pytest.raises(ValueError):
+        Record.parse(line)

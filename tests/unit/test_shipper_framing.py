@@ -2,6 +2,7 @@
 
 import json
 
+from hubkeeper.redact import DEFAULT
 from hubkeeper.shippers.framing import (
     Assembler,
     DockerRecords,
@@ -147,3 +148,43 @@ def test_a_final_line_without_its_newline_is_read_when_nothing_more_comes() -> N
     assert [line.text for line in lines_of(data)] == ["one"]
     final = list(read_lines(reader(data), 0, len(data), 100, 1000, final=True))
     assert [(line.text, line.start, line.end) for line in final] == [("one", 0, 4), ("two", 4, 7)]
+
+
+def test_ascii_blocks_are_cut_as_text_into_the_same_lines_and_screened_for_secrets() -> None:
+    data = (
+        b"one\r\n\nGET /x?token=abc\nhttp://u:pw@h/\nvalue: \xc3\xa9\nhttp://h/ a@b\n"
+        + b"y" * 150  # a long line: it and the rest of its block are not screened
+        + b"\nlast"
+    )
+    for start in (0, 5):
+        plain = list(read_lines(reader(data), start, len(data), 100, 1 << 20, True))
+        screened = list(
+            read_lines(reader(data), start, len(data), 100, 1 << 20, True, DEFAULT.screen)
+        )
+        same = [(x.text, x.start, x.end, x.tags) for x in plain]
+        assert [(x.text, x.start, x.end, x.tags) for x in screened] == same
+        assert not any(x.clean for x in plain)
+        for line in screened:  # a block with a non-ASCII byte is not screened at all
+            assert line.clean == (data.isascii() and not DEFAULT.suspect(line.text))
+    ascii_only = data.replace(b"\xc3\xa9", b"e")
+    screened = list(read_lines(reader(ascii_only), 0, len(ascii_only), 100, 1 << 20, True,
+                               DEFAULT.screen))  # fmt: skip
+    clean = {x.text[:20]: x.clean for x in screened}
+    assert clean == {
+        "one": True, "": True, "GET /x?token=abc": False, "http://u:pw@h/": False,
+        "y" * 20: False, "value: e": True, "http://h/ a@b": True, "last": False,
+    }  # fmt: skip
+
+
+def test_an_event_is_clean_only_when_every_line_of_it_is() -> None:
+    hub = make_parser("jupyterhub", "UTC")
+    data = (
+        b"[E 2026-11-25 10:00:00.000 JupyterHub app:1] a\n  Traceback\n  x: token=1\n"
+        b"[E 2026-11-25 10:00:01.000 JupyterHub app:1] b\n  Traceback\n"
+        b"[I 2026-11-25 10:00:02.000 JupyterHub app:1] c\n"
+    )
+    lines = read_lines(reader(data), 0, len(data), 1000, 1 << 20, True, DEFAULT.screen)
+    events, _resume = events_from(lines, None, Assembler(hub, 1000), flush=True)
+    assert [(e.doc["message"][:1], e.clean) for e in events] == [
+        ("a", False), ("b", True), ("c", True),
+    ]  # fmt: skip
