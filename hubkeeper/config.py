@@ -471,6 +471,13 @@ class ContainersConfig:
         lambda v: "://" in v,
         help="the engine to watch (default: `docker.url`)",
     )
+    node: str | None = setting(
+        None,
+        "a node name",
+        lambda v: bool(v.strip()),
+        help="the `node` label of every container series (default: the engine's name, which "
+        "is its host's name)",
+    )
     source: Literal["auto", "cgroup", "api"] = setting(
         "auto", help="`auto` (cgroup files, else the stats API), `cgroup` or `api`"
     )

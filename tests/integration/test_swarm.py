@@ -4,6 +4,7 @@ their containers, reached through NGINX at their node's address."""
 
 import secrets
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import docker
@@ -15,8 +16,9 @@ from hubkeeper.config import DockerConfig
 from hubkeeper.deploy.stack import http_ok, running_stack, wait_for
 from hubkeeper.deploy.swarm import HOST_INTERFACE, Swarm, SwarmError, run
 from hubkeeper.hub.images import BASE_IMAGE, SINGLEUSER_IMAGE, ensure_images
+from hubkeeper.watchers.containers.exporter import ContainerExporter
 from hubkeeper.watchers.hubs.probe import proxy_routes
-from tests.integration.helpers import server_status, start_and_wait
+from tests.integration.helpers import series, server_status, start_and_wait
 
 PORT = 8765
 
@@ -101,3 +103,15 @@ def test_servers_are_swarm_services_on_the_workers_reached_at_their_nodes(
             assert container.labels[labels.image] == SINGLEUSER_IMAGE
             assert targets[user].startswith(f"http://{node.address}:")
             assert server_status(stack, user).status_code == 200  # through NGINX and the proxy
+        for node in swarm.workers:  # an exporter per node sees its own engine, names its node
+            section = replace(stack.config.containers, docker_url=node.url, reconcile="off")
+            exporter = ContainerExporter(replace(stack.config, containers=section))
+            try:
+                exporter.discovery.resync()
+                text = exporter.render_metrics().decode()
+            finally:
+                exporter.close()
+            (user,) = [u for u, name in placed.items() if name == node.name]
+            assert series(text, "container_memory_working_set_bytes", jupyterhub_user=user,
+                          node=node.name)  # fmt: skip
+            assert len(series(text, "container_memory_working_set_bytes", hub=hub_name)) == 1

@@ -130,7 +130,7 @@ def sample(**info: object) -> Sample:
 
 
 def test_render_is_valid_exposition_with_cadvisor_names_and_labels() -> None:
-    text = render((sample(), sample(id="f" * 64, name="jupyter-a-2db", user='a"b\\c\nd')))
+    text = render((sample(), sample(id="f" * 64, name="jupyter-a-2db", user='a"b\\c\nd')), "n1")
     families = {f.name: f for f in text_string_to_metric_families(text)}
     usage = families["container_cpu_usage_seconds"]
     assert usage.type == "counter"
@@ -143,6 +143,7 @@ def test_render_is_valid_exposition_with_cadvisor_names_and_labels() -> None:
         "jupyterhub_user": "alice",
         "jupyterhub_server": "",
         "hub": "lab",
+        "node": "n1",
         "cpu": "total",
     }
     assert first.value == pytest.approx(0.022062483)
@@ -163,7 +164,7 @@ def test_render_is_valid_exposition_with_cadvisor_names_and_labels() -> None:
     rx = families["container_network_receive_bytes"]
     assert rx.samples[0].labels["interface"] == "eth0" and rx.samples[0].value == 10
     assert "container_cpu_cfs_periods" in families  # the container has CFS periods
-    assert render(()) == ""  # nothing running: no series at all
+    assert render((), "n1") == ""  # nothing running: no series at all
 
 
 class Inventory:
@@ -188,7 +189,7 @@ def test_collector_caches_snapshots_and_drops_stopped_containers() -> None:
     inventory.items = ()
     fresh = Collector(inventory, cgroups, None, "cgroup", cache_seconds=0)  # type: ignore[arg-type]
     assert fresh.snapshot().samples == ()
-    assert render(fresh.snapshot().samples) == ""
+    assert render(fresh.snapshot().samples, "n1") == ""
 
 
 def test_collector_maps_escaped_labels_to_the_hubs_names() -> None:

@@ -31,7 +31,7 @@ from hubkeeper.watchers.containers.model import (
 )
 
 Mode = Literal["auto", "cgroup", "api"]
-LABELS = ("id", "name", "image", "jupyterhub_user", "jupyterhub_server", "hub")
+LABELS = ("id", "name", "image", "jupyterhub_user", "jupyterhub_server", "hub", "node")
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,22 +349,24 @@ def _number(value: float) -> str:
     return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
 
 
-def label_values(sample: Sample) -> tuple[str, ...]:
+def label_values(sample: Sample, node: str) -> tuple[str, ...]:
     info = sample.info
-    return (sample.cgroup, info.name, info.image, sample.user, sample.server, info.hub)
+    return (sample.cgroup, info.name, info.image, sample.user, sample.server, info.hub, node)
 
 
-def render(samples: tuple[Sample, ...]) -> str:
+def render(samples: tuple[Sample, ...], node: str) -> str:
     """The per-container series in Prometheus' text format (0.0.4).
 
     Written directly rather than through prometheus-client's Metric objects: each
     container's label set is escaped once instead of once per series, which keeps a
     scrape of 200 containers well under 100 ms. Families without series are left out.
     """
-    rows = [
-        (s, ",".join(f'{n}="{_escape(v)}"' for n, v in zip(LABELS, label_values(s), strict=True)))
-        for s in samples
-    ]
+
+    def label_set(sample: Sample) -> str:
+        values = label_values(sample, node)
+        return ",".join(f'{n}="{_escape(v)}"' for n, v in zip(LABELS, values, strict=True))
+
+    rows = [(s, label_set(s)) for s in samples]
     out: list[str] = []
 
     def family(name: str, kind: str, help_text: str, lines: list[str]) -> None:

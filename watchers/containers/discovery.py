@@ -58,6 +58,13 @@ class Discovery:
         with self._lock:
             return tuple(self._inventory.values())
 
+    def engine_name(self) -> str | None:
+        """The engine's name (its host's hostname; a Swarm node's name), None if it is down."""
+        try:
+            return str(self._api.info()["Name"]) or None
+        except (docker.errors.DockerException, OSError, KeyError):
+            return None
+
     # -- resync --------------------------------------------------------------------------
 
     def resync(self) -> None:

@@ -31,6 +31,7 @@ class ContainerExporter:
         self.docker_url = section.docker_url or config.docker.url
         self.reader = container_reader(config, section.cache_seconds)
         self.discovery, self.collector = self.reader.discovery, self.reader.collector
+        self.node = section.node or self.discovery.engine_name() or socket.gethostname()
         self.reconciler: Reconciler | None = None
         token = section.hub_token or config.hub.token
         if section.reconcile != "off" and token is not None:
@@ -97,7 +98,7 @@ class ContainerExporter:
     def render_metrics(self) -> bytes:
         """``/metrics``: every container's series, then the exporter's own metrics."""
         snapshot = self.collector.snapshot()
-        return render(snapshot.samples).encode("utf-8") + generate_latest(self.registry)
+        return render(snapshot.samples, self.node).encode("utf-8") + generate_latest(self.registry)
 
     def _hub_families(self) -> list[Metric]:
         if self.reconciler is None:
