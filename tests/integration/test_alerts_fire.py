@@ -11,8 +11,10 @@ webhook) and no other, and that it resolves when the cause ends."""
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +23,9 @@ import pytest
 import requests
 
 from hubkeeper.alerts.render import RUNBOOKS_DIR
+from hubkeeper.deploy import hubctl
 from hubkeeper.deploy.elasticsearch import Elasticsearch, log_store_overrides
-from hubkeeper.deploy.stack import ManagedProcess, Stack, running_stack, wait_for
+from hubkeeper.deploy.stack import ManagedProcess, Stack, running_stack, to_toml, wait_for
 from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE, SINGLEUSER_IMAGE
 from hubkeeper.hubapi import HubClient
 from tests.integration.alerting import (
@@ -454,3 +457,47 @@ def test_daemon_and_alertmanager_alerts(firing: Firing) -> None:
     resolves(firing, "HubkeeperTargetDown", WARNINGS, 30, job="hubkeeper-containers")
     resolves(firing, "HubkeeperCullerErrors", WARNINGS, 60)
     resolves(firing, "AlertmanagerNotificationsFailing", PAGER, 60)
+
+
+# --- the watcher's failover limits --------------------------------------------------------
+
+
+def unfenceable(stack: Stack) -> Path:
+    """The stack's config for a watcher whose stop command for hub a stops nothing, that
+    fails over at most once an hour, acts at once and re-sends its alerts every 2 s."""
+    data = tomllib.loads(stack.config_path.read_text())
+    data["jupyterhub"]["instances"][0]["stop_command"] = ["true"]
+    data["watcher"].update(startup_grace=0.0, max_failovers_per_hour=1, fence_timeout=2.0,
+                           alert_resend_interval=2.0)  # fmt: skip
+    path = stack.config_path.with_name("unfenceable.toml")
+    path.write_text(to_toml(data))
+    return path
+
+
+def test_fence_failed_and_frozen_failover_alerts(firing: Firing) -> None:
+    """The active hub hangs (SIGSTOP) and its stop command does not stop it: the failover
+    stops at the fence (HubkeeperFenceFailed) and, the cap of one an hour reached, the
+    watcher freezes (HubkeeperFailoverFrozen). The operator's way out: the hub continued, a
+    planned switch to b with the real stop command (it lifts the freeze), the watcher back."""
+    stack = firing.stack
+    process(stack, "watcher").stop()
+    argv = [sys.executable, "-m", "hubkeeper.cli", "watch-hubs", "--config"]
+    watcher = stack.spawn("watcher", [*argv, str(unfenceable(stack))])
+    stack.until_ready(watcher, f"http://127.0.0.1:{stack.config.watcher.endpoint.port}/healthz", 60)
+    hub = hubctl.launched_pid(stack.config, "a")
+    assert hub is not None
+    os.killpg(hub, signal.SIGSTOP)  # its proxy, in a session of its own, still answers
+    try:
+        fires_once(firing, "HubkeeperFenceFailed", PAGER, 60, hub="a", team="platform")
+        fires_once(firing, "HubkeeperFailoverFrozen", PAGER, 30, hub="a", team="platform")
+    finally:
+        os.killpg(hub, signal.SIGCONT)
+    watcher.stop()
+    switch = subprocess.run(
+        [sys.executable, "-m", "hubkeeper.cli", "failover", "--to", "b", "--config",
+         str(stack.config_path)], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert switch.returncode == 0, switch.stdout + switch.stderr
+    stack.start_daemon("watch-hubs")
+    resolves(firing, "HubkeeperFailoverFrozen", PAGER, 30)
+    resolves(firing, "HubkeeperFenceFailed", PAGER, 30)
