@@ -8,12 +8,15 @@ checks for each alert that Alertmanager holds it once (one group, its labels, a 
 that exists), that it reached its receiver (criticals the pager, the rest the warnings
 webhook) and no other, and that it resolves when the cause ends."""
 
+import contextlib
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -457,6 +460,57 @@ def test_daemon_and_alertmanager_alerts(firing: Firing) -> None:
     resolves(firing, "HubkeeperTargetDown", WARNINGS, 30, job="hubkeeper-containers")
     resolves(firing, "HubkeeperCullerErrors", WARNINGS, 60)
     resolves(firing, "AlertmanagerNotificationsFailing", PAGER, 60)
+
+
+# --- the hub's event loop ------------------------------------------------------------------
+
+
+class LockedDatabase(threading.Thread):
+    """Another process's write transaction holds the hub's SQLite database for 0.6 s in
+    every second (as a backup or a second writer would), while a client keeps asking the
+    hub for its users: each of those requests waits for the lock in the hub's event loop."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(daemon=True)
+        self.database = stack.workdir / "jupyterhub.sqlite"
+        self.users = f"{stack.public_url}/hub/api/users"
+        self.token = stack.client().config.token.reveal()
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        asking = threading.Thread(target=self.ask, daemon=True)
+        asking.start()
+        database = sqlite3.connect(self.database, timeout=10, isolation_level=None)
+        try:
+            while not self.halt.wait(0.4):
+                database.execute("BEGIN EXCLUSIVE")
+                time.sleep(0.6)
+                database.execute("COMMIT")
+        finally:
+            database.close()
+            asking.join(15)
+
+    def ask(self) -> None:
+        headers = {"Authorization": f"token {self.token}"}
+        while not self.halt.wait(0.2):
+            with contextlib.suppress(requests.RequestException):
+                requests.get(self.users, headers=headers, timeout=10)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(20)
+
+
+def test_event_loop_alert(firing: Firing) -> None:
+    """Requests that wait 0.6 s for the locked database block the hub's event loop for
+    that long, in over 1% of its 50 ms ticks: the p99 is above 0.5 s until the lock ends."""
+    locked = LockedDatabase(firing.stack)
+    locked.start()
+    try:
+        fires_once(firing, "JupyterHubEventLoopLagging", WARNINGS, 60, hub="a")
+    finally:
+        locked.stop()
+    resolves(firing, "JupyterHubEventLoopLagging", WARNINGS, 30)
 
 
 # --- the watcher's failover limits --------------------------------------------------------
