@@ -1095,6 +1095,13 @@ class AlertsConfig:
         help="dead-man's switch receiving the Watchdog",
     )
     watchdog_interval: float = positive_seconds(60.0, help="seconds between Watchdog notifications")
+    rule_time_scale: float = setting(
+        1.0,
+        "a number > 0 and <= 1",
+        lambda v: 0 < v <= 1,
+        help="multiplies every rule's `for:`, range window and age limit (a drill or test stack: "
+        "1/60 makes 10m 10s; thresholds stay)",
+    )
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     pager: AlertDestination = field(default_factory=AlertDestination)
     warnings: AlertDestination = field(default_factory=AlertDestination)

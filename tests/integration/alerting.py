@@ -60,6 +60,7 @@ class Receiver(ThreadingHTTPServer):
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
+        self.refused: set[str] = set()  # paths answered 400 (a receiver that rejects)
         super().__init__(("127.0.0.1", 0), _Handler)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
@@ -73,6 +74,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
+        if self.path in self.server.refused:
+            self.send_response(400)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.server.requests.append(Request(time.time(), self.path, body))
         answer = b'{"status": "success", "message": "Event processed"}'
         self.send_response(202)

@@ -9,6 +9,7 @@ import yaml
 
 from hubkeeper.alerts.render import (
     DEFAULT_RUNBOOK_BASE,
+    DURATION,
     FOLLOWS_ANY_HUB,
     FOLLOWS_PER_HUB,
     FOLLOWS_STORAGE,
@@ -18,6 +19,7 @@ from hubkeeper.alerts.render import (
     STORAGE_DOWN,
     duration,
     render,
+    seconds_of,
 )
 from hubkeeper.cli import main
 from hubkeeper.config import AlertsConfig, ConfigError
@@ -270,3 +272,40 @@ def test_cli_renders_and_exits_2_on_a_bad_config(tmp_path: Path, capsys) -> None
     bad.write_text("[alerts]\nscrape_interval = -1\n")
     assert main(["alerts", "render", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert "alerts.scrape_interval: got -1" in capsys.readouterr().err
+
+
+def test_a_time_scale_shortens_every_for_window_and_age_limit_and_no_threshold(
+    tmp_path: Path,
+) -> None:
+    """``alerts.rule_time_scale`` (drills, the alert tests): the rules on a faster clock.
+    Every time in a rule is one of the three forms scaled; nothing else changes."""
+    config = from_dict({"alerts": {"rule_time_scale": 1 / 60}})
+    rendered = render(config, tmp_path / "hubkeeper.toml", tmp_path / "out")
+    times = re.compile(rf"for: {DURATION}|\[{DURATION}(?::{DURATION})?\]|time\(\) - [^<]+< [\d.]+")
+    for path in rendered.rules:
+        source, scaled = (RULES_DIR / path.name).read_text(), path.read_text()
+        originals, shortened = times.findall(source), times.findall(scaled)
+        assert len(originals) == len(shortened) > 0
+        for before, after in zip(originals, shortened, strict=True):
+            numbers = [seconds_of(d) for d in re.findall(DURATION, before)] or [
+                float(before.rsplit(" ", 1)[1])
+            ]
+            now = [seconds_of(d) for d in re.findall(DURATION, after)] or [
+                float(after.rsplit(" ", 1)[1])
+            ]
+            assert now == pytest.approx([n / 60 for n in numbers]), (before, after)
+        # the rest (expressions' thresholds, labels, texts) is the source's
+        assert times.sub("", source).replace("alerts/runbooks/", "") == times.sub(
+            "", scaled
+        ).replace('"alerts/runbooks/', "").replace('.md"', ".md")
+    assert "for: 10s" in (tmp_path / "out" / "rules" / "shipper.yml").read_text()
+    assert (
+        "hubkeeper_shipper_lag_seconds > 300"
+        in (tmp_path / "out" / "rules" / "shipper.yml").read_text()
+    )
+
+
+@pytest.mark.parametrize("scale", [0, -1, 1.5])
+def test_a_time_scale_must_shorten(scale: float) -> None:
+    with pytest.raises(ConfigError, match="alerts.rule_time_scale"):
+        from_dict({"alerts": {"rule_time_scale": scale}})
