@@ -77,8 +77,9 @@ def failover(config: Config, args: argparse.Namespace) -> int:
         return 1
     try:
         watcher = HubWatcher(config, Path(args.config), CollectorRegistry())
-        watcher.state.frozen = False
+        watcher.state.frozen = False  # an operator's switch lifts a freeze, also to itself
         if watcher.state.active == args.to:
+            watcher.store.save(watcher.state)
             print(f"failover: {args.to} is already active")
             return 0
         ok = watcher.failover(watcher.state.active, args.to, "planned")

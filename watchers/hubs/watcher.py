@@ -375,7 +375,7 @@ class HubWatcher:
         return False
 
     def fence(self, hub: HubInstance, quiet: bool = False) -> None:
-        """Stop the hub and confirm that its proxy and hub ports no longer answer."""
+        """Stop the hub process and confirm that its port no longer answers."""
         self._command(hub.stop_command, self.section.fence_timeout, f"stop {hub.name}")
         deadline = time.monotonic() + self.section.fence_timeout
         while self._answers(hub):
@@ -387,6 +387,8 @@ class HubWatcher:
                     return
                 raise ActionFailed("HubkeeperFenceFailed", f"hub {hub.name} still answers")
             time.sleep(0.1)
+        if hub.name in self.state.unfenced:  # a fence that failed before took now
+            self.state.unfenced.remove(hub.name)
         log.info("hub_fenced", hub=hub.name)
 
     @staticmethod
@@ -422,7 +424,8 @@ class HubWatcher:
 
     def start(self, hub: HubInstance) -> None:
         """Start the hub and wait until it passes ``rise`` probes in a row."""
-        self._command(hub.start_command, self.section.start_timeout, f"start {hub.name}")
+        if not self._command(hub.start_command, self.section.start_timeout, f"start {hub.name}"):
+            raise ActionFailed("HubkeeperStandbyStartFailed", f"start command of {hub.name} failed")
         deadline = time.monotonic() + self.section.start_timeout
         health = HubHealth()
         while health.state != "up":
@@ -451,10 +454,11 @@ class HubWatcher:
         log.info("nginx_switched", active=target, generation=generation)
         return confirming
 
-    def _command(self, argv: list[str], timeout: float, what: str) -> None:
+    def _command(self, argv: list[str], timeout: float, what: str) -> bool:
+        """Run one of the instance's commands; False when it could not run or failed."""
         if not argv:
             log.warning("no_command_configured", action=what)
-            return
+            return True
         env = {**os.environ, "HUBKEEPER_CONFIG": str(self.config_path)}
         try:
             result = subprocess.run(
@@ -462,7 +466,7 @@ class HubWatcher:
             )
         except (OSError, subprocess.TimeoutExpired) as error:
             log.error("command_failed", action=what, error=type(error).__name__)
-            return
+            return False
         if result.returncode != 0:
             log.error(
                 "command_failed",
@@ -470,6 +474,7 @@ class HubWatcher:
                 returncode=result.returncode,
                 stderr=result.stderr[-500:],
             )
+        return result.returncode == 0
 
     def run_canary(self) -> None:
         """A spawn canary through NGINX while the active hub is up (never a failover)."""
