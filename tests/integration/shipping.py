@@ -168,6 +168,7 @@ def stack_shipper(stack: Stack, workdir: Path, es: Elasticsearch, name: str) -> 
     nginx_logs = Path(stack.config.nginx.prefix) / "logs"
     files = [
         ("hub", stack.logs / "hub-a.log", "jupyterhub"),
+        ("proxy", stack.logs / "hub-a-proxy.log", "jupyterhub"),  # beside its hub, not its child
         ("nginx-access", nginx_logs / "access.log", "nginx_access"),
         ("nginx-error", nginx_logs / "error.log", "nginx_error"),
     ]

@@ -71,9 +71,9 @@ def test_stack_logs_arrive_once_parsed_and_without_secrets(
     with pytest.raises(HubAPIError):
         client.start_server(USER, options={"image": "debian:bookworm"})  # a failed spawn
 
-    hub_log = stack.logs / "hub-a.log"
+    hub_log, proxy_log = stack.logs / "hub-a.log", stack.logs / "hub-a-proxy.log"
     nginx_logs = Path(stack.config.nginx.prefix) / "logs"
-    files = [hub_log, nginx_logs / "access.log", nginx_logs / "error.log"]
+    files = [hub_log, proxy_log, nginx_logs / "access.log", nginx_logs / "error.log"]
     sizes = {path: path.stat().st_size for path in files}
     run.wait_shipped(*files)
     # What each line says, without its "[I date logger]" prefix (parsed into fields).
