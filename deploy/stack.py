@@ -289,7 +289,7 @@ class Stack:
                         "proxy_api_port": ports[f"proxy_api_{name}"],
                         "hub_port": ports[f"hub_{name}"],
                         **{
-                            f"{action}_command": [*hubctl_command, action.replace("_", ""), name]
+                            f"{action}_command": [*hubctl_command, action, name]
                             for action in ("start", "stop", "retire", "warm")
                         },
                     }

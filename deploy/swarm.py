@@ -17,12 +17,13 @@ import ipaddress
 import json
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
+
+from hubkeeper.deploy.stack import docker_client, wait_for
 
 SUBNET = ipaddress.ip_network("10.213.0.0/24")
 #: Address pools of the engines' own networks, inside the test range too.
@@ -126,6 +127,8 @@ class Swarm:
         run("ip", "-n", BRIDGE_NAMESPACE, "link", "set", "host", "master", "br0", "up")
         run("ip", "addr", "add", f"{self.host_address}/{SUBNET.prefixlen}", "dev", HOST_INTERFACE)
         run("ip", "link", "set", HOST_INTERFACE, "up")
+        for node in self.nodes:  # before the proxy, NGINX or a test sends them anything
+            self.reachable(node.address)
 
     def reachable(self, address: str) -> str:
         """``address``, once ``ip route get`` says it goes over the test's own interface;
@@ -164,14 +167,7 @@ class Swarm:
             start_new_session=True,
         )  # fmt: skip
         log.close()
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(docker.errors.DockerException, OSError):
-                if node.client(5).ping():
-                    return
-            if time.monotonic() > deadline:
-                raise SwarmError(f"engine {node.name} did not start; see {node.root}/dockerd.log")
-            time.sleep(0.2)
+        wait_for(lambda: docker_client(node.url) is not None, 60, f"engine {node.name}")
 
     def form(self) -> None:
         self.progress(f"swarm: {self.manager.name} initialises, {len(self.workers)} join")
@@ -190,13 +186,12 @@ class Swarm:
                 listen_addr=f"{node.address}:2377",
                 advertise_addr=node.address,
             )
-        deadline = time.monotonic() + 60
-        while len([n for n in manager.nodes.list() if n.attrs["Status"]["State"] == "ready"]) < (
-            self.size
-        ):
-            if time.monotonic() > deadline:
-                raise SwarmError("the nodes did not all become ready")
-            time.sleep(0.2)
+
+        def all_ready() -> bool:
+            states = [n.attrs["Status"]["State"] for n in manager.nodes.list()]
+            return states.count("ready") == self.size
+
+        wait_for(all_ready, 60, "every node of the swarm to be ready")
 
     def load_images(self, tags: list[str]) -> None:
         """Copy images of this machine's engine to every node (there is no registry): one
@@ -250,11 +245,3 @@ class Swarm:
             run("umount", "-l", mount, check=False)
         shutil.rmtree(node.run_dir, ignore_errors=True)
         shutil.rmtree(node.root / "data", ignore_errors=True)  # its log stays
-
-
-@contextlib.contextmanager
-def running_swarm(
-    workdir: Path, size: int = 3, progress: Callable[[str], None] = print
-) -> Iterator[Swarm]:
-    with Swarm(workdir, size, progress) as swarm:
-        yield swarm

@@ -1,6 +1,7 @@
 """Small helpers shared by the integration tests."""
 
 import contextlib
+import functools
 import os
 import re
 import threading
@@ -83,11 +84,17 @@ def server_status(stack: Stack, user: str) -> requests.Response:
     )
 
 
+@functools.cache
+def database_file(config_path: Path) -> str:
+    """The stack's SQLite file (read once: the census asks every 50 ms)."""
+    return load(config_path).jupyterhub.database_url.removeprefix("sqlite:///")
+
+
 def running_hubs(config_path: Path) -> set[str]:
     """Names of this stack's hub instances whose JupyterHub has the database open now (a
     warm standby, which waits before it opens it, does not count)."""
     marker = f"HUBKEEPER_CONFIG={config_path}".encode()
-    database = load(config_path).jupyterhub.database_url.removeprefix("sqlite:///")
+    database = database_file(config_path)
     names = set()
     for proc in Path("/proc").glob("[0-9]*"):
         try:

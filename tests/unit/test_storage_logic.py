@@ -11,6 +11,7 @@ from hubkeeper.loader import from_dict
 from hubkeeper.watchers.storage import nfs
 from hubkeeper.watchers.storage.documents import snapshot_documents
 from hubkeeper.watchers.storage.logic import (
+    Check,
     MountStatus,
     ServerOnNode,
     Snapshot,
@@ -21,7 +22,7 @@ from hubkeeper.watchers.storage.logic import (
     state_since,
     top_users,
 )
-from hubkeeper.watchers.storage.owncloud import Check, OwncloudResult, webdav_url
+from hubkeeper.watchers.storage.owncloud import OwncloudResult, webdav_url
 from hubkeeper.watchers.storage.probe import OPERATIONS, results
 from hubkeeper.watchers.storage.report import StorageCollector, sensor, status_document
 
@@ -168,7 +169,7 @@ def hung_snapshot() -> Snapshot:
     )
     servers = (ServerOnNode("alice", "", "jupyter-alice", ("/srv/nb/alice",)),
                ServerOnNode("dave", "", "jupyter-dave", ("/scratch/dave",)))  # fmt: skip
-    check = nfs.NfsCheck("down", {"portmap": nfs.CallResult(False, 5.0, "timed out")})
+    check = nfs.NfsCheck("down", {"portmap": Check(False, 5.0, "timed out")})
     owncloud = OwncloudResult("maintenance", {"status": Check(True, 0.02)}, {"version": "10.13"})
     return Snapshot("n1", mounts, servers, {"filer": check}, owncloud)
 

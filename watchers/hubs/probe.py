@@ -58,8 +58,9 @@ def user_routes(routes: Routes) -> dict[str, str]:
 
 def routes_to_hub(instance: HubInstance, routes: Routes) -> bool:
     """Whether the proxy sends ``/`` (the hub's pages and API) to this instance's hub."""
-    target = routes.get("/", {}).get("target", "") if isinstance(routes.get("/"), dict) else ""
-    return str(target).rstrip("/").endswith(f":{instance.hub_port}")
+    route = routes.get("/")
+    target = str(route.get("target", "")) if isinstance(route, dict) else ""
+    return target.rstrip("/").endswith(f":{instance.hub_port}")
 
 
 def probe(

@@ -16,6 +16,15 @@ OWNCLOUD_STATES: tuple[OwncloudState, ...] = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Check:
+    """One timed network check (an RPC call, an HTTP request) and why it failed."""
+
+    ok: bool
+    seconds: float
+    error: str | None = None
+
+
 def mount_state(result: ProbeResult | None, slow: float) -> MountState:
     """``hung`` whenever an operation has not returned (however long the others took),
     ``failed`` when one returned an error, ``slow`` past ``slow`` seconds in all, else ``ok``."""

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from hubkeeper.watchers.storage.logic import Check
+
 T = TypeVar("T")
 PORTMAP, MOUNT, NFS = 100000, 100005, 100003
 IPPROTO_TCP = 6
@@ -170,19 +172,12 @@ def _bind_reserved(sock: socket.socket) -> None:
 
 
 @dataclass(frozen=True)
-class CallResult:
-    ok: bool
-    seconds: float
-    error: str | None = None
-
-
-@dataclass(frozen=True)
 class NfsCheck:
     """``up``: NFS NULL and a GETATTR of the export root succeeded; ``down``: the server did
     not answer (refused, timed out); ``error``: it answered, but a call failed."""
 
     state: str
-    calls: dict[str, CallResult] = field(default_factory=dict)
+    calls: dict[str, Check] = field(default_factory=dict)
     root_fileid: int | None = None
 
     @property
@@ -205,7 +200,7 @@ def getport(host: str, port: int, program: int, deadline: float) -> int:
 def check(host: str, export: str, portmap_port: int = 111, timeout: float = 5.0) -> NfsCheck:
     """Portmapper, NFS NULL, MOUNT MNT, NFS GETATTR of the export root, MOUNT UMNT."""
     deadline = time.monotonic() + timeout
-    calls: dict[str, CallResult] = {}
+    calls: dict[str, Check] = {}
     fileid = None
 
     def timed(name: str, action: Callable[[], T]) -> T:
@@ -213,9 +208,9 @@ def check(host: str, export: str, portmap_port: int = 111, timeout: float = 5.0)
         try:
             value = action()
         except (OSError, RpcError) as exc:
-            calls[name] = CallResult(False, time.monotonic() - started, _describe(exc))
+            calls[name] = Check(False, time.monotonic() - started, _describe(exc))
             raise
-        calls[name] = CallResult(True, time.monotonic() - started)
+        calls[name] = Check(True, time.monotonic() - started)
         return value
 
     try:

@@ -16,7 +16,7 @@ from typing import Any
 import requests
 
 from hubkeeper.config import StorageOwncloudConfig
-from hubkeeper.watchers.storage.logic import OwncloudState, owncloud_state
+from hubkeeper.watchers.storage.logic import Check, OwncloudState, owncloud_state
 
 PROPFIND = (
     b'<?xml version="1.0" encoding="utf-8"?>\n'
@@ -24,13 +24,6 @@ PROPFIND = (
     b"</d:propfind>"
 )
 INFO_KEYS = ("version", "versionstring", "edition", "productname")
-
-
-@dataclass(frozen=True)
-class Check:
-    ok: bool
-    seconds: float
-    error: str | None = None
 
 
 @dataclass(frozen=True)
