@@ -64,6 +64,9 @@ FOLLOWS_STORAGE = (
     "HubkeeperStuckPendingServers",
     "HubkeeperCullerErrors",
 )
+#: A Swarm node that is down leaves its servers without a container: the node pages.
+NODE_DOWN = ("HubkeeperSwarmNodeDown",)
+FOLLOWS_NODE = ("HubkeeperServersWithoutContainer",)
 GROUP_BY = ["alertname", "hub"]
 SUBJECT = '{{ template "hubkeeper.subject" . }}'
 TEXT = '{{ template "hubkeeper.text" . }}'
@@ -382,6 +385,7 @@ def inhibit_rules() -> list[dict[str, Any]]:
         {"source_matchers": [_regex(HUB_DOWN)], "target_matchers": [_regex(FOLLOWS_ANY_HUB)]},
         # a hung notebook mount makes spawns hang and stops fail: storage pages, not the hub
         {"source_matchers": [_regex(STORAGE_DOWN)], "target_matchers": [_regex(FOLLOWS_STORAGE)]},
+        {"source_matchers": [_regex(NODE_DOWN)], "target_matchers": [_regex(FOLLOWS_NODE)]},
         {
             "source_matchers": ['alertname="JupyterHubConsecutiveSpawnFailures"'],
             "target_matchers": ['alertname="JupyterHubSpawnFailureRatio"'],

@@ -32,6 +32,8 @@ BRIDGE_NAMESPACE = "hk-swarm-br"
 HOST_INTERFACE = "hk-swarm0"
 CGROUP_CONTROLLERS = Path("/sys/fs/cgroup")
 RUN_DIR = Path("/run/hk-swarm")
+#: Nodes report every second (Docker's default: 5 s), so a lost node is down in seconds.
+HEARTBEAT_NS = 1_000_000_000
 
 
 class SwarmError(RuntimeError):
@@ -177,6 +179,7 @@ class Swarm:
             listen_addr=f"{self.manager.address}:2377",
             default_addr_pool=[POOL],
             subnet_size=24,
+            dispatcher_heartbeat_period=HEARTBEAT_NS,
         )
         token = manager.swarm.attrs["JoinTokens"]["Worker"]
         for node in self.workers:

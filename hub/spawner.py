@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from docker.types import RestartPolicy
 from dockerspawner import DockerSpawner, SwarmSpawner
 from jupyterhub.utils import random_port
 from traitlets import Dict, Unicode, default
@@ -60,6 +61,13 @@ class HostNetworkSwarmSpawner(HostNetwork, SwarmSpawner):
     @default("extra_endpoint_spec")
     def _endpoint_default(self) -> dict[str, Any]:
         return {"mode": "dnsrr"}  # no virtual IP: the kernel may have no IPVS
+
+    @default("extra_task_spec")
+    def _task_default(self) -> dict[str, Any]:
+        """Never started again by the swarm: on a lost node its task would start on another
+        node, at an address the hub's proxy does not route to (DockerSpawner does not
+        restart a server either); the server is reported missing instead."""
+        return {"restart_policy": RestartPolicy(condition="none")}
 
     async def create_object(self) -> Any:
         # SwarmSpawner renders no templates: the labels are rendered here, at each start

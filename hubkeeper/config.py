@@ -499,8 +499,11 @@ class ContainersConfig:
         lambda v: 1 <= v <= 256,
         help="concurrent stats calls (API fallback)",
     )
-    reconcile: Literal["full", "orphans", "off"] = setting(
-        "full", help="`full`, `orphans` (Swarm nodes) or `off`: reconciliation with the hub"
+    reconcile: Literal["full", "orphans", "cluster", "off"] = setting(
+        "full",
+        help="reconciliation with the hub: `full` (this engine runs every server), `cluster` "
+        "(the whole swarm, from the manager this exporter's engine is; one exporter per swarm), "
+        "`orphans` (this engine's containers only) or `off`",
     )
     reconcile_seconds: float = positive_seconds(30.0, help="seconds between reconciliations")
     orphan_grace: float = setting(

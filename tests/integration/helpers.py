@@ -2,17 +2,21 @@
 
 import contextlib
 import functools
+import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
-from hubkeeper.deploy.stack import Stack, wait_for
+from hubkeeper.deploy.stack import Stack, to_toml, wait_for
 from hubkeeper.hubapi import HubAPIError, HubClient
 from hubkeeper.loader import load
 from hubkeeper.nginx import GENERATION_HEADER
@@ -204,3 +208,57 @@ class Load(threading.Thread):
             s for s in self.samples
             if not s.ok and s.at >= since and ("/hub/api/" in s.url) == hub_api
         ]  # fmt: skip
+
+
+# --- running the culler -----------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+CULL_TIMEOUT = 6.0  # the idle timeout of every test culler, seconds
+CULLER_TOKEN = "secrets/services/hubkeeper-culler.token"
+
+
+@dataclass
+class CullRun:
+    code: int
+    events: list[dict]
+    output: str
+
+    def decisions(self, kind: str = "server") -> dict[tuple[str, str | None], dict]:
+        return {
+            (e["user"], e["server"]): e
+            for e in self.events
+            if e.get("event") == "cull_decision" and e["kind"] == kind
+        }
+
+    def outcome(self, user: str, server: str | None = "", kind: str = "server") -> tuple:
+        event = self.decisions(kind)[(user, server)]
+        return event["action"], event["reason"], event["result"]
+
+
+def tokens(stack: Stack) -> list[str]:
+    folder = Path(stack.config.jupyterhub.services_token_dir or "")
+    return [path.read_text().strip() for path in folder.glob("*.token")]
+
+
+def cull(stack: Stack, name: str, *args: str, hub: dict | None = None, **culler: object) -> CullRun:
+    """``hubkeeper cull --once`` with the stack's config and this ``[culler]`` section."""
+    data = tomllib.loads(stack.config_path.read_text())
+    data["hub"] = {**data["hub"], **(hub or {})}
+    data["culler"] = {
+        "hub_token_file": CULLER_TOKEN,
+        "state_file": str(stack.workdir / f"{name}.json"),
+        "timeout": CULL_TIMEOUT,
+        "busy_min_span": 1.0,
+        "busy_window": 5.0,
+        "orphans": "off",
+        **culler,
+    }
+    path = stack.workdir / f"{name}.toml"
+    path.write_text(to_toml(data))
+    command = [sys.executable, "-m", "hubkeeper.cli", "cull", "--once", "--config", str(path)]
+    done = subprocess.run([*command, *args], capture_output=True, text=True, timeout=90, cwd=ROOT)
+    output = done.stdout + done.stderr
+    for token in tokens(stack):
+        assert token not in output, "a hub token was logged"
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return CullRun(done.returncode, events, output)

@@ -12,14 +12,10 @@ import dataclasses
 import json
 import logging
 import secrets
-import subprocess
-import sys
 import threading
 import time
-import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -29,16 +25,14 @@ import requests
 from jupyterhub_idle_culler import cull_idle
 
 from hubkeeper import prtg
-from hubkeeper.deploy.stack import Stack, free_ports, http_ok, running_stack, to_toml, wait_for
+from hubkeeper.deploy.stack import Stack, free_ports, http_ok, running_stack, wait_for
 from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE
 from hubkeeper.hubapi import HubAPIError, HubClient
-from tests.integration.helpers import start_frozen, user_containers
+from tests.integration.helpers import CULL_TIMEOUT as TIMEOUT
+from tests.integration.helpers import CULLER_TOKEN, cull, start_frozen, user_containers
 from tests.integration.storage_peers import storagefs, watcher
 
-ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 6.0  # the idle timeout of every test culler, seconds
 BURN = "while True: pass"
-CULLER_TOKEN = "secrets/services/hubkeeper-culler.token"
 
 
 @pytest.fixture(scope="module")
@@ -67,56 +61,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         },
     ) as running:
         yield running
-
-
-# --- running the culler -------------------------------------------------------------------
-
-
-@dataclass
-class CullRun:
-    code: int
-    events: list[dict]
-    output: str
-
-    def decisions(self, kind: str = "server") -> dict[tuple[str, str | None], dict]:
-        return {
-            (e["user"], e["server"]): e
-            for e in self.events
-            if e.get("event") == "cull_decision" and e["kind"] == kind
-        }
-
-    def outcome(self, user: str, server: str | None = "", kind: str = "server") -> tuple:
-        event = self.decisions(kind)[(user, server)]
-        return event["action"], event["reason"], event["result"]
-
-
-def tokens(stack: Stack) -> list[str]:
-    folder = Path(stack.config.jupyterhub.services_token_dir or "")
-    return [path.read_text().strip() for path in folder.glob("*.token")]
-
-
-def cull(stack: Stack, name: str, *args: str, hub: dict | None = None, **culler: object) -> CullRun:
-    """``hubkeeper cull --once`` with the stack's config and this ``[culler]`` section."""
-    data = tomllib.loads(stack.config_path.read_text())
-    data["hub"] = {**data["hub"], **(hub or {})}
-    data["culler"] = {
-        "hub_token_file": CULLER_TOKEN,
-        "state_file": str(stack.workdir / f"{name}.json"),
-        "timeout": TIMEOUT,
-        "busy_min_span": 1.0,
-        "busy_window": 5.0,
-        "orphans": "off",
-        **culler,
-    }
-    path = stack.workdir / f"{name}.toml"
-    path.write_text(to_toml(data))
-    command = [sys.executable, "-m", "hubkeeper.cli", "cull", "--once", "--config", str(path)]
-    done = subprocess.run([*command, *args], capture_output=True, text=True, timeout=90, cwd=ROOT)
-    output = done.stdout + done.stderr
-    for token in tokens(stack):
-        assert token not in output, "a hub token was logged"
-    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    return CullRun(done.returncode, events, output)
 
 
 # --- hub state ------------------------------------------------------------------------------

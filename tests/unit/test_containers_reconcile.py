@@ -3,7 +3,13 @@
 import dataclasses
 
 from hubkeeper.watchers.containers.model import ContainerInfo
-from hubkeeper.watchers.containers.reconcile import HubServer, Orphan, reconcile, servers_from_users
+from hubkeeper.watchers.containers.reconcile import (
+    HubServer,
+    MissingServer,
+    Orphan,
+    reconcile,
+    servers_from_users,
+)
 
 NOW = 10_000.0
 
@@ -34,7 +40,7 @@ def test_orphans_and_missing() -> None:
     running = [container("alice"), container("ghost"), container("eve", hub="other-hub")]
     orphans, missing, known = reconcile(servers, running, running, "lab", NOW)
     assert orphans == (Orphan("ghost", "", "jupyter-ghost"),)  # another hub's is not ours
-    assert missing == (("bob", ""),)
+    assert missing == (MissingServer("bob", ""),)
     assert known == {"alice": frozenset({""}), "bob": frozenset({""})}
 
 
@@ -83,3 +89,14 @@ def test_missing_check_can_be_off_for_swarm_nodes() -> None:
     ghost = container("ghost")
     orphans, missing, _ = reconcile(servers, [ghost], [ghost], "lab", NOW, check_missing=False)
     assert (len(orphans), missing) == (1, ())
+
+
+def test_a_server_on_a_swarm_node_that_is_down_is_missing_there_and_no_orphan() -> None:
+    servers = [HubServer("alice", "", True), HubServer("bob", "", True)]
+    lost = dataclasses.replace(container("alice"), node="hk-node3", lost=True)
+    ghost = dataclasses.replace(container("ghost"), node="hk-node3", lost=True)
+    running = [lost, ghost, dataclasses.replace(container("bob"), node="hk-node2")]
+    orphans, missing, _ = reconcile(servers, running, running, "lab", NOW)
+    assert orphans == ()  # nothing can be told about a node that does not answer
+    assert missing == (MissingServer("alice", "", "hk-node3"),)
+    assert missing[0].describe() == "alice (node hk-node3 down)"

@@ -6,7 +6,7 @@ import pytest
 
 from hubkeeper import prtg
 from hubkeeper.watchers.containers.model import ContainerInfo, Sample, Snapshot, Stats
-from hubkeeper.watchers.containers.reconcile import Orphan, Reconciliation
+from hubkeeper.watchers.containers.reconcile import MissingServer, Orphan, Reconciliation
 from hubkeeper.watchers.containers.sensors import (
     MAX_TOP,
     SensorSettings,
@@ -45,7 +45,7 @@ RECONCILED = Reconciliation(
     hub_up=True,
     hub_servers=3,
     orphans=(Orphan("ghost", "", "jupyter-ghost"),),
-    missing=(("dave", "gpu"),),
+    missing=(MissingServer("dave", "gpu"),),
 )
 
 

@@ -7,8 +7,8 @@ import pytest
 from hubkeeper.config import CullerConfig, CullerRule
 from hubkeeper.watchers.containers.reconcile import Orphan
 from hubkeeper.watchers.culler.decide import decide_server, decide_user, limits, plan
-from hubkeeper.watchers.culler.model import ServerView, UserView, parse_time, user_view
-from hubkeeper.watchers.culler.storage import NO_HOLD, hold_from
+from hubkeeper.watchers.culler.model import Hold, ServerView, UserView, parse_time, user_view
+from hubkeeper.watchers.culler.storage import hold_from
 
 NOW = 1_000_000.0
 IMAGE = "hubkeeper/singleuser:latest"
@@ -277,7 +277,7 @@ def test_user_view_from_a_model_without_optional_fields() -> None:
 
 def test_an_idle_server_on_a_node_with_hung_storage_is_reported_not_stopped() -> None:
     hold = hold_from([{"node": "n1", "hung": ["notebooks"], "servers": [{"user": "alice"}]}])
-    plans, _ = plan([user(server())], [], config(cull_users=True), NOW, hold)
+    plans, _ = plan([user(server())], [], config(cull_users=True), NOW, [hold])
     (decision,) = plans[0].servers
     assert (decision.action, decision.reason) == ("report", "storage_hung")
     assert plans[0].user is not None and plans[0].user.action == "keep"  # not deleted either
@@ -285,22 +285,23 @@ def test_an_idle_server_on_a_node_with_hung_storage_is_reported_not_stopped() ->
 
 def test_servers_on_other_nodes_and_kept_servers_are_untouched_by_a_hold() -> None:
     hold = hold_from([{"node": "n1", "hung": ["nb"], "servers": [{"user": "bob", "server": ""}]}])
-    plans, _ = plan([user(server()), user(server(idle=10.0), name="bob")], [], config(), NOW, hold)
+    users = [user(server()), user(server(idle=10.0), name="bob")]
+    plans, _ = plan(users, [], config(), NOW, [hold])
     assert plans[0].servers[0].action == "stop"
     assert (plans[1].servers[0].action, plans[1].servers[0].reason) == ("keep", "active")
 
 
 def test_culling_resumes_when_the_mount_answers_again() -> None:
     hold = hold_from([{"node": "n1", "hung": [], "servers": [{"user": "alice", "server": ""}]}])
-    assert hold == NO_HOLD
-    plans, _ = plan([user(server())], [], config(), NOW, hold)
+    assert hold == Hold("storage_hung")  # holds nothing
+    plans, _ = plan([user(server())], [], config(), NOW, [hold])
     assert plans[0].servers[0].action == "stop"
 
 
 def test_a_hung_node_that_cannot_name_its_servers_holds_every_stop_and_orphan() -> None:
     hold = hold_from([{"node": "n2", "hung": ["nb"], "servers": None}, {"node": "n1", "hung": []}])
     orphan = Orphan(user="carol", server="", container="jupyter-carol")
-    plans, orphans = plan([user(server())], [orphan], config(orphans="remove"), NOW, hold)
+    plans, orphans = plan([user(server())], [orphan], config(orphans="remove"), NOW, [hold])
     assert plans[0].servers[0].reason == "storage_hung"
     assert (orphans[0].action, orphans[0].reason) == ("report", "storage_hung")
     assert hold.nodes == ("n2",)
@@ -310,5 +311,14 @@ def test_a_named_server_is_held_by_its_own_name_only() -> None:
     hold = hold_from(
         [{"node": "n1", "hung": ["nb"], "servers": [{"user": "alice", "server": "gpu"}]}]
     )
-    plans, _ = plan([user(server("gpu"), server(""))], [], config(), NOW, hold)
+    plans, _ = plan([user(server("gpu"), server(""))], [], config(), NOW, [hold])
     assert [d.reason for d in plans[0].servers] == ["storage_hung", "idle"]
+
+
+def test_servers_on_a_swarm_node_that_is_down_are_reported_not_stopped() -> None:
+    down = Hold("node_down", frozenset({("alice", "")}), nodes=("hk-node3",))
+    storage = hold_from([{"node": "n1", "hung": ["nb"], "servers": [{"user": "bob"}]}])
+    users = [user(server()), user(server(), name="bob"), user(server(), name="carol")]
+    plans, _ = plan(users, [], config(), NOW, [down, storage])
+    reasons = [(p.servers[0].action, p.servers[0].reason) for p in plans]
+    assert reasons == [("report", "node_down"), ("report", "storage_hung"), ("stop", "idle")]

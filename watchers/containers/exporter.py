@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import time
+from collections import Counter
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -18,7 +19,8 @@ from hubkeeper.watchers.containers import sensors
 from hubkeeper.watchers.containers.collector import SelfMetrics, render
 from hubkeeper.watchers.containers.documents import snapshot_documents
 from hubkeeper.watchers.containers.reader import container_reader
-from hubkeeper.watchers.containers.reconcile import Reconciler
+from hubkeeper.watchers.containers.reconcile import Inventory, Reconciler, Reconciliation
+from hubkeeper.watchers.containers.swarm import SwarmInventory
 
 
 class ContainerExporter:
@@ -36,9 +38,12 @@ class ContainerExporter:
         token = section.hub_token or config.hub.token
         if section.reconcile != "off" and token is not None:
             client = HubClient(dataclasses.replace(config.hub, token=token))
+            inventory: Inventory = self.discovery
+            if section.reconcile == "cluster":
+                inventory = SwarmInventory(self.reader.api, config.labels)
             self.reconciler = Reconciler(
                 client,
-                self.discovery,
+                inventory,
                 config.jupyterhub.name,
                 section.orphan_grace,
                 section.reconcile,
@@ -129,7 +134,36 @@ class ContainerExporter:
                 families.append(
                     GaugeMetricFamily(f"hubkeeper_containers_{name}", help_text, value=value)
                 )
+            families += node_families(last)
         return families
 
     def close(self) -> None:
         self.reader.close()
+
+
+def node_families(last: Reconciliation) -> list[Metric]:
+    """Per Swarm node (``reconcile = "cluster"``): up, this hub's servers on it, and the
+    ready servers it leaves missing while it is down."""
+    if not last.nodes:
+        return []
+    up = GaugeMetricFamily(
+        "hubkeeper_swarm_node_up",
+        "1 if the Swarm manager sees the node ready, 0 if it is down.",
+        labels=["node", "role"],
+    )
+    servers = GaugeMetricFamily(
+        "hubkeeper_swarm_node_servers",
+        "This hub's user servers whose task is on the node.",
+        labels=["node"],
+    )
+    missing = GaugeMetricFamily(
+        "hubkeeper_swarm_node_missing_servers",
+        "Servers the hub reports ready whose task is on the node while it is down.",
+        labels=["node"],
+    )
+    lost = Counter(server.node for server in last.missing if server.node)
+    for node in last.nodes:
+        up.add_metric([node.name, node.role], 1 if node.up else 0)
+        servers.add_metric([node.name], last.servers_on.get(node.name, 0))
+        missing.add_metric([node.name], lost[node.name])
+    return [up, servers, missing]

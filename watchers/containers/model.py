@@ -30,6 +30,8 @@ class ContainerInfo:
     memory_limit: int = 0  # bytes, 0 = unlimited
     cpu_quota: int = 0  # microseconds per period, 0 = unlimited
     cpu_period: int = 0
+    node: str = ""  # the Swarm node it runs on ("" on one engine)
+    lost: bool = False  # its node is down: it may still run, but nothing reaches it
 
 
 @dataclass(frozen=True, slots=True)

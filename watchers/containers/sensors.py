@@ -75,7 +75,7 @@ def overview(
                 channel("Missing servers", len(reconciliation.missing), limits=_any_warns()),
             ]
             orphans = [orphan.describe() for orphan in reconciliation.orphans]
-            missing = [server_path(*server) for server in reconciliation.missing]
+            missing = [server.describe() for server in reconciliation.missing]
             texts.append(f"orphans: {_names(orphans) or 'none'}")
             texts.append(f"missing: {_names(missing) or 'none'}")
         else:

@@ -1,8 +1,17 @@
 """CPU activity of user-server containers, for busy protection and orphans.
 
-Reads containers with the container metrics daemon's own reader (``containers.reader``:
-discovery, cgroup reader and stats-API fallback, configured by ``[containers]``), and
-keeps each container's (time, CPU seconds) samples over the busy window. A server's CPU
+One engine: containers are read with the container metrics daemon's own reader
+(``containers.reader``: discovery, cgroup reader and stats-API fallback, configured by
+``[containers]``). A Swarm (``jupyterhub.spawner = "swarm"``): the hub's services are
+listed from the manager at ``docker.url`` (:mod:`...containers.swarm`), and each server's
+CPU counter is read from the container exporter on the node its task runs on: its
+``/metrics``, at the node's swarm address with ``[containers].endpoint``'s port and
+credentials. Decided so over Prometheus: the counters are the exporter's own reading of
+that node's cgroups (what the dashboards show), seconds old rather than a scrape interval,
+and a culling decision does not wait on the monitoring pipeline. A node whose exporter does
+not answer leaves its servers' CPU unknown (``busy_unknown`` decides), never another's.
+
+Each container's (time, CPU seconds) samples are kept over the busy window. A server's CPU
 share is the CPU time its container used between the oldest and newest sample in the
 window, divided by the time between them: percent of one CPU. The samples are saved with
 the culler's state, so ``--once`` runs from cron measure across runs.
@@ -10,19 +19,29 @@ the culler's state, so ``--once`` runs from cron measure across runs.
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import threading
 import time
 from collections.abc import Mapping
+from typing import Protocol
 
 import docker.errors
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from hubkeeper.config import Config
+from hubkeeper.status import fetch
+from hubkeeper.watchers.containers.discovery import docker_api
 from hubkeeper.watchers.containers.model import ContainerInfo, real_name
 from hubkeeper.watchers.containers.reader import container_reader
+from hubkeeper.watchers.containers.swarm import SwarmInventory, SwarmNode
 
 MAX_SAMPLES = 240  # per container: bounds memory and the state file whatever the settings
+CPU_COUNTER = "container_cpu_usage_seconds_total"
 
 History = dict[str, list[tuple[float, float]]]  # container id -> [(time, cpu seconds)]
+Reading = tuple[str, float, float]  # container id, when, CPU seconds
 
 
 def cpu_share(samples: list[tuple[float, float]], min_span: float) -> float | None:
@@ -49,6 +68,105 @@ def server_key(info: ContainerInfo, known: Mapping[str, frozenset[str]]) -> tupl
     return user, real_name(info.server, known.get(user, frozenset()))
 
 
+def task_cpu_seconds(metrics: str, services: Mapping[str, str], at: float) -> list[Reading]:
+    """Readings for the services (name -> ID) from a node exporter's ``/metrics``: a task's
+    container is named ``<service>.<slot>.<task id>``."""
+    readings = []
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name != CPU_COUNTER or sample.labels.get("cpu", "total") != "total":
+                continue
+            service = sample.labels.get("name", "").split(".", 1)[0]
+            if service in services:
+                readings.append((services[service], at, sample.value))
+    return readings
+
+
+class Source(Protocol):
+    """Where the containers and their CPU counters come from."""
+
+    up: bool
+
+    def read(self) -> tuple[tuple[ContainerInfo, ...], list[Reading]]: ...
+
+    def remove(self, container_id: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class EngineSource:
+    """This node's engine, read as the exporter reads it."""
+
+    def __init__(self, config: Config) -> None:
+        self.reader = container_reader(config, cache_seconds=0.0)
+        self.up = False
+
+    def read(self) -> tuple[tuple[ContainerInfo, ...], list[Reading]]:
+        discovery = self.reader.discovery
+        discovery.resync()
+        snapshot = self.reader.collector.snapshot()
+        self.up = discovery.up
+        readings = [(s.info.id, s.time, s.stats.cpu_seconds) for s in snapshot.samples]
+        return discovery.containers(), readings
+
+    def remove(self, container_id: str) -> bool:
+        """Stop (10 s grace) and remove a container by id; False if it was already gone."""
+        api = self.reader.api
+        try:
+            api.stop(container_id, timeout=10)
+            api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class SwarmSource:
+    """The swarm's services from a manager, their CPU from each node's exporter."""
+
+    def __init__(self, config: Config) -> None:
+        section = config.containers
+        self.api = docker_api(config.docker.url, section.docker_timeout, 4)
+        self.inventory = SwarmInventory(self.api, config.labels)
+        self.endpoint = section.endpoint
+        self.pool = concurrent.futures.ThreadPoolExecutor(8, "hubkeeper-cull-nodes")
+        self.up = False
+
+    def read(self) -> tuple[tuple[ContainerInfo, ...], list[Reading]]:
+        try:
+            nodes, entries = self.inventory.read()
+        except (docker.errors.DockerException, requests.RequestException):
+            self.up = False
+            return (), []
+        self.up = True
+        on_node: dict[str, dict[str, str]] = {}
+        for info in entries:
+            if not info.lost:
+                on_node.setdefault(info.node, {})[info.name] = info.id
+        by_name = {node.name: node for node in nodes.values()}
+        jobs = [
+            self.pool.submit(self._node_readings, by_name[name], services)
+            for name, services in on_node.items()
+            if name in by_name
+        ]
+        return entries, [reading for job in jobs for reading in job.result()]
+
+    def _node_readings(self, node: SwarmNode, services: Mapping[str, str]) -> list[Reading]:
+        endpoint = dataclasses.replace(self.endpoint, listen=node.address)
+        at = time.time()
+        body = fetch(endpoint, "/metrics")
+        return [] if body is None else task_cpu_seconds(body, services, at)
+
+    def remove(self, container_id: str) -> bool:
+        return self.inventory.remove(container_id)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+        self.api.close()
+
+
 class CpuActivity:
     """Samples containers on demand; thread-safe (the sampler job and the cycle share it)."""
 
@@ -58,9 +176,9 @@ class CpuActivity:
         self.window = config.culler.busy_window
         self.min_span = config.culler.busy_min_span
         self.hub = config.jupyterhub.name
-        self.reader = container_reader(config, cache_seconds=0.0)
-        self.api, self.discovery = self.reader.api, self.reader.discovery
-        self.collector = self.reader.collector
+        swarm = config.jupyterhub.spawner == "swarm"
+        self.source: Source = SwarmSource(config) if swarm else EngineSource(config)
+        self._containers: tuple[ContainerInfo, ...] = ()
         self._lock = threading.Lock()
         self._history: History = {
             str(cid): [(float(at), float(cpu)) for at, cpu in samples]
@@ -71,28 +189,27 @@ class CpuActivity:
     def sample(self) -> tuple[ContainerInfo, ...]:
         """List the containers and read their CPU counters once; return this hub's containers."""
         with self._sampling:
-            self.discovery.resync()
-            snapshot = self.collector.snapshot()
+            containers, readings = self.source.read()
         with self._lock:
             history: History = {}
-            for sample in snapshot.samples:
-                kept = self._history.get(sample.info.id, [])
-                history[sample.info.id] = prune(
-                    [*kept, (sample.time, sample.stats.cpu_seconds)], sample.time, self.window
-                )
+            for container_id, at, cpu_seconds in readings:
+                kept = self._history.get(container_id, [])
+                history[container_id] = prune([*kept, (at, cpu_seconds)], at, self.window)
             self._history = history
-        return self.containers()
+            self._containers = tuple(info for info in containers if info.hub == self.hub)
+        return self._containers
 
     def containers(self) -> tuple[ContainerInfo, ...]:
-        return tuple(info for info in self.discovery.containers() if info.hub == self.hub)
+        with self._lock:
+            return self._containers
 
     def shortest_span(self, now: float) -> float:
         """How far back the samples of the least-measured running container reach."""
-        running = self.containers()
-        with self._lock:
+        with self._lock:  # a container on a node that is down cannot be read
             spans = [
                 now - self._history[info.id][0][0] if self._history.get(info.id) else 0.0
-                for info in running
+                for info in self._containers
+                if not info.lost
             ]
         return min(spans, default=float("inf"))
 
@@ -110,7 +227,7 @@ class CpuActivity:
         """CPU percent per (user, server) with enough samples; the busiest container wins."""
         result: dict[tuple[str, str], float] = {}
         with self._lock:
-            for info in self.containers():
+            for info in self._containers:
                 share = cpu_share(self._history.get(info.id, []), self.min_span)
                 if share is not None:
                     key = server_key(info, known)
@@ -119,20 +236,15 @@ class CpuActivity:
 
     @property
     def docker_up(self) -> bool:
-        return self.discovery.up
+        return self.source.up
 
     def history(self) -> History:
         with self._lock:
             return {cid: list(samples) for cid, samples in self._history.items()}
 
     def remove(self, container_id: str) -> bool:
-        """Stop (10 s grace) and remove a container by id; False if it was already gone."""
-        try:
-            self.api.stop(container_id, timeout=10)
-            self.api.remove_container(container_id, force=True)
-        except docker.errors.NotFound:
-            return False
-        return True
+        """Remove an orphan (a container; on a Swarm, its service); False if already gone."""
+        return self.source.remove(container_id)
 
     def close(self) -> None:
-        self.reader.close()
+        self.source.close()

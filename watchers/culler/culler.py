@@ -31,12 +31,12 @@ from hubkeeper.hub.settings import SERVICE_SCOPES, culler_scopes
 from hubkeeper.hubapi import HubAPIError, HubClient, HubNoAnswer
 from hubkeeper.log import get_logger
 from hubkeeper.watchers.containers.model import ContainerInfo
-from hubkeeper.watchers.containers.reconcile import reconcile, servers_from_users
+from hubkeeper.watchers.containers.reconcile import reconcile, server_path, servers_from_users
 from hubkeeper.watchers.culler.activity import CpuActivity, server_key
 from hubkeeper.watchers.culler.decide import UserPlan, plan
-from hubkeeper.watchers.culler.model import Decision, UserView, iso, user_view
+from hubkeeper.watchers.culler.model import Decision, Hold, UserView, iso, user_view
 from hubkeeper.watchers.culler.report import CycleReport, Metrics, Outcome, Result, audit, name_of
-from hubkeeper.watchers.culler.storage import NO_HOLD, read_hold
+from hubkeeper.watchers.culler.storage import read_hold
 
 log = get_logger(__name__)
 
@@ -72,6 +72,7 @@ class Observation:
     known: Mapping[str, frozenset[str]] = field(default_factory=dict)
     cpu: dict[ServerKey, float] = field(default_factory=dict)
     images: dict[ServerKey, str] = field(default_factory=dict)
+    node_down: Hold | None = None  # servers whose Swarm node is down
 
     @property
     def servers_seen(self) -> int:
@@ -111,7 +112,8 @@ class Culler:
             (user, server): since for user, server, since in saved.get("pending_stop_since", [])
         }
         self.activity: CpuActivity | None = None
-        if section.busy_cpu_percent > 0 or section.orphans != "off":
+        swarm = config.jupyterhub.spawner == "swarm"  # the node_down hold needs the inventory
+        if section.busy_cpu_percent > 0 or section.orphans != "off" or swarm:
             self.activity = CpuActivity(config, saved.get("cpu"))
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
@@ -193,8 +195,8 @@ class Culler:
             )
             log.warning("cull_cycle_failed", error=report.error)
         else:
-            hold = read_hold(self.config) if self.section.storage_watchers else NO_HOLD
-            plans, orphans = plan(self.views(seen), seen.orphans, self.section, seen.now, hold)
+            holds = [hold for hold in (seen.node_down, self.storage_hold()) if hold is not None]
+            plans, orphans = plan(self.views(seen), seen.orphans, self.section, seen.now, holds)
             self._container_ids = seen.container_ids
             outcomes = self.execute(plans, orphans)
             report = CycleReport(
@@ -261,7 +263,22 @@ class Culler:
             seen.container_ids = {info.name: info.id for info in after}
         seen.cpu = self.activity.shares(seen.known)
         seen.images = {server_key(info, seen.known): info.image for info in after}
+        lost = [info for info in after if info.lost]
+        if lost:
+            seen.node_down = Hold(
+                "node_down",
+                frozenset(server_key(info, seen.known) for info in lost),
+                nodes=tuple(sorted({info.node for info in lost})),
+            )
+            log.warning(
+                "culler_node_down_hold",
+                nodes=list(seen.node_down.nodes),
+                servers=sorted(server_path(*key) for key in seen.node_down.servers),
+            )
         return seen
+
+    def storage_hold(self) -> Hold | None:
+        return read_hold(self.config) if self.section.storage_watchers else None
 
     def _track_pending(self, users: Iterable[Mapping[str, Any]], now: float) -> None:
         """Remember since when each server has been pending a stop (the hub does not say)."""

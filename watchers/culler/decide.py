@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 from hubkeeper.config import CullerConfig
 from hubkeeper.watchers.containers.reconcile import Orphan
-from hubkeeper.watchers.culler.model import Action, Decision, ServerView, UserView
-from hubkeeper.watchers.culler.storage import NO_HOLD, StorageHold
+from hubkeeper.watchers.culler.model import Action, Decision, Hold, ServerView, UserView
 
 
 @dataclass(frozen=True)
@@ -170,11 +169,14 @@ def decide_orphan(orphan: Orphan, config: CullerConfig) -> Decision:
     )
 
 
-def held(decision: Decision, hold: StorageHold) -> Decision:
-    """A stop or removal on a node whose storage is hung becomes a report (``storage_hung``):
-    it would hang too. Nothing else changes."""
-    if decision.culls and decision.kind != "user" and hold.holds(decision.user, decision.server):
-        return dataclasses.replace(decision, action="report", reason="storage_hung")
+def held(decision: Decision, holds: Sequence[Hold]) -> Decision:
+    """A stop or removal of a held server becomes a report, with the first hold's reason
+    (a stop on hung storage would hang too; one on a node that is down cannot reach it).
+    Nothing else changes."""
+    if decision.culls and decision.kind != "user":
+        for hold in holds:
+            if hold.holds(decision.user, decision.server):
+                return dataclasses.replace(decision, action="report", reason=hold.reason)
     return decision
 
 
@@ -183,13 +185,13 @@ def plan(
     orphans: Iterable[Orphan],
     config: CullerConfig,
     now: float,
-    hold: StorageHold = NO_HOLD,
+    holds: Sequence[Hold] = (),
 ) -> tuple[list[UserPlan], list[Decision]]:
     """Every decision of one cycle: per user (servers, then the user), then orphans."""
     plans = []
     for user in users:
         servers = tuple(
-            held(decide_server(server, user, config, now), hold) for server in user.servers
+            held(decide_server(server, user, config, now), holds) for server in user.servers
         )
         plans.append(UserPlan(servers, decide_user(user, servers, config, now)))
-    return plans, [held(decide_orphan(orphan, config), hold) for orphan in orphans]
+    return plans, [held(decide_orphan(orphan, config), holds) for orphan in orphans]

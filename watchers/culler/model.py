@@ -105,3 +105,18 @@ def user_view(
         last_activity=parse_time(model.get("last_activity")),
         servers=servers,
     )
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Servers whose stop or removal would do harm now: reported instead, with ``reason``
+    (``storage_hung``: their notebook storage hangs; ``node_down``: their Swarm node is
+    down, so the stop cannot reach them and would discard them when it comes back)."""
+
+    reason: str
+    servers: frozenset[tuple[str, str]] = frozenset()  # (user, server name)
+    everything: bool = False
+    nodes: tuple[str, ...] = ()  # the nodes concerned
+
+    def holds(self, user: str, server: str | None) -> bool:
+        return self.everything or (user, server or "") in self.servers

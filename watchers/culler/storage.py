@@ -15,30 +15,17 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from hubkeeper.config import Config
 from hubkeeper.log import get_logger
 from hubkeeper.status import fetch
+from hubkeeper.watchers.culler.model import Hold
 
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class StorageHold:
-    servers: frozenset[tuple[str, str]] = frozenset()  # (user, server name)
-    everything: bool = False
-    nodes: tuple[str, ...] = ()  # nodes with hung storage
-
-    def holds(self, user: str, server: str | None) -> bool:
-        return self.everything or (user, server or "") in self.servers
-
-
-NO_HOLD = StorageHold()
-
-
-def hold_from(documents: Iterable[Mapping[str, Any]]) -> StorageHold:
+def hold_from(documents: Iterable[Mapping[str, Any]]) -> Hold:
     """The hold from the storage watchers' ``/status`` documents (pure)."""
     servers: set[tuple[str, str]] = set()
     everything, nodes = False, []
@@ -51,10 +38,10 @@ def hold_from(documents: Iterable[Mapping[str, Any]]) -> StorageHold:
             everything = True
             continue
         servers.update((item["user"], item.get("server") or "") for item in listed)
-    return StorageHold(frozenset(servers), everything, tuple(nodes))
+    return Hold("storage_hung", frozenset(servers), everything, tuple(nodes))
 
 
-def read_hold(config: Config) -> StorageHold:
+def read_hold(config: Config) -> Hold:
     """Ask every storage watcher (a few seconds at most each)."""
     documents = []
     for address in config.culler.storage_watchers:
