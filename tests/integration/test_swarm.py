@@ -10,6 +10,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 import pytest
@@ -17,9 +18,11 @@ import requests
 from docker.types import EndpointSpec
 
 from hubkeeper.config import DockerConfig
+from hubkeeper.deploy.elasticsearch import Elasticsearch
 from hubkeeper.deploy.stack import Stack, http_ok, running_stack, to_toml, wait_for
 from hubkeeper.deploy.swarm import HOST_INTERFACE, Node, Swarm, SwarmError, run
 from hubkeeper.hub.images import BASE_IMAGE, SINGLEUSER_IMAGE, ensure_images
+from hubkeeper.redact import redact
 from hubkeeper.watchers.hubs.probe import proxy_routes
 from tests.integration.alerting import alertmanager_alerts, prometheus_alerts, wait_for_one
 from tests.integration.helpers import (
@@ -29,6 +32,7 @@ from tests.integration.helpers import (
     server_status,
     start_and_wait,
 )
+from tests.integration.shipping import ShipperRun
 
 PORT = 8765
 
@@ -203,6 +207,47 @@ def test_servers_are_services_on_both_workers_and_every_view_agrees(cluster: Clu
     assert series(books, "hubkeeper_containers_orphans") == [0.0]
 
 
+def test_a_shipper_on_each_worker_ships_its_servers_logs_once_with_node_and_user(
+    cluster: Cluster, elasticsearch: Elasticsearch, tmp_path: Path
+) -> None:
+    for user, node_name in cluster.placed().items():
+        node = cluster.node(node_name)
+        run = ShipperRun(
+            tmp_path / node.name,
+            elasticsearch,
+            f"swarm-{node.name}",
+            [{"name": "containers", "type": "docker"}],
+            sections={"docker": {"url": node.url}, "jupyterhub": {"name": cluster.hub}},
+            shipper={"host_name": node.name},
+        ).start()
+        try:
+            check_shipped_once(cluster, run, user, node)
+        finally:
+            assert run.stop() == 0
+
+
+def check_shipped_once(cluster: Cluster, run: ShipperRun, user: str, node: Node) -> None:
+    """Every line of the user's server on ``node`` arrived once, named with node and user."""
+    label = f"{cluster.stack.config.labels.user}={user}"
+    (container,) = node.client().containers.list(filters={"label": label})
+    # what each line says, without its "[I date logger]" prefix (parsed into fields)
+    lines = [redact(line).split("] ", 1)[-1] for line in container.logs().decode().splitlines()]
+    assert lines, f"{user}'s server wrote nothing"
+
+    def shipped() -> list[dict]:
+        return [d for d in run.docs() if d.get("container.id") == container.id]
+
+    wait_for(
+        lambda: all(line in "\n".join(d["message"] for d in shipped()) for line in lines),
+        60, f"every line of {user}'s server on {node.name}",
+    )  # fmt: skip
+    docs = shipped()
+    assert {d["host.name"] for d in docs} == {node.name}
+    assert {d["labels.jupyterhub_user"] for d in docs} == {user}
+    offsets = [d["log.offset"] for d in docs]
+    assert len(offsets) == len(set(offsets)), "a line was indexed twice"
+
+
 def test_the_culler_reads_cpu_on_each_node_keeps_the_busy_and_culls_the_idle(
     cluster: Cluster,
 ) -> None:
@@ -271,6 +316,7 @@ def test_a_worker_cut_off_is_named_alerted_held_and_balances_when_back(cluster: 
             lambda: alertmanager_alerts(stack.alertmanager_url, "HubkeeperSwarmNodeDown"),
             60, "the node-down alert in Alertmanager",
         )  # fmt: skip
+        assert len(alertmanager_alerts(stack.alertmanager_url, "HubkeeperSwarmNodeDown")) == 1
         assert alert["labels"]["node"] == lost.name
         assert alert["labels"]["severity"] == "critical"
         assert "1 ready servers missing" in alert["annotations"]["description"]
