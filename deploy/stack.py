@@ -20,9 +20,11 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker
 import docker.errors
@@ -31,6 +33,7 @@ import requests
 from hubkeeper.alerts.render import Rendered, render
 from hubkeeper.config import (
     Config,
+    DockerConfig,
     HubClientConfig,
     HubInstance,
     NginxConfig,
@@ -38,11 +41,14 @@ from hubkeeper.config import (
     WatcherConfig,
 )
 from hubkeeper.deploy import hubctl
-from hubkeeper.hub.images import ALT_IMAGE, SINGLEUSER_IMAGE, ensure_images
+from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE, SINGLEUSER_IMAGE, ensure_images
 from hubkeeper.hub.settings import SERVICE_SCOPES
 from hubkeeper.hubapi import HubClient
 from hubkeeper.loader import load
 from hubkeeper.nginx import Nginx
+
+if TYPE_CHECKING:
+    from hubkeeper.deploy.swarm import Node, Swarm
 
 DOCKERD_FLAGS = ("--bridge=none", "--iptables=false", "--ip-masq=false")
 OPERATOR_SERVICE = "hubkeeper-operator"
@@ -222,7 +228,10 @@ class Stack:
     standby and ``hubkeeper watch-hubs`` runs against both. ``prometheus`` adds Prometheus
     and Alertmanager with the configuration ``hubkeeper alerts render`` writes from the
     ``[alerts]`` section (short intervals; ``overrides["alerts"]`` sets receivers).
-    ``overrides`` replaces keys of any section of the generated config.
+    ``overrides`` replaces keys of any section of the generated config. With ``swarm`` (a
+    running :class:`~hubkeeper.deploy.swarm.Swarm`) the hub spawns on it (its workers), the
+    container exporter keeps the cluster's books from the manager, and each node gets its
+    own exporter in its namespace and, with ``ship-logs``, its own shipper.
     """
 
     workdir: Path
@@ -234,6 +243,8 @@ class Stack:
     listen: str = "127.0.0.1"  # NGINX's address: where users and user servers reach the hub
     overrides: dict[str, dict[str, object]] = field(default_factory=dict)
     progress: Callable[[str], None] = print
+    swarm: Swarm | None = None
+    node_shippers: dict[str, int] = field(default_factory=dict)  # node -> endpoint port
     processes: list[ManagedProcess] = field(default_factory=list)
     stop_callbacks: list[Callable[[], None]] = field(default_factory=list)
     config_path: Path = field(init=False)
@@ -244,6 +255,8 @@ class Stack:
         self.logs = self.workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.ports = self.ports or dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
+        if self.swarm is not None:  # user servers on the nodes reach the hub through NGINX
+            self.listen = self.swarm.host_address
 
     @property
     def instance_names(self) -> list[str]:
@@ -341,6 +354,11 @@ class Stack:
                     )
                 ),
             }
+        if self.swarm is not None:
+            data["docker"] = {"url": self.swarm.manager.url}
+            data["jupyterhub"]["spawner"] = "swarm"  # type: ignore[index]
+            data["jupyterhub"]["placement_constraints"] = ["node.role==worker"]  # type: ignore[index]
+            data["containers"] = {**data.get("containers", {}), "reconcile": "cluster"}  # type: ignore[dict-item]
         for section, values in self.overrides.items():
             data[section] = {**data.get(section, {}), **values}  # type: ignore[dict-item]
         self.config_path = self.workdir / "hubkeeper.toml"
@@ -371,13 +389,15 @@ class Stack:
         return process
 
     def ensure_docker(self) -> docker.DockerClient:
-        """Use the running Docker engine, or start one (and stop it again at teardown)."""
-        client = docker_client(self.config.docker.url)
+        """Use this machine's running Docker engine, or start one (and stop it again at
+        teardown); with a swarm, the engine its images are built on and copied from."""
+        url = DockerConfig().url if self.swarm is not None else self.config.docker.url
+        client = docker_client(url)
         if client is not None:
             return client
         self.progress("starting the Docker engine")
         self.processes.append(start_docker_engine(self.logs / "dockerd.log"))
-        return wait_for_docker(self.config.docker.url, self.logs / "dockerd.log")
+        return wait_for_docker(url, self.logs / "dockerd.log")
 
     def start_hub(self, instance: str) -> int:
         """Start a hub instance the way the watcher does (``deploy.hubctl``); wait for it."""
@@ -486,7 +506,9 @@ class Stack:
     def up(self) -> Stack:
         self.write_config()
         self.docker = self.ensure_docker()
-        ensure_images(self.docker, self.progress)
+        images = ensure_images(self.docker, self.progress)
+        if self.swarm is not None:
+            self.swarm.load_images([BASE_IMAGE, *images])
         self.progress("starting hub a")
         self.start_hub("a")
         self.progress("starting NGINX")
@@ -506,7 +528,61 @@ class Stack:
         for command in self.daemons:
             self.progress(f"starting hubkeeper {command}")
             self.start_daemon(command)
+        if self.swarm is not None:
+            self.start_node_daemons(self.swarm)
         return self
+
+    # -- a swarm's nodes ----------------------------------------------------------------
+
+    def node_config(self, name: str, sections: dict[str, dict[str, object]]) -> Path:
+        """The stack's config with ``sections`` replaced: a node daemon's own file."""
+        path = self.workdir / f"{name}.toml"
+        path.write_text(to_toml({**self.config_sections(), **sections}), encoding="utf-8")
+        return path
+
+    def start_node_daemons(self, swarm: Swarm) -> None:
+        """Per node, as production runs them: the container exporter inside the node's
+        namespace at its address (the culler reads CPU there), reading only its engine;
+        with ``ship-logs``, a shipper of its engine's container logs (named by host.name)."""
+        for node in swarm.nodes:
+            self.progress(f"starting the exporter of {node.name} at {node.address}")
+            port = self.config.containers.endpoint.port
+            containers = {
+                **self.config_sections()["containers"],
+                "docker_url": node.url,
+                "reconcile": "off",
+                "endpoint": {"listen": node.address, "port": port},
+            }
+            path = self.node_config(f"exporter-{node.name}", {"containers": containers})
+            process = self.spawn(
+                f"exporter-{node.name}",
+                ["nsenter", f"--net=/run/netns/{node.name}", sys.executable, "-m",
+                 "hubkeeper.cli", "export-containers", "--config", str(path)],
+            )  # fmt: skip
+            self.until_ready(process, f"http://{swarm.reachable(node.address)}:{port}/healthz", 60)
+            if "ship-logs" in self.daemons:
+                self.start_node_shipper(node)
+
+    def start_node_shipper(self, node: Node) -> None:
+        (port,) = free_ports(1)
+        shipper = {
+            **self.config_sections()["shipper"],
+            "host_name": node.name,
+            "state_dir": str(self.workdir / f"shipper-{node.name}"),
+            "endpoint": {"port": port},
+            "sources": [{"name": "containers", "type": "docker"}],
+        }
+        path = self.node_config(
+            f"ship-logs-{node.name}", {"docker": {"url": node.url}, "shipper": shipper}
+        )
+        argv = [sys.executable, "-m", "hubkeeper.cli", "ship-logs", "--config", str(path)]
+        process = self.spawn(f"ship-logs-{node.name}", argv)
+        self.until_ready(process, f"http://127.0.0.1:{port}/healthz", 60)
+        self.node_shippers[node.name] = port
+
+    def config_sections(self) -> dict[str, dict[str, object]]:
+        """The generated config file's sections, as written."""
+        return tomllib.loads(self.config_path.read_text(encoding="utf-8"))
 
     def down(self) -> None:
         """Stop the watcher first (it would fail over), then user containers, every hub
@@ -553,7 +629,26 @@ class Stack:
             lines.append(f"  {command:<21} {url}/metrics  {url}{PRTG_SENSORS[command]}")
         hosts = self.config.shipper.elasticsearch.hosts if "ship-logs" in self.daemons else []
         lines += [f"  Elasticsearch         {host}" for host in hosts]
+        for node in self.swarm.nodes if self.swarm is not None else []:
+            exporter = f"http://{node.address}:{self.config.containers.endpoint.port}"
+            lines.append(f"  node {node.name:<16} docker -H {node.url}")
+            lines.append(f"    export-containers   {exporter}/metrics  {exporter}/prtg/overview")
+            if node.name in self.node_shippers:
+                shipper = f"http://127.0.0.1:{self.node_shippers[node.name]}"
+                lines.append(f"    ship-logs           {shipper}/metrics  {shipper}/prtg/shipper")
         return "".join(f"\n{line}" for line in lines)
+
+    def _try_swarm(self) -> str:
+        """Lines of the try-this for a swarm: a server on each worker, a worker cut off."""
+        if self.swarm is None:
+            return ""
+        manager, worker = self.swarm.manager, self.swarm.workers[0]
+        return f"""
+  curl -H "Authorization: token $TOKEN" -X POST {self.public_url}/hub/api/users/bob
+  curl -H "Authorization: token $TOKEN" -X POST {self.public_url}/hub/api/users/bob/server
+  docker -H {manager.url} service ps $(docker -H {manager.url} service ls -q)  # one per worker
+  ip -n {worker.name} link set eth0 down   # cut off: HubkeeperSwarmNodeDown, its server missing
+  ip -n {worker.name} link set eth0 up     # back: Swarm stops that task, the books balance"""
 
     def describe(self) -> str:
         token_file = (
@@ -572,7 +667,7 @@ Try this:
   TOKEN=$(cat {token_file})
   curl -H "Authorization: token $TOKEN" -X POST {self.public_url}/hub/api/users/alice
   curl -H "Authorization: token $TOKEN" -X POST {self.public_url}/hub/api/users/alice/server
-  docker ps --filter label={self.config.labels.user}=alice
+  docker ps --filter label={self.config.labels.user}=alice{self._try_swarm()}
   kill -9 $(cat {self.workdir}/hub-a.launched.pid)   # hub a dies; b takes over
   {hubkeeper} status --config {self.config_path}
 Ctrl-C stops everything.
@@ -608,6 +703,7 @@ def running_stack(
     prometheus: bool = False,
     daemons: tuple[str, ...] = (),
     listen: str = "127.0.0.1",
+    swarm: Swarm | None = None,
 ) -> Iterator[Stack]:
     stack = Stack(
         workdir,
@@ -617,6 +713,7 @@ def running_stack(
         prometheus=prometheus,
         daemons=daemons,
         listen=listen,
+        swarm=swarm,
         overrides=overrides or {},
         progress=progress,
     )

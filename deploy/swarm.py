@@ -23,6 +23,7 @@ from pathlib import Path
 
 import docker
 
+from hubkeeper.config import DockerConfig
 from hubkeeper.deploy.stack import docker_client, wait_for
 
 SUBNET = ipaddress.ip_network("10.213.0.0/24")
@@ -198,7 +199,11 @@ class Swarm:
 
     def load_images(self, tags: list[str]) -> None:
         """Copy images of this machine's engine to every node (there is no registry): one
-        archive, shared layers once."""
+        archive, shared layers once; nothing when every node has them already."""
+        root = docker.DockerClient(base_url=DockerConfig().url, timeout=60)
+        wanted = {tag: root.images.get(tag).id for tag in tags}
+        if all(self._has(node, wanted) for node in self.nodes):
+            return
         self.progress(f"swarm: loading {', '.join(tags)} on {len(self.nodes)} nodes")
         archive = self.workdir / "images.tar"
         run("docker", "save", "-o", str(archive), *tags, timeout=600)
@@ -207,6 +212,15 @@ class Swarm:
                 run("docker", "-H", node.url, "load", "-q", "-i", str(archive), timeout=600)
         finally:
             archive.unlink()
+
+    @staticmethod
+    def _has(node: Node, images: dict[str, str]) -> bool:
+        """Whether the node has each tag as this image id."""
+        client = node.client()
+        try:
+            return all(client.images.get(tag).id == image for tag, image in images.items())
+        except docker.errors.ImageNotFound:
+            return False
 
     # -- teardown --------------------------------------------------------------------------
 

@@ -155,6 +155,7 @@ def up(args: argparse.Namespace) -> int:
     """Run the local stack until Ctrl-C or SIGTERM."""
     from hubkeeper.deploy.elasticsearch import VERSIONS, running_log_store
     from hubkeeper.deploy.stack import DAEMONS, default_ports, running_stack
+    from hubkeeper.deploy.swarm import Swarm
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="hubkeeper-stack-"))
     stopping = threading.Event()
@@ -163,18 +164,25 @@ def up(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"[hubkeeper up] {message}", flush=True)
 
-    with (
-        running_log_store(workdir, progress, VERSIONS[args.elasticsearch]) as log_store,
-        running_stack(
-            workdir,
-            ports=None if args.random_ports else default_ports(),
-            watcher={},
-            prometheus=True,
-            daemons=tuple(command for command in DAEMONS if command != "watch-hubs"),
-            overrides=log_store,
-            progress=progress,
-        ) as stack,
-    ):
+    with contextlib.ExitStack() as running:
+        swarm = None
+        if args.nodes > 1:  # torn down last: namespaces, engines and all
+            swarm = running.enter_context(Swarm(workdir / "swarm", args.nodes, progress))
+        log_store = running.enter_context(
+            running_log_store(workdir, progress, VERSIONS[args.elasticsearch])
+        )
+        stack = running.enter_context(
+            running_stack(
+                workdir,
+                ports=None if args.random_ports else default_ports(),
+                watcher={},
+                prometheus=True,
+                daemons=tuple(command for command in DAEMONS if command != "watch-hubs"),
+                overrides=log_store,
+                progress=progress,
+                swarm=swarm,
+            )
+        )
         preview = workdir / "dashboards"
         progress(f"rendering the dashboards' preview into {preview}")
         main(["dashboards", "preview", "--out", str(preview), "--elasticsearch",
@@ -186,6 +194,12 @@ def up(args: argparse.Namespace) -> int:
             stopping.wait()
         progress("stopping")
     return 0
+
+
+def _node_count(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 9:
+        raise argparse.ArgumentTypeError(f"{value!r}: a whole number from 1 to 9")
+    return int(value)
 
 
 class _SubCommands(argparse._SubParsersAction):
@@ -302,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workdir", help="folder for state and logs (default: a new temp folder)")
     run.add_argument(
         "--random-ports", action="store_true", help="free ports instead of the defaults (8000, ...)"
+    )
+    run.add_argument(
+        "--nodes",
+        type=_node_count,
+        default=1,
+        help="1: user servers on this machine's Docker engine (default); 2 to 9: on a Swarm "
+        "of that many engines in network namespaces (a manager, the rest workers; needs root)",
     )
     run.add_argument(
         "--elasticsearch",

@@ -122,7 +122,8 @@ def storage(config: Config) -> Section:
 def collect(config: Config) -> dict[str, Section]:
     return {
         "hubs": hubs(config),
-        "containers": daemon_metrics(config.containers.endpoint, "hubkeeper_containers_"),
+        # hubkeeper_containers_* and, from the exporter that keeps a swarm's books, per node
+        "containers": daemon_metrics(config.containers.endpoint, "hubkeeper_"),
         "shipper": daemon_metrics(config.shipper.endpoint, "hubkeeper_shipper_"),
         "culler": daemon_metrics(config.culler.endpoint, "hubkeeper_culler_"),
         "storage": storage(config),
@@ -143,6 +144,7 @@ def render(view: dict[str, Section], now: float | None = None) -> str:
             f"   missing {containers.get('hubkeeper_containers_missing', 0):.0f}"
             f"   docker {'up' if containers.get('hubkeeper_containers_docker_up') else 'DOWN'}"
         )
+        lines += render_nodes(containers)
     shipper = view["shipper"]
     lines.append(f"log shipping ({shipper['source']})")
     if shipper["source"] == "daemon":
@@ -169,6 +171,27 @@ def render(view: dict[str, Section], now: float | None = None) -> str:
     lines.append(f"alerts firing ({view['alerts']['source']}): {len(firing) or 'none'}")
     lines += [f"  {a['severity']:<8} {a['name']:<32} {a['summary']}" for a in firing]
     return "\n".join(lines)
+
+
+def render_nodes(containers: Section) -> list[str]:
+    """A line per Swarm node (the cluster exporter's gauges), then the cluster's total."""
+    up_prefix = 'hubkeeper_swarm_node_up{node="'
+    nodes = sorted(key[len(up_prefix) : -2] for key in containers if key.startswith(up_prefix))
+    if not nodes:
+        return []
+
+    def gauge(name: str, node: str) -> float:
+        return containers.get(f'hubkeeper_swarm_node_{name}{{node="{node}"}}', 0.0)
+
+    lines = [
+        f"  node {node:<20} {'up' if gauge('up', node) else 'DOWN':<5}"
+        f" servers {gauge('servers', node):.0f}   missing {gauge('missing_servers', node):.0f}"
+        for node in nodes
+    ]
+    up = sum(1 for node in nodes if gauge("up", node))
+    servers = containers.get("hubkeeper_swarm_node_servers", 0.0)
+    lines.append(f"  cluster: {len(nodes)} nodes, {up} up, {servers:.0f} servers")
+    return lines
 
 
 def render_storage(view: Section) -> list[str]:

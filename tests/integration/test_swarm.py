@@ -4,10 +4,11 @@ their containers, reached through NGINX at their node's address. The books of th
 cluster (one exporter reconciling from the manager, one exporter per node), the culler
 reading each server's CPU on its node, an orphan service, and a worker cut off."""
 
+import re
 import secrets
+import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from docker.types import EndpointSpec
 
 from hubkeeper.config import DockerConfig
 from hubkeeper.deploy.elasticsearch import Elasticsearch
-from hubkeeper.deploy.stack import Stack, http_ok, running_stack, to_toml, wait_for
+from hubkeeper.deploy.stack import Stack, http_ok, running_stack, wait_for
 from hubkeeper.deploy.swarm import HOST_INTERFACE, Node, Swarm, SwarmError, run
 from hubkeeper.hub.images import BASE_IMAGE, SINGLEUSER_IMAGE, ensure_images
 from hubkeeper.redact import redact
@@ -88,9 +89,9 @@ def test_a_swarm_of_three_runs_a_host_network_task_on_a_worker(swarm: Swarm) -> 
 
 @dataclass
 class Cluster:
-    """A stack whose hub spawns on the swarm; the exporter that reconciles the cluster (on
-    127.0.0.1, the manager's engine), and one exporter per node inside that node's network
-    namespace, at the node's address; Prometheus and Alertmanager."""
+    """A stack whose hub spawns on the swarm's workers; the exporter that keeps the
+    cluster's books (on 127.0.0.1, the manager's engine), and one exporter per node inside
+    that node's network namespace, at the node's address; Prometheus and Alertmanager."""
 
     stack: Stack
     swarm: Swarm
@@ -126,44 +127,21 @@ class Cluster:
         return next(node for node in self.swarm.nodes if node.name == name)
 
 
-def start_node_exporter(stack: Stack, swarm: Swarm, node: Node) -> None:
-    """``hubkeeper export-containers`` in the node's namespace, reading the node's engine."""
-    data = tomllib.loads(stack.config_path.read_text())
-    port = stack.config.containers.endpoint.port
-    data["containers"] = {
-        **data["containers"],
-        "docker_url": node.url,
-        "reconcile": "off",
-        "endpoint": {"listen": node.address, "port": port},
-    }
-    path = stack.workdir / f"exporter-{node.name}.toml"
-    path.write_text(to_toml(data))
-    process = stack.spawn(
-        f"exporter-{node.name}",
-        ["nsenter", f"--net=/run/netns/{node.name}", sys.executable, "-m", "hubkeeper.cli",
-         "export-containers", "--config", str(path)],
-    )  # fmt: skip
-    stack.until_ready(process, f"http://{swarm.reachable(node.address)}:{port}/healthz", 60)
-
-
 @pytest.fixture(scope="module")
 def cluster(swarm: Swarm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The stack ``hubkeeper up --nodes 3`` runs, with short intervals."""
     overrides = {
-        "docker": {"url": swarm.manager.url},
-        "jupyterhub": {"spawner": "swarm", "placement_constraints": ["node.role==worker"]},
-        "containers": {"reconcile": "cluster", "reconcile_seconds": 1.0, "orphan_grace": 2.0},
+        "containers": {"reconcile_seconds": 1.0, "orphan_grace": 2.0},
         "alerts": {"rule_time_scale": 1 / 60},
     }
     with running_stack(
         tmp_path_factory.mktemp("cluster") / "stack",
         hub_name=f"sw-{secrets.token_hex(3)}",
         overrides=overrides,
-        listen=swarm.host_address,
         prometheus=True,
         daemons=("export-containers",),
+        swarm=swarm,
     ) as stack:
-        for node in swarm.nodes:
-            start_node_exporter(stack, swarm, node)
         yield Cluster(stack, swarm)
 
 
@@ -205,6 +183,13 @@ def test_servers_are_services_on_both_workers_and_every_view_agrees(cluster: Clu
     assert series(books, "hubkeeper_swarm_node_up") == [1.0, 1.0, 1.0]
     assert series(books, "hubkeeper_containers_missing") == [0.0]
     assert series(books, "hubkeeper_containers_orphans") == [0.0]
+    status = subprocess.run(
+        [sys.executable, "-m", "hubkeeper.cli", "status", "--config", str(stack.config_path)],
+        capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    for node in swarm.workers:
+        assert re.search(rf"node {node.name} +up +servers 1 +missing 0", status), status
+    assert "cluster: 3 nodes, 3 up, 2 servers" in status
 
 
 def test_a_shipper_on_each_worker_ships_its_servers_logs_once_with_node_and_user(

@@ -1,4 +1,4 @@
-from hubkeeper.status import DEAD_LETTERS, metric_sums, render, render_storage
+from hubkeeper.status import DEAD_LETTERS, metric_sums, render, render_nodes, render_storage
 
 METRICS = """\
 # TYPE hubkeeper_shipper_events_total counter
@@ -75,3 +75,23 @@ def test_render_storage_names_hung_mounts_and_their_servers() -> None:
     assert "NFS filer down" in lines[1] and "Owncloud maintenance" in lines[1]
     assert lines[2] == "    servers on hung storage: alice, bob/gpu"
     assert lines[3].split() == ["node-b:9105", "does", "not", "answer"]
+
+
+def test_render_a_line_per_swarm_node_and_the_cluster_total() -> None:
+    metrics = "\n".join([
+        'hubkeeper_containers_seen 0',
+        'hubkeeper_swarm_node_up{node="hk-node1",role="manager"} 1',
+        'hubkeeper_swarm_node_up{node="hk-node2",role="worker"} 0',
+        'hubkeeper_swarm_node_servers{node="hk-node1"} 0',
+        'hubkeeper_swarm_node_servers{node="hk-node2"} 2',
+        'hubkeeper_swarm_node_missing_servers{node="hk-node1"} 0',
+        'hubkeeper_swarm_node_missing_servers{node="hk-node2"} 2',
+        "",
+    ])  # fmt: skip
+    lines = render_nodes({"source": "daemon", **metric_sums(metrics, "hubkeeper_")})
+    assert lines == [
+        "  node hk-node1             up    servers 0   missing 0",
+        "  node hk-node2             DOWN  servers 2   missing 2",
+        "  cluster: 2 nodes, 1 up, 2 servers",
+    ]
+    assert render_nodes({"source": "daemon", "hubkeeper_containers_seen": 1.0}) == []
