@@ -11,13 +11,17 @@ have the swarm start another.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 import docker
 
-from hubkeeper.config import LabelsConfig
+from hubkeeper.config import EndpointConfig, LabelsConfig
+from hubkeeper.status import fetch
 from hubkeeper.watchers.containers.model import ContainerInfo, parse_docker_time
 
 
@@ -121,3 +125,18 @@ class SwarmInventory:
         except docker.errors.NotFound:
             return False
         return True
+
+
+def read_node_exporters(
+    endpoint: EndpointConfig, nodes: Iterable[SwarmNode], pool: Executor
+) -> dict[str, tuple[float, str | None]]:
+    """Each node's container exporter's ``/metrics`` at the node's swarm address, with
+    ``endpoint``'s port and credentials, read concurrently: node name -> (when read, the
+    text, or None when that exporter does not answer)."""
+
+    def read(node: SwarmNode) -> tuple[float, str | None]:
+        at = time.time()
+        return at, fetch(dataclasses.replace(endpoint, listen=node.address), "/metrics")
+
+    jobs = {node.name: pool.submit(read, node) for node in nodes}
+    return {name: job.result() for name, job in jobs.items()}

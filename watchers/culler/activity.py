@@ -20,7 +20,6 @@ the culler's state, so ``--once`` runs from cron measure across runs.
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import threading
 import time
 from collections.abc import Mapping
@@ -31,11 +30,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from hubkeeper.config import Config
-from hubkeeper.status import fetch
 from hubkeeper.watchers.containers.discovery import docker_api
 from hubkeeper.watchers.containers.model import ContainerInfo, real_name
 from hubkeeper.watchers.containers.reader import container_reader
-from hubkeeper.watchers.containers.swarm import SwarmInventory, SwarmNode
+from hubkeeper.watchers.containers.swarm import SwarmInventory, read_node_exporters
 
 MAX_SAMPLES = 240  # per container: bounds memory and the state file whatever the settings
 CPU_COUNTER = "container_cpu_usage_seconds_total"
@@ -141,23 +139,16 @@ class SwarmSource:
             self.up = False
             return (), []
         self.up = True
-        on_node: dict[str, dict[str, str]] = {}
+        on_node: dict[str, dict[str, str]] = {}  # node -> service name -> service ID
         for info in entries:
             if not info.lost:
                 on_node.setdefault(info.node, {})[info.name] = info.id
-        by_name = {node.name: node for node in nodes.values()}
-        jobs = [
-            self.pool.submit(self._node_readings, by_name[name], services)
-            for name, services in on_node.items()
-            if name in by_name
-        ]
-        return entries, [reading for job in jobs for reading in job.result()]
-
-    def _node_readings(self, node: SwarmNode, services: Mapping[str, str]) -> list[Reading]:
-        endpoint = dataclasses.replace(self.endpoint, listen=node.address)
-        at = time.time()
-        body = fetch(endpoint, "/metrics")
-        return [] if body is None else task_cpu_seconds(body, services, at)
+        serving = [node for node in nodes.values() if node.name in on_node]
+        readings = []
+        for name, (at, text) in read_node_exporters(self.endpoint, serving, self.pool).items():
+            if text is not None:
+                readings += task_cpu_seconds(text, on_node[name], at)
+        return entries, readings
 
     def remove(self, container_id: str) -> bool:
         return self.inventory.remove(container_id)
