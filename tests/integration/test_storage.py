@@ -242,7 +242,7 @@ def test_owncloud_status_and_a_webdav_propfind_of_the_canary(tmp_path: Path) -> 
             "user": "alice",
             "app_password_file": str(tmp_path / "app-password"),
             "canary_path": "canary.txt",
-            "webdav_url": f"{dav}/remote.php/dav/files/alice",
+            "webdav_url": f"{dav.url}/remote.php/dav/files/alice",
         }
         with watcher(tmp_path, {"owncloud": owncloud}) as w:
             wait_for(lambda: w.metric("owncloud_up") == [1.0], 10, "Owncloud up")
