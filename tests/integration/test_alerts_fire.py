@@ -1,14 +1,14 @@
 """Every alert rule caused for real. One stack: hubs a and b with the watcher, NGINX, the
 container exporter, the culler, the shipper (into the real Elasticsearch) and the storage
-watcher (of the storage tests' peers: a FUSE mount, nfs-ganesha, wsgidav and Owncloud's
-documented status.php), Prometheus scraping all of them every second, Alertmanager with
-the generated routing, a recording webhook as every receiver. The rules are rendered with
-``alerts.rule_time_scale`` 1/60 (alerts/render.py: every ``for:``, range window, age and
-lag limit a sixtieth, other thresholds as written), so a ``for: 10m`` waits 10 s. Each
-test causes several conditions at once, then checks for each alert that Alertmanager holds
-it once (one group, its labels, a runbook that exists), that it reached its receiver
-(criticals the pager, the rest the warnings webhook) and no other, and that it resolves
-when the cause ends."""
+watcher (on the storage tests' peers: a FUSE mount, nfs-ganesha, wsgidav, and a test
+server of Owncloud's status.php in its documented format), Prometheus scraping all of them
+every second, Alertmanager with the generated routing, a recording webhook as every
+receiver. The rules are rendered with ``alerts.rule_time_scale`` 1/60 (alerts/render.py:
+every ``for:``, range window, age and lag limit a sixtieth, other thresholds as written),
+so a ``for: 10m`` waits 10 s. Each test causes several conditions at once, then checks for
+each alert that Alertmanager holds it once (one group, its labels, a runbook that exists),
+that it reached its receiver (criticals the pager, the rest the warnings webhook) and no
+other, and that it resolves when the cause ends."""
 
 import contextlib
 import os
@@ -501,7 +501,7 @@ def test_shipper_alerts(firing: Firing) -> None:
         fires_once(firing, "HubkeeperShipperOutputDown", PAGER, 60, team="logging")
         spool = fires_once(firing, "HubkeeperShipperSpoolFilling", PAGER, 30, "critical")
         assert suppressed_by(firing, "HubkeeperShipperSpoolFilling", 10) == [spool["fingerprint"]]
-        # every source is behind; the one written to here is
+        # every source is behind (one alert each): the one written to here is checked
         fires_once(firing, "HubkeeperShipperLagging", WARNINGS, 30, source="flood",
                    team="logging", instance=firing.instance("shipper"))  # fmt: skip
         fires_once(firing, "HubkeeperFiguresDropped", WARNINGS, 40, job="hubkeeper-shipper",
