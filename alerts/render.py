@@ -268,10 +268,13 @@ def prometheus_config(config: Config, secrets: SecretFiles, rules_glob: str) -> 
 UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 DURATION = r"(?:\d+(?:ms|[smhdwy]))+"
 #: what a rule says about time: ``for: 10m``, a range ``[15m]`` (or subquery ``[1h:1m]``),
-#: and an age limit ``time() - x_created < 3600`` (the counters born at 1, see culler.yml)
+#: an age limit ``time() - x_created < 3600`` (the counters born at 1, see culler.yml) and
+#: a lag limit ``x_lag_seconds > 300`` (how long the oldest unshipped line has waited: it
+#: grows with the clock, as an age does)
 FOR = re.compile(rf"^(\s*for: )({DURATION})$", re.MULTILINE)
 RANGE = re.compile(rf"\[({DURATION})(?::({DURATION}))?\]")
 AGE = re.compile(r"(time\(\) - \w+(?:\{[^}]*\})? < )(\d+(?:\.\d+)?)")
+LAG = re.compile(r"(\w+_lag_seconds(?:\{[^}]*\})? > )(\d+(?:\.\d+)?)")
 
 
 def seconds_of(text: str) -> float:
@@ -282,8 +285,9 @@ def seconds_of(text: str) -> float:
 
 
 def scale_times(text: str, scale: float) -> str:
-    """Every ``for:``, range window and age limit of a rule file times ``scale``, the
-    thresholds unchanged: the same rules, on a faster clock (``alerts.rule_time_scale``)."""
+    """Every ``for:``, range window, age limit and lag limit of a rule file times
+    ``scale``, the other thresholds (how long a spawn takes, ratios) unchanged: the same
+    rules, on a faster clock (``alerts.rule_time_scale``)."""
     if scale == 1:
         return text
 
@@ -296,7 +300,9 @@ def scale_times(text: str, scale: float) -> str:
 
     text = FOR.sub(lambda match: match[1] + scaled(match[2]), text)
     text = RANGE.sub(window, text)
-    return AGE.sub(lambda match: f"{match[1]}{round(float(match[2]) * scale, 3):g}", text)
+    for limit in (AGE, LAG):
+        text = limit.sub(lambda match: f"{match[1]}{round(float(match[2]) * scale, 3):g}", text)
+    return text
 
 
 def render_rules(base_url: str, out: Path, time_scale: float = 1.0) -> list[Path]:

@@ -968,6 +968,13 @@ class ShipperConfig:
     status_interval: float = interval_or_off(
         help="seconds between the shipper's status documents (lag, spool, outcomes)"
     )  # the shipper's lag and outcomes as documents
+    documents_buffer: int = setting(
+        50_000,
+        "a number of documents (1-10000000)",
+        lambda v: 1 <= v <= 10_000_000,
+        help="snapshot and status documents a daemon keeps while the output does not answer "
+        "(50,000: 200 containers every 30 s for two hours); past it the oldest are dropped",
+    )
     elasticsearch: ShipperElasticsearchConfig = field(default_factory=ShipperElasticsearchConfig)
     logstash: ShipperLogstashConfig = field(default_factory=ShipperLogstashConfig)
 

@@ -2,10 +2,10 @@
 indexed through the shipper's configured output (``[shipper]``: Elasticsearch or Logstash).
 
 They are measurements taken every few seconds, not log lines: while the output does not
-answer they wait in a bounded buffer and go out with the next ones; past the bound the
-oldest are dropped and counted. Ids are deterministic (dataset, identity, timestamp), so
-a document sent twice is indexed once; a permanent refusal goes to the dead-letter index
-like any event.
+answer they wait in a bounded buffer (``[shipper] documents_buffer``) and go out with the
+next ones; past the bound the oldest are dropped and counted. Ids are deterministic
+(dataset, identity, timestamp), so a document sent twice is indexed once; a permanent
+refusal goes to the dead-letter index like any event.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from hubkeeper.shippers.store import Record, daily_index
 
 log = get_logger(__name__)
 
-MAX_BUFFERED = 50_000  # documents: 200 containers every 30 s for two hours
 Documents = Iterable[tuple[str, dict[str, Any]]]
 
 
@@ -136,13 +135,13 @@ class DocumentIndexer:
 
     def _put(self, records: list[Record], at_end: bool) -> None:
         """Put records in the buffer (new ones at the end, unsent ones back in front);
-        beyond MAX_BUFFERED the oldest are dropped."""
+        beyond ``documents_buffer`` the oldest are dropped."""
         with self._lock:
             if at_end:
                 self.buffer.extend(records)
             else:
                 self.buffer.extendleft(reversed(records))
-            dropped = len(self.buffer) - MAX_BUFFERED
+            dropped = len(self.buffer) - self.section.documents_buffer
             for _ in range(max(dropped, 0)):
                 self.buffer.popleft()
         if dropped > 0:

@@ -108,7 +108,8 @@ def watcher(base: Path, storage: dict, **sections: dict) -> Iterator[Watcher]:
 
 
 class StorageFS:
-    """``tests/integration/storagefs.py`` mounted at ``mountpoint``; ``mode()`` steers it."""
+    """``tests/integration/storagefs.py`` mounted at ``mountpoint``; ``mode()`` steers it
+    (``ok``, ``hang``, ``full``, ``no_inodes``, or several: ``full,no_inodes``)."""
 
     def __init__(self, base: Path) -> None:
         self.backing, self.mountpoint = base / "backing", base / "notebooks"
@@ -147,7 +148,9 @@ def storagefs(base: Path) -> Iterator[StorageFS]:
 
 # --- nfs-ganesha in a network namespace ------------------------------------------------------
 
-SUBNET = "10.254.20"  # the storage tests' fixed private test subnet: no default route there
+# the storage tests' fixed private test subnet (no default route there); another module
+# passes its own (two modules may run at the same time on one machine)
+SUBNET = "10.254.20"
 GANESHA_CONF = """
 NFS_CORE_PARAM {{ Protocols = 3; NFS_Port = 2049; MNT_Port = 20048; Bind_addr = {address};
                  Enable_NLM = false; Enable_RQUOTA = false; }}
@@ -162,12 +165,14 @@ HOLDER = "mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /var/lib/nfs && exec
 
 class NfsServer:
     """rpcbind and nfs-ganesha (NFSv3, MOUNT v3) in a network namespace of their own,
-    reached from the root namespace only over the test's veth pair."""
+    reached from the root namespace only over the test's veth pair (``subnet``: the
+    first three octets of a /24)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, subnet: str = SUBNET) -> None:
         tag = secrets.token_hex(3)
         self.netns, self.veth = f"hkst-{tag}", f"hkst{tag}"
-        self.address = f"{SUBNET}.2"
+        self.subnet = subnet
+        self.address = f"{subnet}.2"
         self.export = base / "export"
         self.export.mkdir()
         self.conf = base / "ganesha.conf"
@@ -181,7 +186,7 @@ class NfsServer:
             f"ip netns add {self.netns}",
             f"ip link add {self.veth}a type veth peer name {self.veth}b",
             f"ip link set {self.veth}b netns {self.netns}",
-            f"ip addr add {SUBNET}.1/24 dev {self.veth}a",
+            f"ip addr add {self.subnet}.1/24 dev {self.veth}a",
             f"ip link set {self.veth}a up",
             f"ip -n {self.netns} addr add {self.address}/24 dev {self.veth}b",
             f"ip -n {self.netns} link set {self.veth}b up",
@@ -232,8 +237,8 @@ class NfsServer:
 
 
 @contextlib.contextmanager
-def nfs_server(base: Path) -> Iterator[NfsServer]:
-    server = NfsServer(base)
+def nfs_server(base: Path, subnet: str = SUBNET) -> Iterator[NfsServer]:
+    server = NfsServer(base, subnet)
     try:
         server.setup()
         yield server
@@ -307,25 +312,45 @@ simple_dc:
 """
 
 
+class WebDav:
+    """wsgidav serving ``base/files`` as ``user``'s Owncloud files at ``url``; it can be
+    stopped and started again on the same port."""
+
+    def __init__(self, base: Path, user: str, password: str) -> None:
+        root = base / "files"
+        root.mkdir()
+        (root / "canary.txt").write_text("canary\n")
+        (port,) = free_ports(1)
+        self.conf = base / "wsgidav.yaml"
+        self.conf.write_text(
+            WSGIDAV_CONF.format(port=port, user=user, root=root, password=password)
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        wsgidav = Path(sys.executable).with_name("wsgidav")
+        self.process = subprocess.Popen([str(wsgidav), "--config", str(self.conf)],
+                                        stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)  # fmt: skip
+        wait_for(lambda: _answers(self.url), 20, "wsgidav")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
 @contextlib.contextmanager
-def webdav(base: Path, user: str, password: str) -> Iterator[str]:
-    """wsgidav serving ``base/files`` as ``user``'s Owncloud files; yields the server's URL."""
-    root = base / "files"
-    root.mkdir()
-    (root / "canary.txt").write_text("canary\n")
-    (port,) = free_ports(1)
-    conf = base / "wsgidav.yaml"
-    conf.write_text(WSGIDAV_CONF.format(port=port, user=user, root=root, password=password))
-    wsgidav = Path(sys.executable).with_name("wsgidav")
-    process = subprocess.Popen([str(wsgidav), "--config", str(conf)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+def webdav(base: Path, user: str, password: str) -> Iterator[WebDav]:
+    """A running :class:`WebDav`, stopped at the end."""
+    server = WebDav(base, user, password)
     try:
-        wait_for(lambda: _answers(url), 20, "wsgidav")
-        yield url
+        server.start()
+        yield server
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 def _answers(url: str) -> bool:

@@ -1,10 +1,11 @@
 """A FUSE filesystem for the storage watcher's tests: a passthrough to a folder that can be
 told to hang every operation, to be full, or to be out of inodes.
 
-``python -m tests.integration.storagefs BACKING MOUNTPOINT CONTROL``: the mode is the
-content of the file CONTROL (``ok``, ``hang``, ``full``, ``no_inodes``), read on every
-operation. A hung operation stays unanswered in the kernel, as on a stalled NFS server.
-Stands in for an NFS client mount, which this kernel does not have.
+``python -m tests.integration.storagefs BACKING MOUNTPOINT CONTROL``: the modes are the
+content of the file CONTROL (``ok``, ``hang``, ``full``, ``no_inodes``, or several joined
+by commas: ``full,no_inodes``), read on every operation. A hung operation stays
+unanswered in the kernel, as on a stalled NFS server. Stands in for an NFS client mount,
+which this kernel does not have.
 """
 
 import errno
@@ -21,14 +22,14 @@ class StorageFS(Operations):
         self.backing = backing
         self.control = Path(control)
 
-    def mode(self) -> str:
+    def modes(self) -> set[str]:
         try:
-            return self.control.read_text().strip()
+            return set(self.control.read_text().strip().split(","))
         except OSError:
-            return "ok"
+            return {"ok"}
 
     def __call__(self, op: str, path: str, *args: object) -> object:
-        while self.mode() == "hang":
+        while "hang" in self.modes():
             time.sleep(0.05)
         return super().__call__(op, path, *args)
 
@@ -36,7 +37,7 @@ class StorageFS(Operations):
         return os.path.join(self.backing, path.lstrip("/"))
 
     def refuse_new(self) -> None:
-        if self.mode() in ("full", "no_inodes"):
+        if self.modes() & {"full", "no_inodes"}:
             raise FuseOSError(errno.ENOSPC)
 
     # -- metadata ------------------------------------------------------------------------
@@ -53,9 +54,10 @@ class StorageFS(Operations):
         v = os.statvfs(self.real(path))
         stats = {key: getattr(v, key) for key in ("f_bsize", "f_frsize", "f_blocks", "f_bfree",
                  "f_bavail", "f_files", "f_ffree", "f_favail", "f_namemax")}  # fmt: skip
-        if self.mode() == "full":
+        modes = self.modes()
+        if "full" in modes:
             stats.update(f_bfree=0, f_bavail=0)
-        if self.mode() == "no_inodes":
+        if "no_inodes" in modes:
             stats.update(f_ffree=0, f_favail=0)
         return stats
 
@@ -97,7 +99,7 @@ class StorageFS(Operations):
         return os.pread(fh, size, offset)
 
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
-        if self.mode() == "full":
+        if "full" in self.modes():
             raise FuseOSError(errno.ENOSPC)
         return os.pwrite(fh, data, offset)
 

@@ -1,12 +1,14 @@
 """Every alert rule caused for real. One stack: hubs a and b with the watcher, NGINX, the
-container exporter, the culler and the shipper (into the real Elasticsearch), Prometheus
-scraping all of them every second, Alertmanager with the generated routing, a recording
-webhook as every receiver. The rules are rendered with ``alerts.rule_time_scale`` 1/60
-(alerts/render.py: every ``for:``, range window and age limit a sixtieth, thresholds as
-written), so a ``for: 10m`` waits 10 s. Each test causes several conditions at once, then
-checks for each alert that Alertmanager holds it once (one group, its labels, a runbook
-that exists), that it reached its receiver (criticals the pager, the rest the warnings
-webhook) and no other, and that it resolves when the cause ends."""
+container exporter, the culler, the shipper (into the real Elasticsearch) and the storage
+watcher (on the storage tests' peers: a FUSE mount, nfs-ganesha, wsgidav, and a test
+server of Owncloud's status.php in its documented format), Prometheus scraping all of them
+every second, Alertmanager with the generated routing, a recording webhook as every
+receiver. The rules are rendered with ``alerts.rule_time_scale`` 1/60 (alerts/render.py:
+every ``for:``, range window, age and lag limit a sixtieth, other thresholds as written),
+so a ``for: 10m`` waits 10 s. Each test causes several conditions at once, then checks for
+each alert that Alertmanager holds it once (one group, its labels, a runbook that exists),
+that it reached its receiver (criticals the pager, the rest the warnings webhook) and no
+other, and that it resolves when the cause ends."""
 
 import contextlib
 import os
@@ -42,6 +44,16 @@ from tests.integration.alerting import (
 )
 from tests.integration.helpers import start_frozen, user_containers
 from tests.integration.shipping import dynamic_json_keys
+from tests.integration.storage_peers import (
+    NfsServer,
+    StatusPhp,
+    StorageFS,
+    WebDav,
+    nfs_server,
+    status_php,
+    storagefs,
+    webdav,
+)
 
 NAME = "fire"
 RUNBOOKS = "https://runbooks.lab.test/hubkeeper"
@@ -52,6 +64,35 @@ WATCHER = {"interval": 1.0, "probe_timeout": 2.0, "startup_grace": 3600.0}
 STUCK_AFTER = 5.0  # the culler's pending_timeout
 SLOW = 32.0  # seconds a frozen spawn is held: above JupyterHubSlowSpawns' 30 s threshold
 SPOOL = 256 * 1024  # the shipper's spool limit, bytes
+# [shipper] documents_buffer: the shipper's status every second fills it in 12 s, while
+# Elasticsearch is stopped anyway (a container snapshot, every 10 s, holds one document per
+# container and one of the hub: under 12 here)
+FIGURES = 12
+NFS_SUBNET = "10.254.21"  # this module's fixed private test subnet (the storage tests': .20)
+OWNCLOUD_USER = "alice"
+
+
+@dataclass
+class StoragePeers:
+    """What the storage watcher of the stack watches."""
+
+    fs: StorageFS  # the notebook mount
+    nfs: NfsServer
+    status: StatusPhp  # Owncloud's status.php
+    dav: WebDav  # Owncloud's WebDAV
+    password_file: Path  # the monitoring user's app password
+
+    def section(self) -> dict:
+        """``[storage]``: the mount, the NFS server and Owncloud, checked every second."""
+        return {
+            "interval": 1.0, "timeout": 1.0,
+            "mounts": [{"name": "notebooks", "path": str(self.fs.mountpoint)}],
+            "nfs": [{"name": "filer", "host": self.nfs.address, "export": str(self.nfs.export),
+                     "timeout": 2.0}],
+            "owncloud": {"url": self.status.url, "user": OWNCLOUD_USER, "canary_path": "canary.txt",
+                         "app_password_file": str(self.password_file),
+                         "webdav_url": f"{self.dav.url}/remote.php/dav/files/{OWNCLOUD_USER}"},
+        }  # fmt: skip
 
 
 @dataclass
@@ -60,6 +101,7 @@ class Firing:
     receiver: Receiver
     es: Elasticsearch
     logs: Path  # the shipper's test sources: <logs>/<name>.log
+    storage: StoragePeers
 
     @property
     def alertmanager(self) -> str:
@@ -73,11 +115,15 @@ class Firing:
         return f"127.0.0.1:{getattr(self.stack.config, section).endpoint.port}"
 
 
-def overrides(workdir: Path, es: Elasticsearch, receiver: Receiver, smtp: int, key: str) -> dict:
+def overrides(
+    workdir: Path, es: Elasticsearch, receiver: Receiver, smtp: int, key: str,
+    storage: StoragePeers,
+) -> dict:  # fmt: skip
     sections: dict = log_store_overrides(workdir, es.url)
     shipper = sections["shipper"]
     shipper.update(poll_interval=0.05, scan_interval=0.2, batch_max_wait=0.2, retry_backoff=0.2,
-                   retry_backoff_max=1.0, spool_max_bytes=f"{SPOOL // 1024}K")  # fmt: skip
+                   retry_backoff_max=1.0, spool_max_bytes=f"{SPOOL // 1024}K",
+                   status_interval=1.0, documents_buffer=FIGURES)  # fmt: skip
     shipper["elasticsearch"].update(index_prefix=f"{NAME}-logs", dead_letter_index=f"{NAME}-dead",
                                     timeout=2.0)  # fmt: skip
     for source in ("conflict", "blocked", "flood"):
@@ -85,6 +131,7 @@ def overrides(workdir: Path, es: Elasticsearch, receiver: Receiver, smtp: int, k
                                    "paths": [str(workdir / "logs" / f"{source}.log")]})  # fmt: skip
     sections["containers"].update(reconcile_seconds=1.0, orphan_grace=0.0, resync_seconds=2.0,
                                   cache_seconds=0)  # fmt: skip
+    sections["storage"].update(storage.section())
     # the hub polls its servers seldom: a removed container stays "ready" until stopped
     images = [SINGLEUSER_IMAGE, ALT_IMAGE, BASE_IMAGE]
     sections["jupyterhub"] = {"poll_interval": 600, "allowed_images": images}
@@ -105,11 +152,27 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
 
 
 @pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoragePeers]:
+    base = tmp_path_factory.mktemp("fire-storage")
+    password = secrets.token_urlsafe(12)
+    (base / "app-password").write_text(password + "\n")
+    with (
+        storagefs(base) as fs,
+        nfs_server(base, NFS_SUBNET) as nfs,
+        status_php() as status,
+        webdav(base, OWNCLOUD_USER, password) as dav,
+    ):
+        nfs.start()
+        yield StoragePeers(fs, nfs, status, dav, base / "app-password")
+
+
+@pytest.fixture(scope="module")
 def firing(
     tmp_path_factory: pytest.TempPathFactory,
     elasticsearch: Elasticsearch,
     receiver: Receiver,
     inbox: tuple[Inbox, int],
+    storage: StoragePeers,
 ) -> Iterator[Firing]:
     workdir = tmp_path_factory.mktemp("fire-stack")
     (workdir / "logs").mkdir()
@@ -117,16 +180,17 @@ def firing(
     key.write_text(secrets.token_hex(16) + "\n")
     with running_stack(
         workdir, hub_name=f"{NAME}-{secrets.token_hex(3)}", watcher=WATCHER, prometheus=True,
-        daemons=("export-containers", "cull", "ship-logs"),
-        overrides=overrides(workdir, elasticsearch, receiver, inbox[1], str(key)),
+        daemons=("export-containers", "cull", "ship-logs", "watch-storage"),
+        overrides=overrides(workdir, elasticsearch, receiver, inbox[1], str(key), storage),
     ) as stack:  # fmt: skip
         for job in ("hubkeeper-watcher", "hubkeeper-containers", "hubkeeper-culler",
-                    "hubkeeper-shipper", "jupyterhub", "alertmanager"):  # fmt: skip
+                    "hubkeeper-shipper", "hubkeeper-storage", "jupyterhub",
+                    "alertmanager"):  # fmt: skip
             wait_for(
                 lambda j=job: prometheus_query(stack.prometheus_url, f'up{{job="{j}"}} == 1'),
                 30, f"Prometheus to scrape {job}",
             )  # fmt: skip
-        yield Firing(stack, receiver, elasticsearch, workdir / "logs")
+        yield Firing(stack, receiver, elasticsearch, workdir / "logs", storage)
 
 
 # --- what Alertmanager holds and what it sent ------------------------------------------
@@ -406,7 +470,9 @@ def indexed(es: Elasticsearch, pattern: str) -> int:
 
 def test_shipper_alerts(firing: Firing) -> None:
     """A mapping conflict (dead letter); Elasticsearch answering items 429 (the flood-stage
-    block); Elasticsearch stopped (SIGSTOP) while lines keep coming until the spool is full."""
+    block); Elasticsearch stopped (SIGSTOP) while lines keep coming until the spool is full:
+    the lines wait over 5 s (5 minutes on the rules' clock), and the shipper's status
+    documents, one a second, overflow their buffer of FIGURES."""
     es, prefix = firing.es, f"{NAME}-logs"
     dynamic_json_keys(es, prefix, "conflict")
     append(firing.source("conflict"), '{"event": "probe", "probe_value": 1}',
@@ -435,19 +501,47 @@ def test_shipper_alerts(firing: Firing) -> None:
         fires_once(firing, "HubkeeperShipperOutputDown", PAGER, 60, team="logging")
         spool = fires_once(firing, "HubkeeperShipperSpoolFilling", PAGER, 30, "critical")
         assert suppressed_by(firing, "HubkeeperShipperSpoolFilling", 10) == [spool["fingerprint"]]
+        # every source is behind (one alert each): the one written to here is checked
+        fires_once(firing, "HubkeeperShipperLagging", WARNINGS, 30, source="flood",
+                   team="logging", instance=firing.instance("shipper"))  # fmt: skip
+        fires_once(firing, "HubkeeperFiguresDropped", WARNINGS, 40, job="hubkeeper-shipper",
+                   team="logging", instance=firing.instance("shipper"))  # fmt: skip
     finally:
         os.kill(es.pid, signal.SIGCONT)
     resolves(firing, "HubkeeperShipperOutputDown", PAGER, 60)
     resolves(firing, "HubkeeperShipperSpoolFilling", PAGER, 60, "critical")
+    resolves(firing, "HubkeeperShipperLagging", WARNINGS, 60)
+    resolves(firing, "HubkeeperFiguresDropped", WARNINGS, 60)
 
 
 # --- the daemons and Alertmanager -------------------------------------------------------
 
 
+# A site's own rule that Prometheus cannot evaluate: a target's `up` and
+# `scrape_duration_seconds` share every label but the name, which an alert drops, so both
+# become the same alert ("vector contains metrics with the same labelset after applying
+# alert labels") at every evaluation.
+SITE_RULES = """groups:
+  - name: site
+    rules:
+      - alert: SiteShipperScrape
+        expr: '{__name__=~"up|scrape_duration_seconds", job="hubkeeper-shipper"} >= 0'
+"""
+
+
+def reload_prometheus(stack: Stack) -> None:
+    """Prometheus re-reads its config and rule files on SIGHUP."""
+    process(stack, "prometheus").popen.send_signal(signal.SIGHUP)
+
+
 def test_daemon_and_alertmanager_alerts(firing: Firing) -> None:
     """The watcher and the container exporter stopped; the culler restarted with a token
-    the hub refuses; the dead-man's switch rejecting the Watchdog (HTTP 400)."""
+    the hub refuses; the dead-man's switch rejecting the Watchdog (HTTP 400); a rule file
+    added beside the generated ones whose rule fails at every evaluation."""
     stack = firing.stack
+    site = stack.alerting.rules[0].with_name("site.yml")
+    site.write_text(SITE_RULES)
+    reload_prometheus(stack)
     firing.receiver.refused.add("/watchdog")
     process(stack, "cull").stop()
     argv = [sys.executable, "-m", "hubkeeper.cli", "cull", "--config", str(stack.config_path)]
@@ -461,7 +555,12 @@ def test_daemon_and_alertmanager_alerts(firing: Firing) -> None:
                    instance=firing.instance("culler"))  # fmt: skip
         fires_once(firing, "AlertmanagerNotificationsFailing", PAGER, 60, integration="webhook",
                    instance=firing.stack.alertmanager_url.removeprefix("http://"))  # fmt: skip
+        fires_once(firing, "PrometheusRuleEvaluationFailures", WARNINGS, 30,
+                   rule_group=f"{site};site", team="platform",
+                   instance=stack.prometheus_url.removeprefix("http://"))  # fmt: skip
     finally:
+        site.unlink()
+        reload_prometheus(stack)
         firing.receiver.refused.clear()
         stack.start_daemon("watch-hubs")
         stack.start_daemon("export-containers")
@@ -471,6 +570,7 @@ def test_daemon_and_alertmanager_alerts(firing: Firing) -> None:
     resolves(firing, "HubkeeperTargetDown", WARNINGS, 30, job="hubkeeper-containers")
     resolves(firing, "HubkeeperCullerErrors", WARNINGS, 60)
     resolves(firing, "AlertmanagerNotificationsFailing", PAGER, 60)
+    resolves(firing, "PrometheusRuleEvaluationFailures", WARNINGS, 30)
 
 
 # --- the hub's event loop ------------------------------------------------------------------
@@ -596,3 +696,39 @@ def test_no_healthy_standby_alert(firing: Firing) -> None:
     stack.start_hub(serving)
     stack.start_daemon("watch-hubs")
     resolves(firing, "HubkeeperNoHealthyStandby", PAGER, 40)
+
+
+# --- notebook storage ------------------------------------------------------------------------
+
+
+def test_storage_alerts(firing: Firing) -> None:
+    """The notebook filesystem full and out of inodes; the NFS server stopped; Owncloud in
+    maintenance (not down: the maintenance alert only); then the filesystem hangs and
+    Owncloud's WebDAV server is stopped."""
+    peers, team = firing.storage, {"team": "platform"}
+    watcher = {"job": "hubkeeper-storage", "instance": firing.instance("storage"), **team}
+    peers.fs.mode("full,no_inodes")
+    peers.nfs.stop()
+    peers.status.document["maintenance"] = True
+    try:
+        fires_once(firing, "HubkeeperNFSServerDown", PAGER, 30, server="filer", **team)
+        fires_once(firing, "HubkeeperStorageSpaceLow", WARNINGS, 40, mount="notebooks", **team)
+        fires_once(firing, "HubkeeperStorageInodesLow", WARNINGS, 40, mount="notebooks", **team)
+        fires_once(firing, "HubkeeperOwncloudMaintenance", WARNINGS, 40, **watcher)
+        assert notified(firing.receiver, "HubkeeperOwncloudDown", "firing") == set()
+        peers.fs.mode("hang")  # the free space last read stays
+        peers.status.document["maintenance"] = False
+        peers.dav.stop()
+        fires_once(firing, "HubkeeperStorageHung", PAGER, 30, mount="notebooks", **watcher)
+        fires_once(firing, "HubkeeperOwncloudDown", PAGER, 30, **watcher)
+        resolves(firing, "HubkeeperOwncloudMaintenance", WARNINGS, 30)
+    finally:  # every cause ends
+        peers.fs.mode("ok")
+        peers.status.document["maintenance"] = False
+        if peers.dav.process is None:
+            peers.dav.start()
+        peers.nfs.start()
+    for name in ("HubkeeperNFSServerDown", "HubkeeperStorageHung", "HubkeeperOwncloudDown"):
+        resolves(firing, name, PAGER, 30)
+    for name in ("HubkeeperStorageSpaceLow", "HubkeeperStorageInodesLow"):
+        resolves(firing, name, WARNINGS, 30)

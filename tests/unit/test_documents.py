@@ -10,7 +10,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from hubkeeper.config import ShipperConfig, ShipperElasticsearchConfig
-from hubkeeper.shippers import documents
 from hubkeeper.shippers.delivery import ItemResult, Outcome, Unavailable, error_reason, settle
 from hubkeeper.shippers.documents import DocumentIndexer, document_record
 from hubkeeper.shippers.parsers import iso_from_epoch
@@ -281,11 +280,10 @@ def test_a_refusal_is_dead_lettered_in_the_same_flush(registry: CollectorRegistr
     assert buffered(registry) == 0
 
 
-def test_the_oldest_documents_are_dropped_past_the_bound(
-    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+def test_the_oldest_documents_are_dropped_past_the_configured_bound(
+    registry: CollectorRegistry,
 ) -> None:
-    monkeypatch.setattr(documents, "MAX_BUFFERED", 5)
-    docs_indexer, fake = indexer(registry)
+    docs_indexer, fake = indexer(registry, ShipperConfig(documents_buffer=5))
     fake.down = True
     docs_indexer.add(docs(0, 1, 2))
     docs_indexer.flush()
