@@ -18,6 +18,7 @@ import pytest
 import requests
 from docker.types import EndpointSpec
 
+from hubkeeper import prtg
 from hubkeeper.config import DockerConfig
 from hubkeeper.deploy.elasticsearch import Elasticsearch
 from hubkeeper.deploy.stack import Stack, http_ok, running_stack, wait_for
@@ -190,6 +191,13 @@ def test_servers_are_services_on_both_workers_and_every_view_agrees(cluster: Clu
     for node in swarm.workers:
         assert re.search(rf"node {node.name} +up +servers 1 +missing 0", status), status
     assert "cluster: 3 nodes, 3 up, 2 servers" in status
+    sensor = requests.get(f"http://127.0.0.1:{cluster.port}/prtg/cluster", timeout=10).json()
+    assert prtg.check(sensor) == []
+    by_name = {c["channel"]: c["value"] for c in sensor["prtg"]["result"]}
+    assert (by_name["Nodes"], by_name["Nodes down"], by_name["Servers"]) == (3, 0, 2)
+    assert [by_name[f"Servers on {node.name}"] for node in swarm.nodes] == [0, 1, 1]
+    for user, node_name in placed.items():  # top users across the nodes, from their exporters
+        assert f"{user} on {node_name} " in sensor["prtg"]["text"]
 
 
 def test_a_shipper_on_each_worker_ships_its_servers_logs_once_with_node_and_user(

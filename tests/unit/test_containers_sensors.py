@@ -10,10 +10,13 @@ from hubkeeper.watchers.containers.reconcile import MissingServer, Orphan, Recon
 from hubkeeper.watchers.containers.sensors import (
     MAX_TOP,
     SensorSettings,
+    cluster_overview,
     overview,
     parse_server_path,
+    server_memory,
     server_sensor,
 )
+from hubkeeper.watchers.containers.swarm import SwarmNode
 
 SETTINGS = SensorSettings(top=3, docker_url="unix:///var/run/docker.sock", hub="lab")
 MiB = 2**20
@@ -148,3 +151,36 @@ def test_server_paths() -> None:
     assert parse_server_path("/prtg/servers/x%2Fy") == ("x/y", "")
     assert parse_server_path("/prtg/servers/") is None
     assert parse_server_path("/prtg/servers/a/b/c") is None
+
+
+def test_cluster_overview_names_nodes_down_missing_orphans_and_top_users_across_nodes() -> None:
+    nodes = (SwarmNode("hk-node1", "10.213.0.12", "manager", True),
+             SwarmNode("hk-node2", "10.213.0.13", "worker", False),
+             SwarmNode("hk-node3", "10.213.0.14", "worker", True))  # fmt: skip
+    books = Reconciliation(
+        time=1.0, hub_up=True, hub_servers=3, orphans=(Orphan("ghost", "", "jupyter-ghost"),),
+        missing=(MissingServer("alice", "", "hk-node2"),), nodes=nodes,
+        servers_on={"hk-node2": 1, "hk-node3": 2},
+    )  # fmt: skip
+    metrics = "\n".join([
+        'container_memory_working_set_bytes{name="a",hub="lab",jupyterhub_user="bob"} 314572800',
+        'container_memory_working_set_bytes{name="b",hub="lab",jupyterhub_user="carol",'
+        'jupyterhub_server="gpu"} 104857600',
+        'container_memory_working_set_bytes{name="c",hub="other",jupyterhub_user="eve"} 1e12',
+        "",
+    ])  # fmt: skip
+    memory = server_memory(metrics, "lab", "hk-node3")
+    assert memory == [("bob", "hk-node3", 300 * MiB), ("carol/gpu", "hk-node3", 100 * MiB)]
+    payload = cluster_overview(books, memory, ["hk-node1"], dataclasses.replace(SETTINGS, top=2))
+    assert prtg.check(payload) == []
+    by_name = channels(payload)
+    assert by_name["Nodes down"]["value"] == 1 and by_name["Nodes down"]["limitmaxerror"] == 0
+    assert [by_name[f"Servers on hk-node{i}"]["value"] for i in (1, 2, 3)] == [0, 1, 2]
+    assert (by_name["Servers"]["value"], by_name["Missing servers"]["value"]) == (3, 1)
+    assert by_name["Memory top 1"]["value"] == 300 * MiB
+    text = payload["prtg"]["text"]
+    assert "2 of 3 nodes up; down: hk-node2; missing: alice (node hk-node2 down)" in text
+    assert "top memory: bob on hk-node3 300 MiB, carol/gpu on hk-node3 100 MiB" in text
+    assert "no figures from the exporters of hk-node1" in text
+    unknown = cluster_overview(None, [], [], SETTINGS)
+    assert unknown["prtg"]["error"] == 1

@@ -6,6 +6,7 @@ import dataclasses
 import socket
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -20,7 +21,7 @@ from hubkeeper.watchers.containers.collector import SelfMetrics, render
 from hubkeeper.watchers.containers.documents import snapshot_documents
 from hubkeeper.watchers.containers.reader import container_reader
 from hubkeeper.watchers.containers.reconcile import Inventory, Reconciler, Reconciliation
-from hubkeeper.watchers.containers.swarm import SwarmInventory
+from hubkeeper.watchers.containers.swarm import SwarmInventory, read_node_exporters
 
 
 class ContainerExporter:
@@ -35,12 +36,14 @@ class ContainerExporter:
         self.discovery, self.collector = self.reader.discovery, self.reader.collector
         self.node = section.node or self.discovery.engine_name() or socket.gethostname()
         self.reconciler: Reconciler | None = None
+        self.node_pool: ThreadPoolExecutor | None = None  # reads the nodes' exporters
         token = section.hub_token or config.hub.token
         if section.reconcile != "off" and token is not None:
             client = HubClient(dataclasses.replace(config.hub, token=token))
             inventory: Inventory = self.discovery
             if section.reconcile == "cluster":
                 inventory = SwarmInventory(self.reader.api, config.labels)
+                self.node_pool = ThreadPoolExecutor(8, "hubkeeper-node-exporters")
             self.reconciler = Reconciler(
                 client,
                 inventory,
@@ -95,10 +98,27 @@ class ContainerExporter:
         if path.rstrip("/") == "/prtg/overview":
             reconciliation = self.reconciler.last if self.reconciler else None
             return prtg.response(sensors.overview(snapshot, reconciliation, self.settings))
+        if path.rstrip("/") == "/prtg/cluster" and self.node_pool is not None:
+            return prtg.response(self.cluster_sensor())
         target = sensors.parse_server_path(path) if path.startswith("/prtg/servers/") else None
         if target is None:
             return 404, "text/plain; charset=utf-8", b"not found\n"
         return prtg.response(sensors.server_sensor(snapshot, *target, self.settings))
+
+    def cluster_sensor(self) -> prtg.Payload:
+        """The swarm's books, with each up node's exporter read for its servers' memory."""
+        assert self.reconciler is not None and self.node_pool is not None
+        last = self.reconciler.last
+        up = [node for node in last.nodes if node.up] if last is not None else []
+        memory: list[sensors.ServerMemory] = []
+        unanswered = []
+        readings = read_node_exporters(self.section.endpoint, up, self.node_pool)
+        for name, (_at, text) in readings.items():
+            if text is None:
+                unanswered.append(name)
+            else:
+                memory += sensors.server_memory(text, self.hub, name)
+        return sensors.cluster_overview(last, memory, unanswered, self.settings)
 
     def render_metrics(self) -> bytes:
         """``/metrics``: every container's series, then the exporter's own metrics."""
@@ -138,6 +158,8 @@ class ContainerExporter:
         return families
 
     def close(self) -> None:
+        if self.node_pool is not None:
+            self.node_pool.shutdown(wait=False)
         self.reader.close()
 
 

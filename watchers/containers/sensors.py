@@ -3,6 +3,8 @@
 ``/prtg/overview``                  running servers, orphans, missing, totals, top users
 ``/prtg/servers/<user>``            the user's default server
 ``/prtg/servers/<user>/<server>``   a named server
+``/prtg/cluster``                   (``reconcile = "cluster"``) the swarm's nodes, servers on
+                                    each, missing and orphans, top users across every node
 Channel names are stable (top users are ``Memory top 1`` ... with the names in the text),
 since PRTG creates a channel the first time it sees a name and keeps it.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from urllib.parse import unquote
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from hubkeeper import prtg
 from hubkeeper.prtg import Limits, Payload, channel
@@ -185,3 +189,69 @@ def parse_server_path(path: str) -> tuple[str, str] | None:
         return None
     user = unquote(parts[0])
     return user, unquote(parts[1]) if len(parts) == 2 else ""
+
+
+# --- the whole swarm ------------------------------------------------------------------------
+
+ServerMemory = tuple[str, str, float]  # user[/server], node, working set bytes
+MEMORY = "container_memory_working_set_bytes"
+
+
+def server_memory(metrics: str, hub: str, node: str) -> list[ServerMemory]:
+    """This hub's servers' memory from a node exporter's ``/metrics``."""
+    found = []
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == MEMORY and labels.get("hub") == hub:
+                path = server_path(
+                    labels.get("jupyterhub_user", ""), labels.get("jupyterhub_server", "")
+                )
+                found.append((path, node, sample.value))
+    return found
+
+
+def cluster_overview(
+    last: Reconciliation | None,
+    memory: list[ServerMemory],
+    unanswered: list[str],
+    settings: SensorSettings,
+) -> Payload:
+    """The cluster sensor of the exporter that keeps a swarm's books: its nodes (error while
+    one is down), the hub's servers on each, missing servers and orphan services, and the
+    top users by memory across every node whose exporter answered."""
+    if last is None or not last.hub_up:
+        reason = last.error if last is not None else "no reconciliation yet"
+        return prtg.error(f"the cluster's books are unknown: {reason}")
+    down = [node.name for node in last.nodes if not node.up]
+    channels = [
+        channel("Nodes", len(last.nodes)),
+        channel("Nodes down", len(down), limits=Limits(max_error=0, error_msg="a node is down")),
+        channel("Servers", last.hub_servers),
+        channel("Missing servers", len(last.missing), limits=_any_warns()),
+        channel("Orphan services", len(last.orphans), limits=_any_warns()),
+        channel("Memory total", sum(m[2] for m in memory), "BytesMemory", volume_size="MegaByte"),
+    ]
+    top = sorted(memory, key=lambda m: m[2], reverse=True)[: settings.top]
+    for rank in range(settings.top):
+        value = top[rank][2] if rank < len(top) else 0.0
+        channels.append(
+            channel(f"Memory top {rank + 1}", value, "BytesMemory", volume_size="MegaByte")
+        )
+    room = prtg.MAX_CHANNELS - len(channels)
+    channels += [
+        channel(f"Servers on {node.name}", last.servers_on.get(node.name, 0))
+        for node in last.nodes[:room]
+    ]
+    texts = [f"{len(last.nodes) - len(down)} of {len(last.nodes)} nodes up"]
+    if down:
+        texts.append(f"down: {_names(down)}")
+    texts.append(f"missing: {_names([m.describe() for m in last.missing]) or 'none'}")
+    texts.append(f"orphans: {_names([o.describe() for o in last.orphans]) or 'none'}")
+    if top:
+        texts.append(
+            "top memory: " + ", ".join(f"{path} on {node} {_mib(b)}" for path, node, b in top)
+        )
+    if unanswered:
+        texts.append(f"no figures from the exporters of {_names(unanswered)}")
+    return prtg.sensor(channels, "; ".join(texts))
