@@ -148,7 +148,11 @@ def apply(c: Any, config: Config, instance_name: str) -> None:
         c.JupyterHub.spawner_class = "hubkeeper.hub.spawner.HostNetworkSwarmSpawner"
         c.DockerSpawner.ip = "0.0.0.0"  # every address of the node the task runs on
         c.HostNetworkSwarmSpawner.labels = server_labels
-        c.SwarmSpawner.extra_placement_spec = {"constraints": list(hub.placement_constraints)}
+        c.HostNetworkSwarmSpawner.placement_constraints = list(hub.placement_constraints)
+        c.HostNetworkSwarmSpawner.placement_rules = [
+            {"group": rule.group, "image": rule.image, "constraints": list(rule.constraints)}
+            for rule in hub.placement
+        ]
     else:
         c.JupyterHub.spawner_class = "hubkeeper.hub.spawner.HostNetworkDockerSpawner"
         c.DockerSpawner.extra_host_config = {"auto_remove": False}  # a dead one waits

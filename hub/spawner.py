@@ -13,7 +13,7 @@ from typing import Any
 from docker.types import RestartPolicy
 from dockerspawner import DockerSpawner, SwarmSpawner
 from jupyterhub.utils import random_port
-from traitlets import Dict, Unicode, default
+from traitlets import Dict, List, Unicode, default
 
 
 class HostNetwork:
@@ -49,8 +49,29 @@ class HostNetworkDockerSpawner(HostNetwork, DockerSpawner):
         return self.server_address, self.port
 
 
+def placement(
+    constraints: list[str], rules: list[dict[str, Any]], image: str, groups: list[str]
+) -> list[str]:
+    """The constraints of every server, then those of each rule for its image or one of
+    the user's groups (rules are ``[[jupyterhub.placement]]`` tables)."""
+    extra = [
+        constraint
+        for rule in rules
+        if rule.get("image") == image or rule.get("group") in groups
+        for constraint in rule["constraints"]
+    ]
+    return list(dict.fromkeys([*constraints, *extra]))
+
+
 class HostNetworkSwarmSpawner(HostNetwork, SwarmSpawner):
     """One Swarm service per server, its task on any node the placement allows."""
+
+    placement_constraints = List(
+        Unicode(), config=True, help="Swarm placement constraints of every server."
+    )
+    placement_rules = List(
+        Dict(), config=True, help="More constraints per image or group: group/image, constraints."
+    )
 
     labels = Dict(
         config=True,
@@ -74,6 +95,11 @@ class HostNetworkSwarmSpawner(HostNetwork, SwarmSpawner):
         labels = self._render_templates(self.labels)
         self.extra_container_spec = {**self.extra_container_spec, "labels": labels}
         self.extra_create_kwargs = {**self.extra_create_kwargs, "labels": labels}
+        groups = [group.name for group in self.user.groups]
+        constraints = placement(
+            self.placement_constraints, self.placement_rules, self.image, groups
+        )
+        self.extra_placement_spec = {**self.extra_placement_spec, "constraints": constraints}
         return await super().create_object()
 
     async def get_ip_and_port(self) -> tuple[str, int]:

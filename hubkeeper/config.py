@@ -222,6 +222,29 @@ class LabelsConfig:
     image: str = setting("org.hubkeeper.image", help="label naming the image the user picked")
 
 
+def _swarm_constraints(constraints: list[str]) -> bool:
+    return all("==" in c or "!=" in c for c in constraints)
+
+
+@dataclass(frozen=True)
+class PlacementRule:
+    """More Swarm placement constraints for the servers of a group's members, or of an image."""
+
+    group: str | None = setting(None, help="members of this group (or `image`)")
+    image: str | None = setting(None, help="servers of this image (or `group`)")
+    constraints: list[str] = setting(
+        [],
+        "a list of Swarm constraints",
+        _swarm_constraints,
+        help='added to `placement_constraints` (e.g. "node.labels.gpu==true")',
+    )
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        if (self.group is None) == (self.image is None):
+            return [("group", "expected exactly one of group and image")]
+        return []
+
+
 @dataclass(frozen=True)
 class HubInstance:
     """One JupyterHub process (with its configurable-http-proxy) of the active/standby pair."""
@@ -304,8 +327,14 @@ class JupyterHubConfig:
     placement_constraints: list[str] = setting(
         [],
         "a list of Swarm constraints",
-        lambda v: all("==" in c or "!=" in c for c in v),
+        _swarm_constraints,
         help='Swarm placement constraints of every server (e.g. "node.role==worker")',
+    )
+    placement: list[PlacementRule] = setting(
+        [],
+        "a list of tables with group or image",
+        help="`[[jupyterhub.placement]]` tables: more constraints per image or group (every "
+        "matching rule adds its own)",
     )
     admin_users: list[str] = setting([], help="hub admins")
     dummy_password_file: str | None = secret_file("the shared password of the dummy authenticator")

@@ -1,8 +1,11 @@
 from pathlib import Path
 
+import pytest
 from traitlets.config import Config as TraitletsConfig
 
+from hubkeeper.config import ConfigError
 from hubkeeper.hub.settings import SERVICE_SCOPES, apply
+from hubkeeper.hub.spawner import placement
 from hubkeeper.loader import from_dict
 
 
@@ -70,3 +73,27 @@ def test_only_services_with_a_token_file_are_registered(tmp_path: Path) -> None:
         }
     ]
     assert "delete:users" not in SERVICE_SCOPES["hubkeeper-culler"]
+
+
+def test_swarm_placement_for_every_server_and_per_image_or_group(tmp_path: Path) -> None:
+    rules = [
+        {"image": "hubkeeper/singleuser-alt:latest", "constraints": ["node.labels.alt==true"]},
+        {"group": "gpu", "constraints": ["node.labels.gpu==true", "node.role==worker"]},
+    ]
+    c = configure(tmp_path, spawner="swarm", placement_constraints=["node.role==worker"],
+                  placement=rules)  # fmt: skip
+    assert c.JupyterHub.spawner_class == "hubkeeper.hub.spawner.HostNetworkSwarmSpawner"
+    spawner = c.HostNetworkSwarmSpawner
+    assert spawner.placement_constraints == ["node.role==worker"]
+    assert spawner.placement_rules == [{"group": None, **rules[0]}, {"image": None, **rules[1]}]
+    alt, gpu = spawner.placement_rules
+    base = spawner.placement_constraints
+    assert placement(base, [alt, gpu], "hubkeeper/singleuser:latest", ["staff"]) == base
+    assert placement(base, [alt, gpu], "hubkeeper/singleuser-alt:latest", ["gpu"]) == [
+        "node.role==worker", "node.labels.alt==true", "node.labels.gpu==true",
+    ]  # fmt: skip
+
+
+def test_a_placement_rule_names_one_of_group_and_image(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"jupyterhub\.placement\[0\]\.group: expected exactly"):
+        configure(tmp_path, placement=[{"constraints": ["node.role==worker"]}])
