@@ -62,7 +62,6 @@ class ContainerExporter:
         self.registry = CollectorRegistry()
         self.registry.register(SelfMetrics(self.collector, self._hub_families))
         self.hub = config.jupyterhub.name
-        self.host = config.shipper.host_name or socket.gethostname()
         self.indexer: DocumentIndexer | None = None
         if section.snapshot_interval:
             self.indexer = DocumentIndexer(
@@ -81,7 +80,8 @@ class ContainerExporter:
         """The current figures and the hub's state, for the shipper's output."""
         reconciliation = self.reconciler.last if self.reconciler else None
         snapshot = self.collector.snapshot()
-        return snapshot_documents(snapshot, reconciliation, self.hub, self.host)
+        # host.name: the node whose containers these are (its engine's name), as on /metrics
+        return snapshot_documents(snapshot, reconciliation, self.hub, self.node)
 
     def health(self) -> tuple[bool, str]:
         """Healthy while the resync job keeps running (a down engine is reported, not fatal)."""
