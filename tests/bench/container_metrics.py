@@ -12,6 +12,7 @@ image when missing, as the tests do. Every container it started is removed, even
 or Ctrl-C. The last line printed is the figures as JSON.
 
     .venv/bin/python tests/bench/container_metrics.py [--sizes 50,100,200]
+    .venv/bin/python tests/bench/container_metrics.py --cluster 100   # 3 nodes x 100
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from hubkeeper import prtg  # noqa: E402
 from hubkeeper.deploy.stack import free_ports, wait_for  # noqa: E402
 from hubkeeper.hub.images import BASE_IMAGE, ensure_base  # noqa: E402
+from tests.bench.cluster import cluster_benchmark  # noqa: E402
 from tests.bench.needs import docker_engine  # noqa: E402
 
 REPEATS = 5
@@ -304,8 +306,17 @@ class Bench:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="50,100,200", help="container counts, ascending")
-    sizes = [int(size) for size in parser.parse_args().sizes.split(",")]
+    parser.add_argument(
+        "--cluster", type=int, metavar="PER_NODE",
+        help="cluster mode instead: a 3-node Swarm with PER_NODE containers on each node "
+        "(tests/bench/cluster.py; needs root)",
+    )  # fmt: skip
+    args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.cluster:
+        print(json.dumps(cluster_benchmark(args.cluster)), flush=True)
+        return 0
+    sizes = [int(size) for size in args.sizes.split(",")]
     with docker_engine() as client:
         ensure_base(client, print)
         bench = Bench(sizes)
