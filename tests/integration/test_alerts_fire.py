@@ -14,6 +14,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -39,6 +40,8 @@ from tests.integration.alerting import (
     alertmanager_alerts,
     alerts_section,
     http_receiver,
+    pagerduty_events,
+    prometheus_alerts,
     prometheus_query,
     smtp_server,
 )
@@ -59,8 +62,11 @@ NAME = "fire"
 RUNBOOKS = "https://runbooks.lab.test/hubkeeper"
 SCALE = 1 / 60
 PAGER, WARNINGS = "/pagerduty", "/warnings"
-# hub b stays a cold standby: nothing here is a failover
-WATCHER = {"interval": 1.0, "probe_timeout": 2.0, "startup_grace": 3600.0}
+# hub b stays a cold standby: nothing here is a failover. The canary on (the hubs grant its
+# scopes at start) but an hour apart: the first is skipped while the hubs' health is unknown,
+# so the stack's own watcher runs none; the canary test runs a watcher of its own.
+WATCHER = {"interval": 1.0, "probe_timeout": 2.0, "startup_grace": 3600.0,
+           "canary_interval": 3600.0}  # fmt: skip
 STUCK_AFTER = 5.0  # the culler's pending_timeout
 SLOW = 32.0  # seconds a frozen spawn is held: above JupyterHubSlowSpawns' 30 s threshold
 SPOOL = 256 * 1024  # the shipper's spool limit, bytes
@@ -273,6 +279,17 @@ def resolves(
         return told and not active(run, name, **labels)
 
     wait_for(resolved, timeout, f"{name} to resolve", interval=0.5)
+
+
+def rule_fires(run: Firing, name: str, timeout: float, /, **labels: str) -> None:
+    """Wait until Prometheus's rule ``name`` fires with ``labels``: for an alert the watcher
+    also pushes, proof that the rule raises it too."""
+
+    def firing() -> bool:
+        alerts = prometheus_alerts(run.stack.prometheus_url, name)
+        return any(labels.items() <= alert["labels"].items() for alert in alerts)
+
+    wait_for(firing, timeout, f"the rule {name} to fire", interval=0.5)
 
 
 def suppressed_by(run: Firing, name: str, timeout: float) -> list[str]:
@@ -627,15 +644,19 @@ def test_event_loop_alert(firing: Firing) -> None:
 # --- the watcher's failover limits --------------------------------------------------------
 
 
-def watcher_with(stack: Stack, name: str, commands: dict[str, list[str]], **watcher) -> Path:
+def watcher_with(
+    stack: Stack, name: str, commands: dict[str, list[str]], nginx: dict | None = None,
+    **watcher: object,
+) -> Path:  # fmt: skip
     """Stop the watcher; run one on a copy of the stack's config with ``commands``
-    (``"<hub>.<key>"``, e.g. ``"a.stop_command"``) and ``[watcher]`` settings replaced,
-    re-sending its alerts every 2 s (they end 8 s after it stops)."""
+    (``"<hub>.<key>"``, e.g. ``"a.stop_command"``), ``[nginx]`` and ``[watcher]`` settings
+    replaced, re-sending its alerts every 2 s (they end 8 s after it stops)."""
     data = tomllib.loads(stack.config_path.read_text())
     hubs = {hub["name"]: hub for hub in data["jupyterhub"]["instances"]}
     for key, command in commands.items():
         hub, setting = key.split(".")
         hubs[hub][setting] = command
+    data["nginx"].update(nginx or {})
     data["watcher"].update(startup_grace=0.0, alert_resend_interval=2.0, **watcher)
     path = stack.config_path.with_name(f"{name}.toml")
     path.write_text(to_toml(data))
@@ -647,31 +668,58 @@ def watcher_with(stack: Stack, name: str, commands: dict[str, list[str]], **watc
     return path
 
 
-def test_fence_failed_and_frozen_failover_alerts(firing: Firing) -> None:
-    """The active hub hangs (SIGSTOP) and its stop command does not stop it: the failover
-    stops at the fence (HubkeeperFenceFailed) and, the cap of one an hour reached, the
-    watcher freezes (HubkeeperFailoverFrozen). The operator's way out: the hub continued, a
-    planned switch to b with the real stop command (it lifts the freeze), the watcher back."""
+def failover_to(stack: Stack, hub: str) -> subprocess.CompletedProcess[str]:
+    """``hubkeeper failover --to HUB``: handed to the running watcher, or done by itself."""
+    return subprocess.run(
+        [sys.executable, "-m", "hubkeeper.cli", "failover", "--to", hub, "--config",
+         str(stack.config_path)], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_fence_failed_and_frozen_failover_alerts(firing: Firing, tmp_path: Path) -> None:
+    """A planned switch to b whose NGINX template adds a listen another process holds
+    (``nginx -t`` passes it) is refused before anything stops (HubkeeperNginxReloadFailed).
+    The template fixed, the active hub hangs (SIGSTOP) and its stop command does not stop
+    it: the failover stops at the fence (HubkeeperFenceFailed) and, the cap of two attempts
+    an hour reached, the watcher freezes (HubkeeperFailoverFrozen). The operator's way out:
+    the hub continued, a planned switch to b with the real stop command (it lifts the
+    freeze), the watcher back."""
     stack = firing.stack
-    watcher_with(stack, "unfenceable", {"a.stop_command": ["true"]}, max_failovers_per_hour=1,
-                 fence_timeout=2.0)  # fmt: skip
+    template, fixed = tmp_path / "nginx.conf.template", stack.nginx.template.read_text()
+    public = "listen {{listen}}:{{public_port}};"
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        busy = f"\n        listen 127.0.0.1:{squatter.getsockname()[1]};"
+        template.write_text(fixed.replace(public, public + busy))
+        watcher_with(stack, "unfenceable", {"a.stop_command": ["true"]},
+                     {"template": str(template)}, max_failovers_per_hour=2, hold_time=0.0,
+                     fence_timeout=2.0)  # fmt: skip
+        refused = failover_to(stack, "b")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "failed; active hub a" in refused.stdout
+    rule_fires(firing, "HubkeeperNginxReloadFailed", 30, hub="a", team="platform")
+    fires_once(firing, "HubkeeperNginxReloadFailed", PAGER, 30, hub="a", team="platform")
+    template.write_text(fixed)
     hub = hubctl.launched_pid(stack.config, "a")
     assert hub is not None
     os.killpg(hub, signal.SIGSTOP)  # its proxy, in a session of its own, still answers
     try:
-        fires_once(firing, "HubkeeperFenceFailed", PAGER, 60, hub="a", team="platform")
-        fires_once(firing, "HubkeeperFailoverFrozen", PAGER, 30, hub="a", team="platform")
+        for name in ("HubkeeperFenceFailed", "HubkeeperFailoverFrozen"):
+            rule_fires(firing, name, 60, hub="a", team="platform")
+            fires_once(firing, name, PAGER, 30, hub="a", team="platform")
     finally:
         os.killpg(hub, signal.SIGCONT)
     process(stack, "watcher").stop()
-    switch = subprocess.run(
-        [sys.executable, "-m", "hubkeeper.cli", "failover", "--to", "b", "--config",
-         str(stack.config_path)], capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    switch = failover_to(stack, "b")
     assert switch.returncode == 0, switch.stdout + switch.stderr
     stack.start_daemon("watch-hubs")
     resolves(firing, "HubkeeperFailoverFrozen", PAGER, 30)
     resolves(firing, "HubkeeperFenceFailed", PAGER, 30)
+    # the watcher that refused the switch is gone, and with it its count and its push; hub
+    # a's alert all along, never one more (another group, another incident) for b, active now
+    resolves(firing, "HubkeeperNginxReloadFailed", PAGER, 30)
+    pages = pagerduty_events(firing.receiver, "HubkeeperNginxReloadFailed", "trigger")
+    assert len({page["dedup_key"] for page in pages}) == 1
 
 
 def test_no_healthy_standby_alert(firing: Firing) -> None:
@@ -696,6 +744,26 @@ def test_no_healthy_standby_alert(firing: Firing) -> None:
     stack.start_hub(serving)
     stack.start_daemon("watch-hubs")
     resolves(firing, "HubkeeperNoHealthyStandby", PAGER, 40)
+
+
+def test_spawn_canary_alert(firing: Firing) -> None:
+    """The watcher's spawn canary (a real server started and stopped through NGINX) with a
+    timeout no spawn here meets, 0.5 s: every canary fails (HubkeeperSpawnCanaryFailed)
+    and nothing fails over; the watcher run with a timeout spawns meet, a canary succeeds
+    and the alert resolves."""
+    stack = firing.stack
+    live = stack.nginx.live()
+    assert live is not None
+    watcher_with(stack, "slow-canary", {}, canary_interval=1.0, canary_timeout=0.5)
+    rule_fires(firing, "HubkeeperSpawnCanaryFailed", 60, hub=live[0], team="platform")
+    fires_once(firing, "HubkeeperSpawnCanaryFailed", PAGER, 30, hub=live[0], team="platform")
+    assert stack.nginx.live() == live
+    watcher_with(stack, "canary", {}, canary_interval=1.0, canary_timeout=60.0)
+    succeeded = "hubkeeper_watcher_canary_success == 1"
+    wait_for(lambda: prometheus_query(stack.prometheus_url, succeeded), 60, "a canary to succeed")
+    resolves(firing, "HubkeeperSpawnCanaryFailed", PAGER, 30)
+    process(stack, "watcher").stop()
+    stack.start_daemon("watch-hubs")
 
 
 # --- notebook storage ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ in its annotations) and a rule in ``alerts/rules/hubs.yml`` raises from the watc
 (should a push be lost) carries the same labels from both, ``alertname``, ``severity``,
 ``hub`` and ``team``, so Alertmanager holds it as one alert and notifies once. Which hub:
 the one the alert is about as the rule sees it (the new active hub for a failover, the
-active hub for a reload that did not take, the hub that would not stop for a fence).
+hub NGINX kept serving for a switch that failed, the hub that would not stop for a fence).
 """
 
 from __future__ import annotations

@@ -100,6 +100,13 @@ class Metrics:
             ["result"],
             registry=registry,
         )
+        self.switch_failures = Counter(
+            "hubkeeper_watcher_nginx_switch_failures_total",
+            "Switches of NGINX that failed (refused before anything stopped, or rolled back), "
+            "by the hub NGINX kept serving",
+            ["hub"],
+            registry=registry,
+        )
         self.fence_failures = Counter(
             "hubkeeper_watcher_fence_failures_total",
             "Hubs that could not be fenced",
@@ -363,6 +370,8 @@ class HubWatcher:
     def _failed(self, source: str, target: str, alert: str, message: str) -> bool:
         """Leave NGINX where it was; fence the target again if it may have been started."""
         log.error("failover_failed", source=source, target=target, alert=alert, error=message)
+        if alert == "HubkeeperNginxReloadFailed":
+            self.metrics.switch_failures.labels(self.state.active).inc()
         if alert == "HubkeeperStandbyStartFailed":
             self.state.failed_until[target] = time.time() + self.section.standby_retry_after
         if self.state.step is not None and self.state.step.phase in ("starting", "switching"):
