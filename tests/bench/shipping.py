@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 from hubkeeper.config import ShipperSource  # noqa: E402
 from hubkeeper.deploy.elasticsearch import Elasticsearch  # noqa: E402
 from hubkeeper.deploy.stack import free_ports, to_toml, wait_for  # noqa: E402
-from hubkeeper.shippers.shipper import collect_less  # noqa: E402
+from hubkeeper.shippers.shipper import READ_BUDGET, collect_less  # noqa: E402
 from hubkeeper.shippers.sources import Files, Settings, make_sources  # noqa: E402
 from hubkeeper.shippers.store import Registry  # noqa: E402
 from tests.hostile import HOSTILE  # noqa: E402
@@ -196,16 +196,17 @@ def parse_only(paths: dict[str, Path], work: Path) -> tuple[int, float, list[byt
         {},
     )
     files.scan()
-    lines: list[bytes] = []
+    spooled: list[bytes] = []
     started = time.process_time()
-    while True:
-        records, moves = files.read(4 << 20)
+    while True:  # as ship-logs' reader does, the spool's write left out
+        records, moves = files.read(READ_BUDGET)
         if not records:
             break
-        lines += [record.line() for record in records]
+        spooled.append(b"".join([record.line() for record in records]))
         files.advance(moves)
     cpu = time.process_time() - started
     files.close()
+    lines = [line + b"\n" for data in spooled for line in data.split(b"\n")[:-1]]
     return len(lines), cpu, lines
 
 
