@@ -238,20 +238,14 @@ class Shipper:
                 continue
             now = time.monotonic()
             waiting_since = waiting_since or now
-            short = len(records) < section.batch_max_events and (
-                sum(r.size for r in records) < max_bytes
-            )
+            short = len(records) < section.batch_max_events and records.size < max_bytes
             if short and now - waiting_since < section.batch_max_wait:
                 self.spool.wait(after, section.batch_max_wait - (now - waiting_since))
                 continue
             waiting_since = None
             if self.delivery.send(records):
                 break  # stopping: unacknowledged records are sent again after a restart
-            offsets: dict[str, int] = {}
-            for record in records:
-                if record.resume > offsets.get(record.key, -1):
-                    offsets[record.key] = record.resume
-            self.registry.acknowledge(offsets, after)
+            self.registry.acknowledge(records.offsets(), after)
             cursor = after
             self.last_ack = time.time()
             if time.monotonic() - self._committed_at >= COMMIT_INTERVAL:

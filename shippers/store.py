@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -98,6 +101,15 @@ def daily_index(prefix: str, dataset: str, stamp: str) -> str:
     return f"{prefix}-{dataset}-{stamp[0:4]}.{stamp[5:7]}.{stamp[8:10]}"
 
 
+# A spool record is its bulk request's two lines, the file's part after a tab at the end:
+# ``{"create":{"_index":"I","_id":"D"}}\n{document}\t["key",start,resume,"source"]\n``.
+# Documents are compact JSON, which has no raw tab or newline, so the sender's bulk body
+# is the spooled bytes with each tab-to-newline cut out (one pass in C, no re-serializing).
+_ACTION = re.compile(rb'\{"create":\{"_index":"([^"\\\n]*)","_id":"([^"\\\n]*)"\}\}\n')
+_TRAILER = re.compile(rb"\t[^\n]*\n")
+_OFFSET = re.compile(rb'\t\["([^"\n]*)",\d+,(\d+),')  # a record's file key and resume
+
+
 @dataclass(slots=True)
 class Record:
     """One spooled event: where it came from, where it goes, and its JSON document."""
@@ -113,31 +125,88 @@ class Record:
 
     def line(self) -> bytes:
         # Every string here is plain (hex key, index name, base64url id, source name).
-        return b'["%b",%d,%d,"%b","%b","%b"]\t%b\n' % (
-            self.key.encode(), self.start, self.resume, self.index.encode(), self.id.encode(),
-            self.source.encode(), self.doc,
+        return b'{"create":{"_index":"%b","_id":"%b"}}\n%b\t["%b",%d,%d,"%b"]\n' % (
+            self.index.encode(), self.id.encode(), self.doc, self.key.encode(), self.start,
+            self.resume, self.source.encode(),
         )  # fmt: skip
 
     @classmethod
     def parse(cls, line: bytes) -> Record:
-        """A record from its spool line (with or without the newline)."""
-        meta, tab, doc = line.rstrip(b"\n").partition(b"\t")
-        if not tab:
+        """A record from its spool bytes (with or without the final newline)."""
+        action = _ACTION.match(line)
+        doc, tab, trailer = line[action.end() if action else 0 :].rstrip(b"\n").rpartition(b"\t")
+        if action is None or not tab:
             raise ValueError("not a spool record")
-        return cls._from(meta, doc, len(line))
-
-    @classmethod
-    def _from(cls, meta: bytes, doc: bytes, size: int) -> Record:
         try:
-            key, start, resume, index, event_id, source = orjson.loads(meta)
-        except (ValueError, TypeError):  # not JSON, not six values
+            key, start, resume, source = orjson.loads(trailer)
+        except (ValueError, TypeError):  # not JSON, not four values
             raise ValueError("not a spool record") from None
-        if not (
-            type(start) is int is type(resume)
-            and type(key) is str is type(index) is type(event_id) is type(source)
-        ):
+        if not (type(start) is int is type(resume) and type(key) is str is type(source)):
             raise ValueError("not a spool record")
-        return cls(key, start, resume, index, event_id, source, doc, size)
+        index, event_id = action.group(1).decode(), action.group(2).decode()
+        return cls(key, start, resume, index, event_id, source, doc, len(line))
+
+
+def bulk_body(records: Sequence[Record]) -> bytes:
+    """The records as a bulk request body of ``create`` actions: a spooled batch as its
+    bytes are, others written out (index names and ids are plain: nothing to escape)."""
+    if isinstance(records, Batch):
+        return _TRAILER.sub(b"\n", records.data)
+    return b"".join(
+        b'{"create":{"_index":"%b","_id":"%b"}}\n%b\n'
+        % (record.index.encode(), record.id.encode(), record.doc)
+        for record in records
+    )
+
+
+def _record_ends(data: bytes, start: int, end: int) -> Iterator[int]:
+    """Where each complete record in ``data[start:end]`` ends."""
+    while True:
+        tab = data.find(b"\t", start, end)
+        stop = data.find(b"\n", tab, end) + 1 if tab >= 0 else 0
+        if stop == 0:
+            return
+        yield stop
+        start = stop
+
+
+class Batch(Sequence[Record]):
+    """Records read from the spool, kept as the bytes they are there: the bulk body and
+    each file's offset come from them at once; the records themselves are parsed only
+    when asked for (an answer to look at item by item, another output)."""
+
+    def __init__(self, data: bytes, count: int) -> None:
+        self.data = data
+        self.count = count
+        self._records: list[Record] | None = None
+
+    @property
+    def records(self) -> list[Record]:
+        if self._records is None:
+            ends = [0, *_record_ends(self.data, 0, len(self.data))]
+            self._records = [Record.parse(self.data[a:b]) for a, b in pairwise(ends)]
+        return self._records
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, item: Any) -> Any:
+        return self.records[item]
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.records)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def offsets(self) -> dict[str, int]:
+        """Each file's furthest resume offset."""
+        offsets: dict[str, int] = {}
+        for key, resume in _OFFSET.findall(self.data):
+            if int(resume) > offsets.get(name := key.decode(), -1):
+                offsets[name] = int(resume)
+        return offsets
 
 
 class Spool:
@@ -201,14 +270,14 @@ class Spool:
             self._sizes[self._write_seq] += len(data)
             self.changed.notify_all()
 
-    def read(self, cursor: Cursor, max_events: int, max_bytes: int) -> tuple[list[Record], Cursor]:
+    def read(self, cursor: Cursor, max_events: int, max_bytes: int) -> tuple[Batch, Cursor]:
         """Records from ``cursor`` on (at most ``max_events`` and about ``max_bytes``, at
         least one), and the cursor after them. Read in blocks of whole records: one read
         for a usual batch."""
-        records: list[Record] = []
-        total = 0
+        blocks: list[bytes] = []
+        count = total = 0
         seq, pos = cursor
-        while len(records) < max_events and total < max_bytes:
+        while count < max_events and total < max_bytes:
             with self.changed:
                 size = self._sizes.get(seq)
                 last = seq >= self._write_seq
@@ -218,26 +287,28 @@ class Spool:
                 seq, pos = seq + 1, 0
                 continue
             with self._path(seq).open("rb") as handle:
-                while pos < size and len(records) < max_events and total < max_bytes:
-                    want = (max_events - len(records)) * RECORD_GUESS
+                while pos < size and count < max_events and total < max_bytes:
+                    want = (max_events - count) * RECORD_GUESS
                     handle.seek(pos)
                     block = handle.read(min(size - pos, max(want, READ_BLOCK)))
-                    end = block.rfind(b"\n") + 1
-                    if end == 0:  # a record longer than the block
+                    end = 0
+                    for end in _record_ends(block, 0, len(block)):
+                        count += 1
+                        if count >= max_events or total + end >= max_bytes:
+                            break
+                    if end == 0:  # a record longer than the block: its two lines
                         handle.seek(pos)
                         block = handle.readline(size - pos)
+                        block += handle.readline(size - pos - len(block))
                         end = len(block)
-                    for line in block[: end - 1].split(b"\n"):
-                        meta, tab, doc = line.partition(b"\t")
-                        if not tab:
+                        if not (block.endswith(b"\n") and b"\t" in block):
                             raise ValueError("not a spool record")
-                        record = Record._from(meta, doc, len(line) + 1)
-                        records.append(record)
-                        pos += record.size
-                        total += record.size
-                        if len(records) >= max_events or total >= max_bytes:
-                            break
-        return records, (seq, pos)
+                        count += 1
+                    blocks.append(block[:end] if end < len(block) else block)
+                    pos += end
+                    total += end
+        data = blocks[0] if len(blocks) == 1 else b"".join(blocks)
+        return Batch(data, count), (seq, pos)
 
     def records(self, cursor: Cursor) -> Iterator[Record]:
         """Every record from ``cursor`` to the end (used at start-up)."""
@@ -269,18 +340,16 @@ class Spool:
 
 def _repair(path: Path) -> int:
     """Cut a torn or unreadable tail off a segment; return its good size."""
+    data = path.read_bytes()
     good = 0
-    with path.open("rb") as handle:
-        for line in handle:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                Record.parse(line)
-            except (ValueError, TypeError):
-                break
-            good += len(line)
-    if good != path.stat().st_size:
-        log.warning("spool_repaired", segment=path.name, kept=good, cut=path.stat().st_size - good)
+    for end in _record_ends(data, 0, len(data)):
+        try:
+            Record.parse(data[good:end])
+        except (ValueError, TypeError):
+            break
+        good = end
+    if good != len(data):
+        log.warning("spool_repaired", segment=path.name, kept=good, cut=len(data) - good)
         with path.open("r+b") as handle:
             handle.truncate(good)
     return good

@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ from hubkeeper.deploy.elasticsearch import Elasticsearch  # noqa: E402
 from hubkeeper.deploy.stack import free_ports, to_toml, wait_for  # noqa: E402
 from hubkeeper.shippers.shipper import READ_BUDGET, collect_less  # noqa: E402
 from hubkeeper.shippers.sources import Files, Settings, make_sources  # noqa: E402
-from hubkeeper.shippers.store import Registry  # noqa: E402
+from hubkeeper.shippers.store import Batch, Record, Registry, bulk_body  # noqa: E402
 from tests.hostile import HOSTILE  # noqa: E402
 
 USERS = [f"user{n:03d}" for n in range(200)]
@@ -184,9 +185,9 @@ def source_configs(paths: dict[str, Path]) -> list[ShipperSource]:
     ]
 
 
-def parse_only(paths: dict[str, Path], work: Path) -> tuple[int, float, list[bytes]]:
-    """Events, CPU seconds, and the serialized records (for the ceiling loader); with the
-    garbage collector set as ``ship-logs`` sets it."""
+def parse_only(paths: dict[str, Path], work: Path) -> tuple[int, float, list[Record]]:
+    """Events, CPU seconds, and the records (for the ceiling loader); with the garbage
+    collector set as ``ship-logs`` sets it."""
     collect_less()
     work.mkdir(parents=True, exist_ok=True)
     files = Files(
@@ -206,24 +207,14 @@ def parse_only(paths: dict[str, Path], work: Path) -> tuple[int, float, list[byt
         files.advance(moves)
     cpu = time.process_time() - started
     files.close()
-    lines = [line + b"\n" for data in spooled for line in data.split(b"\n")[:-1]]
-    return len(lines), cpu, lines
+    parsed = [record for data in spooled for record in Batch(data, data.count(b"\t"))]
+    return len(parsed), cpu, parsed
 
 
-def bulk_ceiling(es: Elasticsearch, lines: list[bytes], batch: int = 1000) -> float:
-    """Send pre-serialized bulk bodies (built before the clock starts) one request at a
+def bulk_ceiling(es: Elasticsearch, records: list[Record], batch: int = 1000) -> float:
+    """Send bulk bodies of the records (built before the clock starts) one request at a
     time, as the shipper does; seconds."""
-    bodies = []
-    for start in range(0, len(lines), batch):
-        body = []
-        for line in lines[start : start + batch]:
-            meta, _, doc = line.rstrip(b"\n").partition(b"\t")
-            _key, _start, _resume, index, event_id, _source = json.loads(meta)
-            body.append(
-                b'{"create":{"_index":"%s","_id":"%s"}}\n' % (index.encode(), event_id.encode())
-            )
-            body.append(doc + b"\n")
-        bodies.append(b"".join(body))
+    bodies = [bulk_body(records[start : start + batch]) for start in range(0, len(records), batch)]
     session = requests.Session()
     headers = {"Content-Type": "application/x-ndjson"}
     started = time.monotonic()
@@ -444,7 +435,8 @@ def main() -> int:
             flush=True,
         )
         es.start()
-        bulk_ceiling(es, [r.replace(b"ceiling-logs", b"warmup-logs") for r in records[:20000]])
+        warmup = [replace(r, index=r.index.replace("ceiling", "warmup")) for r in records[:20000]]
+        bulk_ceiling(es, warmup)
         ceiling = bulk_ceiling(es, records)
         del records
         figures["ceiling_lines_per_s"] = round(args.lines / ceiling)
