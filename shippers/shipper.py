@@ -41,7 +41,7 @@ from hubkeeper.shippers.delivery import (
 )
 from hubkeeper.shippers.parsers import now_iso
 from hubkeeper.shippers.sources import ContainerInfo, Files, Settings, make_sources
-from hubkeeper.shippers.store import Record, Registry, Spool
+from hubkeeper.shippers.store import Record, Registry, Spool, upgrade_spool
 
 log = get_logger(__name__)
 READ_BUDGET = 512 << 10  # input bytes per reader cycle (its records stay in the caches)
@@ -127,6 +127,7 @@ class Shipper:
         if self._lock is None:
             raise LockHeld(f"another shipper uses {state}")
         self.registry = Registry(state / "registry.json")
+        upgrade_spool(state / "spool", self.registry)
         self.spool = Spool(
             state / "spool", parse_byte_size(section.spool_max_bytes), self.registry.cursor
         )

@@ -226,7 +226,7 @@ class Spool:
         self.changed = threading.Condition()
         folder.mkdir(parents=True, exist_ok=True)
         self._sizes: dict[int, int] = {}
-        for path in sorted(folder.glob("segment-*.jsonl")):
+        for path in sorted(folder.glob("segment-*.spool")):
             seq = int(path.stem.split("-")[1])
             if seq < cursor[0]:
                 path.unlink()
@@ -238,7 +238,7 @@ class Spool:
         self._released = cursor
 
     def _path(self, seq: int) -> Path:
-        return self.folder / f"segment-{seq:012d}.jsonl"
+        return self.folder / f"segment-{seq:012d}.spool"
 
     def used(self) -> int:
         """Bytes not yet acknowledged."""
@@ -336,6 +336,37 @@ class Spool:
     def close(self) -> None:
         with self.changed:
             self._writer.close()
+
+
+def upgrade_spool(folder: Path, registry: Registry) -> None:
+    """Rewrite the segments of the spool format before bulk-ready records
+    (``segment-N.jsonl``, a line per record: ``["key",start,resume,"index","id","source"]``,
+    a tab, the document) from the registry's cursor on into one segment of the current
+    format, then point the cursor at it. Each step can be repeated after a crash (the old
+    segments go last): at worst records are sent again, answered as duplicates."""
+    old = sorted(folder.glob("segment-*.jsonl"))
+    if not old:
+        return
+    seq, pos = registry.cursor
+    lines = []
+    for path in old:
+        number = int(path.stem.split("-")[1])
+        if number < seq:
+            continue
+        data = path.read_bytes()[pos if number == seq else 0 :]
+        for line in data.splitlines():
+            meta, _tab, doc = line.partition(b"\t")
+            try:
+                key, start, resume, index, event_id, source = orjson.loads(meta)
+            except (ValueError, TypeError):
+                break  # a torn last record
+            lines.append(Record(key, start, resume, index, event_id, source, doc).line())
+    write_atomically(folder / f"segment-{seq:012d}.spool", b"".join(lines))
+    registry.cursor = (seq, 0)
+    registry.save()
+    for path in old:
+        path.unlink()
+    log.info("spool_upgraded", records=len(lines))
 
 
 def _repair(path: Path) -> int:
