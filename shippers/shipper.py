@@ -19,8 +19,6 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -431,6 +429,9 @@ class _StateCollector(Collector):
 def docker_lookup(url: str, labels: LabelsConfig, hub: str) -> ContainerInfo:
     """Container fields of a user-server container of the hub ``hub`` by id (None for
     other containers)."""
+    import docker  # only for container sources: its import takes a tenth of a CPU second
+    import docker.errors
+
     clients: list[docker.DockerClient] = []
 
     def look(container_id: str) -> dict[str, str] | None:
@@ -457,6 +458,9 @@ def docker_lookup(url: str, labels: LabelsConfig, hub: str) -> ContainerInfo:
 
 
 def docker_root(url: str) -> str | None:
+    import docker
+    import docker.errors
+
     try:
         return str(docker.DockerClient(base_url=url, timeout=10).info()["DockerRootDir"])
     except docker.errors.DockerException:

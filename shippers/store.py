@@ -104,10 +104,9 @@ def daily_index(prefix: str, dataset: str, stamp: str) -> str:
 # A spool record is its bulk request's two lines, the file's part after a tab at the end:
 # ``{"create":{"_index":"I","_id":"D"}}\n{document}\t["key",start,resume,"source"]\n``.
 # Documents are compact JSON, which has no raw tab or newline, so the sender's bulk body
-# is the spooled bytes with each tab-to-newline cut out (one pass in C, no re-serializing).
+# is the spooled bytes with each tab-to-newline cut out (no re-serializing), cut where the
+# spool read found each record's tab.
 _ACTION = re.compile(rb'\{"create":\{"_index":"([^"\\\n]*)","_id":"([^"\\\n]*)"\}\}\n')
-_TRAILER = re.compile(rb"\t[^\n]*\n")
-_OFFSET = re.compile(rb'\t\["([^"\n]*)",\d+,(\d+),')  # a record's file key and resume
 
 
 @dataclass(slots=True)
@@ -149,9 +148,15 @@ class Record:
 
 def bulk_body(records: Sequence[Record]) -> bytes:
     """The records as a bulk request body of ``create`` actions: a spooled batch as its
-    bytes are, others written out (index names and ids are plain: nothing to escape)."""
+    bytes are, each tab-to-newline cut out; others written out (index names and ids are
+    plain: nothing to escape)."""
     if isinstance(records, Batch):
-        return _TRAILER.sub(b"\n", records.data)
+        data, start, pieces = records.data, 0, []
+        for tab, end in records.marks:
+            pieces.append(data[start:tab])
+            start = end
+        pieces.append(b"")
+        return b"\n".join(pieces)
     return b"".join(
         b'{"create":{"_index":"%b","_id":"%b"}}\n%b\n'
         % (record.index.encode(), record.id.encode(), record.doc)
@@ -159,36 +164,37 @@ def bulk_body(records: Sequence[Record]) -> bytes:
     )
 
 
-def _record_ends(data: bytes, start: int, end: int) -> Iterator[int]:
-    """Where each complete record in ``data[start:end]`` ends."""
+def _record_marks(data: bytes, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """Where each complete record in ``data[start:end]`` has its tab and where it ends."""
     while True:
         tab = data.find(b"\t", start, end)
         stop = data.find(b"\n", tab, end) + 1 if tab >= 0 else 0
         if stop == 0:
             return
-        yield stop
+        yield tab, stop
         start = stop
 
 
 class Batch(Sequence[Record]):
-    """Records read from the spool, kept as the bytes they are there: the bulk body and
-    each file's offset come from them at once; the records themselves are parsed only
-    when asked for (an answer to look at item by item, another output)."""
+    """Records read from the spool, kept as the bytes they are there (``marks``: each
+    one's tab and end): the bulk body and each file's offset come from them at once; the
+    records themselves are parsed only when asked for (an answer to look at item by item,
+    another output)."""
 
-    def __init__(self, data: bytes, count: int) -> None:
+    def __init__(self, data: bytes, marks: list[tuple[int, int]] | None = None) -> None:
         self.data = data
-        self.count = count
+        self.marks = list(_record_marks(data, 0, len(data))) if marks is None else marks
         self._records: list[Record] | None = None
 
     @property
     def records(self) -> list[Record]:
         if self._records is None:
-            ends = [0, *_record_ends(self.data, 0, len(self.data))]
+            ends = [0, *(end for _tab, end in self.marks)]
             self._records = [Record.parse(self.data[a:b]) for a, b in pairwise(ends)]
         return self._records
 
     def __len__(self) -> int:
-        return self.count
+        return len(self.marks)
 
     def __getitem__(self, item: Any) -> Any:
         return self.records[item]
@@ -201,12 +207,14 @@ class Batch(Sequence[Record]):
         return len(self.data)
 
     def offsets(self) -> dict[str, int]:
-        """Each file's furthest resume offset."""
-        offsets: dict[str, int] = {}
-        for key, resume in _OFFSET.findall(self.data):
-            if int(resume) > offsets.get(name := key.decode(), -1):
-                offsets[name] = int(resume)
-        return offsets
+        """Each file's furthest resume offset (from each record's ``["key",start,resume,``)."""
+        data, offsets = self.data, {}
+        for tab, end in self.marks:
+            key, _, rest = data[tab + 3 : end].partition(b'",')
+            resume = int(rest.split(b",", 2)[1])
+            if resume > offsets.get(key, -1):
+                offsets[key] = resume
+        return {key.decode(): resume for key, resume in offsets.items()}
 
 
 class Spool:
@@ -275,6 +283,7 @@ class Spool:
         least one), and the cursor after them. Read in blocks of whole records: one read
         for a usual batch."""
         blocks: list[bytes] = []
+        marks: list[tuple[int, int]] = []
         count = total = 0
         seq, pos = cursor
         while count < max_events and total < max_bytes:
@@ -292,7 +301,8 @@ class Spool:
                     handle.seek(pos)
                     block = handle.read(min(size - pos, max(want, READ_BLOCK)))
                     end = 0
-                    for end in _record_ends(block, 0, len(block)):
+                    for tab, end in _record_marks(block, 0, len(block)):
+                        marks.append((total + tab, total + end))
                         count += 1
                         if count >= max_events or total + end >= max_bytes:
                             break
@@ -303,12 +313,13 @@ class Spool:
                         end = len(block)
                         if not (block.endswith(b"\n") and b"\t" in block):
                             raise ValueError("not a spool record")
+                        marks.append((total + block.rindex(b"\t"), total + end))
                         count += 1
                     blocks.append(block[:end] if end < len(block) else block)
                     pos += end
                     total += end
         data = blocks[0] if len(blocks) == 1 else b"".join(blocks)
-        return Batch(data, count), (seq, pos)
+        return Batch(data, marks), (seq, pos)
 
     def records(self, cursor: Cursor) -> Iterator[Record]:
         """Every record from ``cursor`` to the end (used at start-up)."""
@@ -373,7 +384,7 @@ def _repair(path: Path) -> int:
     """Cut a torn or unreadable tail off a segment; return its good size."""
     data = path.read_bytes()
     good = 0
-    for end in _record_ends(data, 0, len(data)):
+    for _tab, end in _record_marks(data, 0, len(data)):
         try:
             Record.parse(data[good:end])
         except (ValueError, TypeError):

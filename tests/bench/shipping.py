@@ -207,7 +207,7 @@ def parse_only(paths: dict[str, Path], work: Path) -> tuple[int, float, list[Rec
         files.advance(moves)
     cpu = time.process_time() - started
     files.close()
-    parsed = [record for data in spooled for record in Batch(data, data.count(b"\t"))]
+    parsed = [record for data in spooled for record in Batch(data)]
     return len(parsed), cpu, parsed
 
 
