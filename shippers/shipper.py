@@ -42,7 +42,7 @@ from hubkeeper.shippers.sources import ContainerInfo, Files, Settings, make_sour
 from hubkeeper.shippers.store import Record, Registry, Spool, upgrade_spool
 
 log = get_logger(__name__)
-READ_BUDGET = 512 << 10  # input bytes per reader cycle (its records stay in the caches)
+READ_BUDGET = 256 << 10  # input bytes per reader cycle (its records stay in the caches)
 STATUS_DATASET = "hubkeeper.shipper"
 COMMIT_INTERVAL = 1.0  # seconds between registry writes while batches keep coming
 GC_YOUNG = 50_000  # allocations between collections of the young generation (Python: 700)

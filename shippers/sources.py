@@ -166,7 +166,7 @@ class _Common:
 class Settings:
     fingerprint_bytes: int = 1024
     max_event_bytes: int = 1 << 20
-    read_window: int = 128 << 10  # bytes of a file read and parsed at once
+    read_window: int = 64 << 10  # bytes of a file read and parsed at once
     multiline_timeout: float = 1.0
     close_inactive: float = 300.0
     host_name: str = ""
