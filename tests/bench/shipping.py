@@ -233,9 +233,11 @@ def count(es: Elasticsearch, pattern: str) -> int:
     return int(answer.json().get("count", 0)) if answer.ok else 0
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, kernel: bool = False) -> float:
+    """The process's CPU seconds (user and kernel; ``kernel``: the kernel's only)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[12]) if kernel else int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # Stage of a py-spy frame (``function (path:line)``): the first rule matching the innermost
@@ -296,9 +298,9 @@ def start_profiler(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
 
 def run_shipper(
     es: Elasticsearch, paths: dict[str, Path], work: Path, events: int
-) -> tuple[float, float, dict[str, float]]:
-    """Seconds until every event is indexed, the shipper's CPU seconds, and the share of
-    its samples per stage (empty without py-spy)."""
+) -> tuple[float, float, float, dict[str, float]]:
+    """Seconds until every event is indexed, the shipper's CPU seconds (all, and the
+    kernel's), and the share of its samples per stage (empty without py-spy)."""
     work.mkdir(parents=True, exist_ok=True)
     config = work / "shipper.toml"
     port = free_ports(1)[0]
@@ -332,6 +334,7 @@ def run_shipper(
         wait_for(lambda: _caught_up(port, events), 3600, "the shipper", interval=0.5)
         elapsed = time.monotonic() - started
         cpu = cpu_seconds(process.pid)
+        kernel = cpu_seconds(process.pid, kernel=True)
     finally:
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
@@ -340,7 +343,7 @@ def run_shipper(
         process.wait(30)
     indexed = count(es, "shipper-logs-*")
     assert indexed == events, f"{indexed} documents for {events} events: lost or duplicated"
-    return elapsed, cpu, stage_shares(profile) if profile.exists() else {}
+    return elapsed, cpu, kernel, stage_shares(profile) if profile.exists() else {}
 
 
 def _caught_up(port: int, events: int) -> bool:
@@ -382,8 +385,9 @@ ruleset(name="ship") {{
 
 def run_rsyslog(
     es: Elasticsearch, paths: dict[str, Path], work: Path, lines: int
-) -> tuple[float, float]:
-    """Seconds until rsyslog has indexed every line, and its CPU seconds."""
+) -> tuple[float, float, float]:
+    """Seconds until rsyslog has indexed every line, and its CPU seconds (all, and the
+    kernel's)."""
     if not Path("/usr/lib/x86_64-linux-gnu/rsyslog/omelasticsearch.so").exists():
         subprocess.run(
             ["apt-get", "install", "-y", "-qq", "rsyslog", "rsyslog-elasticsearch"], check=True
@@ -404,10 +408,11 @@ def run_rsyslog(
         wait_for(lambda: count(es, "rsyslog-bench") >= lines, 3600, "rsyslog", interval=1.0)
         elapsed = time.monotonic() - started
         cpu = cpu_seconds(process.pid)
+        kernel = cpu_seconds(process.pid, kernel=True)
     finally:
         process.terminate()
         process.wait(30)
-    return elapsed, cpu
+    return elapsed, cpu, kernel
 
 
 def main() -> int:
@@ -443,9 +448,10 @@ def main() -> int:
         print(
             f"bulk loader ceiling: {ceiling:.1f} s, {args.lines / ceiling:,.0f} lines/s", flush=True
         )
-        shipped, shipper_cpu, shares = run_shipper(es, paths, work / "shipper", events)
+        shipped, shipper_cpu, kernel, shares = run_shipper(es, paths, work / "shipper", events)
         figures["shipper_lines_per_s"] = round(args.lines / shipped)
         figures["shipper_cpu_s_per_100k"] = round(shipper_cpu / args.lines * 100_000, 2)
+        figures["shipper_kernel_cpu_s_per_100k"] = round(kernel / args.lines * 100_000, 2)
         figures["stages"] = {
             stage: {
                 "share": round(share, 3),
@@ -460,7 +466,8 @@ def main() -> int:
         print(f"ship-logs end to end: {shipped:.1f} s, {args.lines / shipped:,.0f} lines/s "
               f"({ceiling / shipped:.0%} of the ceiling), {shipper_cpu:.1f} CPU s "
               f"= {figures['shipper_cpu_s_per_100k']} per 100k lines", flush=True)  # fmt: skip
-        rsyslog, rsyslog_cpu = run_rsyslog(es, paths, work / "rsyslog", args.lines)
+        rsyslog, rsyslog_cpu, kernel = run_rsyslog(es, paths, work / "rsyslog", args.lines)
+        figures["rsyslog_kernel_cpu_s_per_100k"] = round(kernel / args.lines * 100_000, 2)
         figures["rsyslog_lines_per_s"] = round(args.lines / rsyslog)
         figures["rsyslog_cpu_s_per_100k"] = round(rsyslog_cpu / args.lines * 100_000, 2)
         per = figures["rsyslog_cpu_s_per_100k"]
