@@ -442,7 +442,7 @@ class Files:
         # Window by window, so that what is read is parsed and serialized while it is still
         # in the CPU's caches (a quarter faster than 2 MiB at once); a window without a
         # complete event (a long one) is read again up to the file's end.
-        while budget > 0:
+        while True:  # one window at least, then more while the budget lasts
             limit = min(size, pos + window)
             events, resume = self._events(tail, pos, size, limit, quiet, final)
             if limit < size and (resume is None or resume == pos):
@@ -457,7 +457,7 @@ class Files:
             }
             budget -= resume - pos
             progressed, pos = resume > pos, resume
-            if not progressed or pos >= size:
+            if not progressed or pos >= size or budget <= 0:
                 break
         if not consumed:
             tail.stalled = (size, tail.pos)

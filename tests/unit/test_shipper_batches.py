@@ -1,11 +1,14 @@
-"""The spool's bulk-ready format: a batch's bulk body and offsets come from its bytes, and
-a spool written by an earlier version (a line per record) is taken over."""
+"""The pipeline's batches: files read window by window (every file, whatever its share of
+the reader's budget), the spool's bulk-ready format (a batch's bulk body and offsets come
+from its bytes), and a spool written by an earlier version (a line per record) taken over."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from hubkeeper.config import ShipperSource
+from hubkeeper.shippers.sources import Files, Settings, make_sources
 from hubkeeper.shippers.store import Batch, Record, Registry, Spool, bulk_body, upgrade_spool
 
 
@@ -43,3 +46,18 @@ def test_a_spool_of_the_earlier_format_is_sent_from_its_cursor_on(tmp_path: Path
     assert not list(folder.glob("*.jsonl"))
     spool = Spool(folder, max_bytes=1 << 20, cursor=registry.cursor)
     assert [r.id for r in spool.records(registry.cursor)] == ["id1", "id2", "id3", "id4"]
+
+
+def test_a_file_is_read_however_small_its_share_of_the_budget(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.log").write_text("".join(f"{name} {n}\n" for n in range(5)))
+    source = ShipperSource(name="app", paths=[str(tmp_path / "*.log")], parser="raw")
+    files = Files(make_sources([source], None), Registry(tmp_path / "r.json"), Settings(), {})
+    files.scan()
+    records, moves = files.read(2)  # a share of 0 bytes each: one window all the same
+    assert [json.loads(r.doc)["message"] for r in records] == [f"a {n}" for n in range(4)]
+    files.advance(moves)  # (the last line waits: more lines may continue its event)
+    records, _moves = files.read(1 << 20)
+    assert sorted(json.loads(r.doc)["message"] for r in records) == [
+        f"{name} {n}" for name in "bc" for n in range(4)
+    ]
