@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hubkeeper.backoff import full_jitter
 from hubkeeper.config import ShipperSource
@@ -67,12 +68,19 @@ RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # backoff before a file that failed is read 
 
 def event_id(key: str, start: int) -> str:
     """The deterministic ``_id`` of the event at ``start`` in the file ``key``."""
-    return _event_id(f"{key}:".encode(), start)
+    return _event_id(_id_hash(key), start)
 
 
-def _event_id(prefix: bytes, start: int) -> str:
-    """:func:`event_id` with the key's part already encoded (``b"key:"``)."""
-    return hashlib.blake2b(b"%b%d" % (prefix, start), digest_size=12).hexdigest()
+def _id_hash(key: str) -> Any:
+    """The hash of the ids of the file ``key`` with its key's part (``key:``) hashed."""
+    return hashlib.blake2b(f"{key}:".encode(), digest_size=12)
+
+
+def _event_id(ids: Any, start: int) -> str:
+    """:func:`event_id` from the file's :func:`_id_hash` (a copy of it is cheaper)."""
+    hashed = ids.copy()
+    hashed.update(str(start).encode())
+    return hashed.hexdigest()
 
 
 def entry_key(source: str, dev: int, ino: int, gen: int, fp: str) -> str:
@@ -140,7 +148,7 @@ class _Common:
     tail: Tail
     name: str
     key: str
-    prefix: bytes  # the key's part of the ids (:func:`_event_id`)
+    ids: Any  # the key's part of the ids, hashed (:func:`_id_hash`)
     dataset: str | None  # configured, or ``container``: else each event's own
     parser_dataset: str
     fields: dict[str, str]  # the ECS fields of the source and the file
@@ -157,7 +165,7 @@ class _Common:
         }
         dataset = source.config.dataset or ("container" if source.docker else None)
         return cls(
-            tail, source.name, entry.key, f"{entry.key}:".encode(), dataset,
+            tail, source.name, entry.key, _id_hash(entry.key), dataset,
             source.parser.dataset, fields, entry.meta,
         )  # fmt: skip
 
@@ -560,7 +568,7 @@ class Files:
                 self.settings.index_prefix, dataset, stamp
             )
         return Record(
-            common.key, event.start, event.resume, index, _event_id(common.prefix, event.start),
+            common.key, event.start, event.resume, index, _event_id(common.ids, event.start),
             common.name, body,
         )  # fmt: skip
 
