@@ -5,14 +5,16 @@ error lines, in the proportions of a busy lab; default one million) into three f
 measures on one real Elasticsearch (its own instance, 1 GB heap):
 
 1. parsing and serialization alone, in this process (one core, no output, the garbage
-   collector tuned as in ``ship-logs``), of the ordinary mix and of a mix with 10% hostile
-   lines (tests/hostile.py);
+   collector tuned and the files read in cycles of the reader's budget, as in
+   ``ship-logs``; each cycle's records joined into spool bytes, as the reader does before
+   its write), of the ordinary mix and of a mix with 10% hostile lines (tests/hostile.py);
 2. the ceiling: a plain bulk loader sending the same documents, pre-serialized, with the
    shipper's batch size, one request at a time;
-3. ``hubkeeper ship-logs`` end to end (files to acknowledged documents), with its CPU time;
+3. ``hubkeeper ship-logs`` end to end (files to acknowledged documents), with its CPU time
+   (user and kernel, and the kernel's part alone);
 4. rsyslog (``imfile`` into ``omelasticsearch``, bulk mode) on the same files into another
-   index, with its CPU time. rsyslog ships each line as it is (no parsing) into a small
-   JSON document; the shipper parses every line into ECS fields.
+   index, with its CPU time (the same two figures). rsyslog ships each line as it is (no
+   parsing) into a small JSON document; the shipper parses every line into ECS fields.
 
 The machine has 2 CPUs, shared by Elasticsearch and the shipper under test. The last line
 printed is the figures as JSON.
@@ -23,10 +25,13 @@ thread holding the GIL (the one spending Python CPU; the process is not paused).
 goes to the stage of the innermost frame that :data:`STAGES` names (read, frame, parse,
 redact, id, serialize, enrich, spool write, spool read, bulk, acknowledgement; the loops'
 own code as ``loop``, imports as ``startup``, anything else, such as the metrics
-endpoint, as ``other``). A stage's
-share of the samples times the CPU seconds measured for the whole run is its CPU per
-100,000 lines. Sampling is statistical (a few thousand samples): shares move by a point or
-two between runs. Without py-spy the breakdown is left out.
+endpoint, as ``other``; the sender's cutting of a spooled batch into its bulk body counts
+as ``bulk``, its files' offsets as ``ack``). A stage's share of the samples times the CPU
+seconds measured for the whole run is its CPU per 100,000 lines (time in system calls that
+release the GIL, such as fsync, is spread over the stages that way). Sampling is
+statistical (a few thousand samples): shares move by a point or two between runs. Without
+py-spy the breakdown is left out. Compare ship-logs with rsyslog in the same run: on this
+shared machine both move by about ten percent from run to run.
 
     .venv/bin/python tests/bench/shipping.py [--lines 1000000]
 """
