@@ -118,7 +118,7 @@ class Redactor:
             while found >= 0:
                 hits.append(found)
                 found = lowered.find(probe, found + 1)
-        if "://" in text:
+        if "://" in text and "@" in text:
             hits += [found.start() for found in _USERINFO.finditer(text)]
         hits.sort()
         return hits

@@ -24,7 +24,7 @@ from hubkeeper.config import ShipperConfig, ShipperElasticsearchConfig
 from hubkeeper.redact import redact
 from hubkeeper.shippers.ecs import ECS_VERSION
 from hubkeeper.shippers.parsers import to_json
-from hubkeeper.shippers.store import Record
+from hubkeeper.shippers.store import Batch, Record
 
 
 class Outcome(enum.Enum):
@@ -150,8 +150,8 @@ def settle(
     and a dead letter for each permanent refusal), or given up (a refused dead letter)."""
     settled = Settled()
     dead_prefix = f"{config.dead_letter_index}-"
-    if len(results) == len(records) == results.count(CREATED) and not any(
-        record.index.startswith(dead_prefix) for record in records
+    if len(results) == len(records) == results.count(CREATED) and not _dead_letters_in(
+        records, dead_prefix
     ):  # the usual answer: every record indexed, none a dead letter
         settled.done[Outcome.INDEXED] += len(records)
         return settled
@@ -171,6 +171,15 @@ def settle(
         elif not to_dead_letters:  # a dead letter itself was counted when it was refused
             settled.done[kind] += 1
     return settled
+
+
+def _dead_letters_in(records: Sequence[Record], dead_prefix: str) -> bool:
+    """Whether a record may be bound for the dead-letter index (a batch of spooled
+    records is searched as its bytes: a document that holds the text only costs the look
+    at each record)."""
+    if isinstance(records, Batch):
+        return b'{"create":{"_index":"%b' % dead_prefix.encode() in records.data
+    return any(record.index.startswith(dead_prefix) for record in records)
 
 
 # --- the settle-and-retry loop ---------------------------------------------------------
@@ -225,7 +234,7 @@ class Delivery:
     def send(self, records: Sequence[Record]) -> list[Record]:
         """Send until every record is done (indexed, duplicate or dead-lettered) or
         ``retry`` stops; the records not done yet (retried ones and new dead letters)."""
-        pending = list(records)
+        pending = records
         attempt = 0
         while pending:
             try:
@@ -235,7 +244,7 @@ class Delivery:
                 attempt += 1
                 self.on_unavailable(error, attempt)
                 if not self.retry(attempt):
-                    return pending
+                    return list(pending)
                 continue
             settled = settle(pending, results, self.config)
             self.on_answer(settled)

@@ -33,7 +33,7 @@ from hubkeeper.config import ShipperElasticsearchConfig
 from hubkeeper.log import get_logger
 from hubkeeper.shippers.delivery import CREATED, DAILY_INDEX, ItemResult, Unavailable
 from hubkeeper.shippers.mapping import PROBE_PATTERN, supported_types, templates
-from hubkeeper.shippers.store import Record
+from hubkeeper.shippers.store import Record, bulk_body
 
 log = get_logger(__name__)
 
@@ -139,13 +139,7 @@ class ElasticsearchOutput:
 
     def bulk(self, records: Sequence[Record]) -> list[ItemResult]:
         """One bulk request; a result per record, in order. Raises :class:`Unavailable`."""
-        # Index names and ids are plain: no escaping needed. The documents are the spooled
-        # bytes as they are.
-        body = b"".join(
-            b'{"create":{"_index":"%s","_id":"%s"}}\n%s\n'
-            % (record.index.encode(), record.id.encode(), record.doc)
-            for record in records
-        )
+        body = bulk_body(records)
         response = self._call(
             lambda: self.client.bulk(
                 operations=body, filter_path="errors,items.*.status,items.*.error"

@@ -97,13 +97,12 @@ def read_lines(
             text = data.decode("ascii")
             hits = screen(text) if screen is not None else []
             h, last = 0, len(hits)
-            while i < n:
-                j = text.find("\n", i)
-                if j < 0 or j - i > max_bytes:
-                    break  # a partial line, or a long one: as below
+            for line in text.split("\n")[:-1]:  # the last piece is partial: as below
+                j = i + len(line)
+                if j - i > max_bytes:
+                    break  # a long one: as below
                 while h < last and hits[h] < i:
                     h += 1
-                line = text[i:j]
                 if line[-1:] == "\r":
                     line = line[:-1]
                 clean = screen is not None and (h == last or hits[h] >= j)
@@ -298,8 +297,13 @@ def events_from(
         consumed = line.end
         if docker is None:
             done = feed(line)
-        else:  # a record gives one whole line at most
-            done = [event for whole in docker.feed(line) for event in feed(whole)]
+            if done:  # one stream, and the line that ended them pending: read on from it
+                for event in done:
+                    event.resume = line.start
+                events += done
+            continue
+        # a record gives one whole line at most
+        done = [event for whole in docker.feed(line) for event in feed(whole)]
         if done:
             resume = _resume(docker, assembler, consumed)
             for event in done:

@@ -495,9 +495,10 @@ class ChpParser(Parser):
 
 # NGINX writes a double quote inside a field as \x22, so no field holds one.
 _NGINX_ACCESS = re.compile(
-    r"(\S+) - (\S+) \[(\d\d)/(\w{3})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)\] "
+    r"(\S+) - (\S+) \[(\d\d)/(\w{3})/(\d{4}):(\d\d:\d\d:\d\d) ([+-]\d{4})\] "
     r'"([^"]*)" (\d{3}) (\d{1,18}|-) "([^"]*)" "([^"]*)"'
 )
+_MONTH_DIGITS = {name: f"{number:02d}" for name, number in MONTHS.items()}
 
 
 class NginxAccessParser(Parser):
@@ -510,15 +511,15 @@ class NginxAccessParser(Parser):
         match = _NGINX_ACCESS.match(line)
         if match is None:
             return None
-        (ip, user, d, mon, y, h, mi, s, sign, oh, om,
-         request, status, size, referrer, agent) = match.groups()  # fmt: skip
-        month = MONTHS.get(mon)
+        ip, user, d, mon, y, hms, zone, request, status, size, referrer, agent = match.groups()
+        month = _MONTH_DIGITS.get(mon)
         if month is None:
             return None
-        stamp = f"{y}-{month:02d}-{d}T{h}:{mi}:{s}.000Z"
-        if (oh != "00" or om != "00") and valid_timestamp(stamp):
-            offset = (int(oh) * 3600 + int(om) * 60) * (1 if sign == "+" else -1)
-            local = calendar.timegm((int(y), month, int(d), int(h), int(mi), int(s), 0, 0, 0))
+        stamp = f"{y}-{month}-{d}T{hms}.000Z"
+        if zone[1:] != "0000" and valid_timestamp(stamp):
+            offset = (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60) * (1 if zone[0] == "+" else -1)
+            h, mi, s = int(hms[0:2]), int(hms[3:5]), int(hms[6:8])
+            local = calendar.timegm((int(y), int(month), int(d), h, mi, s, 0, 0, 0))
             stamp = iso_from_epoch(local - offset)
         doc: Doc = {
             "@timestamp": stamp,

@@ -19,8 +19,6 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -41,10 +39,10 @@ from hubkeeper.shippers.delivery import (
 )
 from hubkeeper.shippers.parsers import now_iso
 from hubkeeper.shippers.sources import ContainerInfo, Files, Settings, make_sources
-from hubkeeper.shippers.store import Record, Registry, Spool
+from hubkeeper.shippers.store import Record, Registry, Spool, upgrade_spool
 
 log = get_logger(__name__)
-READ_BUDGET = 4 << 20  # input bytes per reader cycle
+READ_BUDGET = 256 << 10  # input bytes per reader cycle (its records stay in the caches)
 STATUS_DATASET = "hubkeeper.shipper"
 COMMIT_INTERVAL = 1.0  # seconds between registry writes while batches keep coming
 GC_YOUNG = 50_000  # allocations between collections of the young generation (Python: 700)
@@ -127,6 +125,7 @@ class Shipper:
         if self._lock is None:
             raise LockHeld(f"another shipper uses {state}")
         self.registry = Registry(state / "registry.json")
+        upgrade_spool(state / "spool", self.registry)
         self.spool = Spool(
             state / "spool", parse_byte_size(section.spool_max_bytes), self.registry.cursor
         )
@@ -238,20 +237,14 @@ class Shipper:
                 continue
             now = time.monotonic()
             waiting_since = waiting_since or now
-            short = len(records) < section.batch_max_events and (
-                sum(r.size for r in records) < max_bytes
-            )
+            short = len(records) < section.batch_max_events and records.size < max_bytes
             if short and now - waiting_since < section.batch_max_wait:
                 self.spool.wait(after, section.batch_max_wait - (now - waiting_since))
                 continue
             waiting_since = None
             if self.delivery.send(records):
                 break  # stopping: unacknowledged records are sent again after a restart
-            offsets: dict[str, int] = {}
-            for record in records:
-                if record.resume > offsets.get(record.key, -1):
-                    offsets[record.key] = record.resume
-            self.registry.acknowledge(offsets, after)
+            self.registry.acknowledge(records.offsets(), after)
             cursor = after
             self.last_ack = time.time()
             if time.monotonic() - self._committed_at >= COMMIT_INTERVAL:
@@ -436,6 +429,9 @@ class _StateCollector(Collector):
 def docker_lookup(url: str, labels: LabelsConfig, hub: str) -> ContainerInfo:
     """Container fields of a user-server container of the hub ``hub`` by id (None for
     other containers)."""
+    import docker  # only for container sources: its import takes a tenth of a CPU second
+    import docker.errors
+
     clients: list[docker.DockerClient] = []
 
     def look(container_id: str) -> dict[str, str] | None:
@@ -462,6 +458,9 @@ def docker_lookup(url: str, labels: LabelsConfig, hub: str) -> ContainerInfo:
 
 
 def docker_root(url: str) -> str | None:
+    import docker
+    import docker.errors
+
     try:
         return str(docker.DockerClient(base_url=url, timeout=10).info()["DockerRootDir"])
     except docker.errors.DockerException:

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hubkeeper.backoff import full_jitter
 from hubkeeper.config import ShipperSource
@@ -67,12 +68,19 @@ RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # backoff before a file that failed is read 
 
 def event_id(key: str, start: int) -> str:
     """The deterministic ``_id`` of the event at ``start`` in the file ``key``."""
-    return _event_id(f"{key}:".encode(), start)
+    return _event_id(_id_hash(key), start)
 
 
-def _event_id(prefix: bytes, start: int) -> str:
-    """:func:`event_id` with the key's part already encoded (``b"key:"``)."""
-    return hashlib.blake2b(b"%b%d" % (prefix, start), digest_size=12).hexdigest()
+def _id_hash(key: str) -> Any:
+    """The hash of the ids of the file ``key`` with its key's part (``key:``) hashed."""
+    return hashlib.blake2b(f"{key}:".encode(), digest_size=12)
+
+
+def _event_id(ids: Any, start: int) -> str:
+    """:func:`event_id` from the file's :func:`_id_hash` (a copy of it is cheaper)."""
+    hashed = ids.copy()
+    hashed.update(str(start).encode())
+    return hashed.hexdigest()
 
 
 def entry_key(source: str, dev: int, ino: int, gen: int, fp: str) -> str:
@@ -140,7 +148,7 @@ class _Common:
     tail: Tail
     name: str
     key: str
-    prefix: bytes  # the key's part of the ids (:func:`_event_id`)
+    ids: Any  # the key's part of the ids, hashed (:func:`_id_hash`)
     dataset: str | None  # configured, or ``container``: else each event's own
     parser_dataset: str
     fields: dict[str, str]  # the ECS fields of the source and the file
@@ -157,7 +165,7 @@ class _Common:
         }
         dataset = source.config.dataset or ("container" if source.docker else None)
         return cls(
-            tail, source.name, entry.key, f"{entry.key}:".encode(), dataset,
+            tail, source.name, entry.key, _id_hash(entry.key), dataset,
             source.parser.dataset, fields, entry.meta,
         )  # fmt: skip
 
@@ -166,7 +174,7 @@ class _Common:
 class Settings:
     fingerprint_bytes: int = 1024
     max_event_bytes: int = 1 << 20
-    read_window: int = 1 << 20
+    read_window: int = 64 << 10  # bytes of a file read and parsed at once
     multiline_timeout: float = 1.0
     close_inactive: float = 300.0
     host_name: str = ""
@@ -394,13 +402,15 @@ class Files:
         records: list[Record] = []
         moves: list[tuple[Tail, int, set[int]]] = []
         now = time.monotonic()
-        for tail in list(self.tails.values()):
+        tails = list(self.tails.values())
+        share = budget // max(len(tails), 1)  # each file's, so that a backlog takes no turn
+        for tail in tails:
             if budget <= 0:
                 break
             if tail.retry_at > now:
                 continue
             try:
-                read = self._read(tail, now, final)
+                read = self._read(tail, now, final, min(share, budget))
             except Exception as error:
                 self._failed(tail, error, now)
                 continue
@@ -415,9 +425,10 @@ class Files:
         return records, moves
 
     def _read(
-        self, tail: Tail, now: float, final: bool
+        self, tail: Tail, now: float, final: bool, budget: int
     ) -> tuple[list[Record], tuple[Tail, int, set[int]]] | None:
-        """One file's new records and its move; None when there is nothing to read."""
+        """One file's new records (about ``budget`` bytes of it) and its move; None when
+        there is nothing to read."""
         size = os.fstat(tail.fd).st_size
         if size != tail.size:
             tail.size, tail.grew_at = size, now
@@ -433,19 +444,35 @@ class Files:
             return None  # only a pending piece is left and nothing new came
         if not self._intact(tail, size):
             return None
-        events, resume = self._events(tail, size, quiet, final)
-        if resume is None:
+        common = _Common.of(tail, self.settings.host_name)
+        pos, emitted, records = tail.pos, tail.emitted, []
+        window, consumed = self.settings.read_window, False
+        # Window by window, so that what is read is parsed and serialized while it is still
+        # in the CPU's caches (a quarter faster than 2 MiB at once); a window without a
+        # complete event (a long one) is read again up to the file's end.
+        while True:  # one window at least, then more while the budget lasts
+            limit = min(size, pos + window)
+            events, resume = self._events(tail, pos, size, limit, quiet, final)
+            if limit < size and (resume is None or resume == pos):
+                limit = size
+                events, resume = self._events(tail, pos, size, size, quiet, final)
+            if resume is None:
+                break
+            consumed = True
+            records += [self._record(common, e) for e in events if e.start not in emitted]
+            emitted = {e.start for e in events if e.start >= resume} | {
+                s for s in emitted if s >= resume
+            }
+            budget -= resume - pos
+            progressed, pos = resume > pos, resume
+            if not progressed or pos >= size or budget <= 0:
+                break
+        if not consumed:
             tail.stalled = (size, tail.pos)
             return None
-        common = _Common.of(tail, self.settings.host_name)
-        emitted = tail.emitted
-        records = [self._record(common, e) for e in events if e.start not in emitted]
-        emitted = {e.start for e in events if e.start >= resume} | {
-            s for s in tail.emitted if s >= resume
-        }
         # No progress: only a pending piece is left; wait for more bytes or for quiet.
-        tail.stalled = (size, resume) if resume == tail.pos else None
-        return records, (tail, resume, emitted)
+        tail.stalled = (size, pos) if pos == tail.pos else None
+        return records, (tail, pos, emitted)
 
     def _failed(self, tail: Tail, error: Exception, now: float) -> None:
         tail.failures += 1
@@ -468,16 +495,18 @@ class Files:
         return failing
 
     def _events(
-        self, tail: Tail, size: int, flush: bool, final: bool
+        self, tail: Tail, start: int, size: int, limit: int, flush: bool, final: bool
     ) -> tuple[list[Event], int | None]:
+        """The events of the file's lines from ``start`` up to ``limit`` (at most
+        ``size``): a pending event is flushed only at the file's end."""
         settings = self.settings
         lines = read_lines(
             lambda offset, length: os.pread(tail.fd, length, offset),
-            tail.pos,
-            size,
+            start,
+            limit,
             settings.max_event_bytes,
             settings.read_window,
-            final,
+            final and limit == size,
             None if tail.source.docker else settings.redactor.screen,  # JSON escapes hide words
         )
         docker = DockerRecords(settings.max_event_bytes) if tail.source.docker else None
@@ -539,7 +568,7 @@ class Files:
                 self.settings.index_prefix, dataset, stamp
             )
         return Record(
-            common.key, event.start, event.resume, index, _event_id(common.prefix, event.start),
+            common.key, event.start, event.resume, index, _event_id(common.ids, event.start),
             common.name, body,
         )  # fmt: skip
 

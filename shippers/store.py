@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -98,6 +101,14 @@ def daily_index(prefix: str, dataset: str, stamp: str) -> str:
     return f"{prefix}-{dataset}-{stamp[0:4]}.{stamp[5:7]}.{stamp[8:10]}"
 
 
+# A spool record is its bulk request's two lines, the file's part after a tab at the end:
+# ``{"create":{"_index":"I","_id":"D"}}\n{document}\t["key",start,resume,"source"]\n``.
+# Documents are compact JSON, which has no raw tab or newline, so the sender's bulk body
+# is the spooled bytes with each tab-to-newline cut out (no re-serializing), cut where the
+# spool read found each record's tab.
+_ACTION = re.compile(rb'\{"create":\{"_index":"([^"\\\n]*)","_id":"([^"\\\n]*)"\}\}\n')
+
+
 @dataclass(slots=True)
 class Record:
     """One spooled event: where it came from, where it goes, and its JSON document."""
@@ -113,31 +124,97 @@ class Record:
 
     def line(self) -> bytes:
         # Every string here is plain (hex key, index name, base64url id, source name).
-        return b'["%b",%d,%d,"%b","%b","%b"]\t%b\n' % (
-            self.key.encode(), self.start, self.resume, self.index.encode(), self.id.encode(),
-            self.source.encode(), self.doc,
+        return b'{"create":{"_index":"%b","_id":"%b"}}\n%b\t["%b",%d,%d,"%b"]\n' % (
+            self.index.encode(), self.id.encode(), self.doc, self.key.encode(), self.start,
+            self.resume, self.source.encode(),
         )  # fmt: skip
 
     @classmethod
     def parse(cls, line: bytes) -> Record:
-        """A record from its spool line (with or without the newline)."""
-        meta, tab, doc = line.rstrip(b"\n").partition(b"\t")
-        if not tab:
+        """A record from its spool bytes (with or without the final newline)."""
+        action = _ACTION.match(line)
+        doc, tab, trailer = line[action.end() if action else 0 :].rstrip(b"\n").rpartition(b"\t")
+        if action is None or not tab:
             raise ValueError("not a spool record")
-        return cls._from(meta, doc, len(line))
-
-    @classmethod
-    def _from(cls, meta: bytes, doc: bytes, size: int) -> Record:
         try:
-            key, start, resume, index, event_id, source = orjson.loads(meta)
-        except (ValueError, TypeError):  # not JSON, not six values
+            key, start, resume, source = orjson.loads(trailer)
+        except (ValueError, TypeError):  # not JSON, not four values
             raise ValueError("not a spool record") from None
-        if not (
-            type(start) is int is type(resume)
-            and type(key) is str is type(index) is type(event_id) is type(source)
-        ):
+        if not (type(start) is int is type(resume) and type(key) is str is type(source)):
             raise ValueError("not a spool record")
-        return cls(key, start, resume, index, event_id, source, doc, size)
+        index, event_id = action.group(1).decode(), action.group(2).decode()
+        return cls(key, start, resume, index, event_id, source, doc, len(line))
+
+
+def bulk_body(records: Sequence[Record]) -> bytes:
+    """The records as a bulk request body of ``create`` actions: a spooled batch as its
+    bytes are, each tab-to-newline cut out; others written out (index names and ids are
+    plain: nothing to escape)."""
+    if isinstance(records, Batch):
+        data, start, pieces = records.data, 0, []
+        for tab, end in records.marks:
+            pieces.append(data[start:tab])
+            start = end
+        pieces.append(b"")
+        return b"\n".join(pieces)
+    return b"".join(
+        b'{"create":{"_index":"%b","_id":"%b"}}\n%b\n'
+        % (record.index.encode(), record.id.encode(), record.doc)
+        for record in records
+    )
+
+
+def _record_marks(data: bytes, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """Where each complete record in ``data[start:end]`` has its tab and where it ends."""
+    while True:
+        tab = data.find(b"\t", start, end)
+        stop = data.find(b"\n", tab, end) + 1 if tab >= 0 else 0
+        if stop == 0:
+            return
+        yield tab, stop
+        start = stop
+
+
+class Batch(Sequence[Record]):
+    """Records read from the spool, kept as the bytes they are there (``marks``: each
+    one's tab and end): the bulk body and each file's offset come from them at once; the
+    records themselves are parsed only when asked for (an answer to look at item by item,
+    another output)."""
+
+    def __init__(self, data: bytes, marks: list[tuple[int, int]] | None = None) -> None:
+        self.data = data
+        self.marks = list(_record_marks(data, 0, len(data))) if marks is None else marks
+        self._records: list[Record] | None = None
+
+    @property
+    def records(self) -> list[Record]:
+        if self._records is None:
+            ends = [0, *(end for _tab, end in self.marks)]
+            self._records = [Record.parse(self.data[a:b]) for a, b in pairwise(ends)]
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self.marks)
+
+    def __getitem__(self, item: Any) -> Any:
+        return self.records[item]
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.records)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def offsets(self) -> dict[str, int]:
+        """Each file's furthest resume offset (from each record's ``["key",start,resume,``)."""
+        data, offsets = self.data, {}
+        for tab, end in self.marks:
+            key, _, rest = data[tab + 3 : end].partition(b'",')
+            resume = int(rest.split(b",", 2)[1])
+            if resume > offsets.get(key, -1):
+                offsets[key] = resume
+        return {key.decode(): resume for key, resume in offsets.items()}
 
 
 class Spool:
@@ -157,7 +234,7 @@ class Spool:
         self.changed = threading.Condition()
         folder.mkdir(parents=True, exist_ok=True)
         self._sizes: dict[int, int] = {}
-        for path in sorted(folder.glob("segment-*.jsonl")):
+        for path in sorted(folder.glob("segment-*.spool")):
             seq = int(path.stem.split("-")[1])
             if seq < cursor[0]:
                 path.unlink()
@@ -169,7 +246,7 @@ class Spool:
         self._released = cursor
 
     def _path(self, seq: int) -> Path:
-        return self.folder / f"segment-{seq:012d}.jsonl"
+        return self.folder / f"segment-{seq:012d}.spool"
 
     def used(self) -> int:
         """Bytes not yet acknowledged."""
@@ -201,14 +278,15 @@ class Spool:
             self._sizes[self._write_seq] += len(data)
             self.changed.notify_all()
 
-    def read(self, cursor: Cursor, max_events: int, max_bytes: int) -> tuple[list[Record], Cursor]:
+    def read(self, cursor: Cursor, max_events: int, max_bytes: int) -> tuple[Batch, Cursor]:
         """Records from ``cursor`` on (at most ``max_events`` and about ``max_bytes``, at
         least one), and the cursor after them. Read in blocks of whole records: one read
         for a usual batch."""
-        records: list[Record] = []
-        total = 0
+        blocks: list[bytes] = []
+        marks: list[tuple[int, int]] = []
+        count = total = 0
         seq, pos = cursor
-        while len(records) < max_events and total < max_bytes:
+        while count < max_events and total < max_bytes:
             with self.changed:
                 size = self._sizes.get(seq)
                 last = seq >= self._write_seq
@@ -218,26 +296,30 @@ class Spool:
                 seq, pos = seq + 1, 0
                 continue
             with self._path(seq).open("rb") as handle:
-                while pos < size and len(records) < max_events and total < max_bytes:
-                    want = (max_events - len(records)) * RECORD_GUESS
+                while pos < size and count < max_events and total < max_bytes:
+                    want = (max_events - count) * RECORD_GUESS
                     handle.seek(pos)
                     block = handle.read(min(size - pos, max(want, READ_BLOCK)))
-                    end = block.rfind(b"\n") + 1
-                    if end == 0:  # a record longer than the block
+                    end = 0
+                    for tab, end in _record_marks(block, 0, len(block)):
+                        marks.append((total + tab, total + end))
+                        count += 1
+                        if count >= max_events or total + end >= max_bytes:
+                            break
+                    if end == 0:  # a record longer than the block: its two lines
                         handle.seek(pos)
                         block = handle.readline(size - pos)
+                        block += handle.readline(size - pos - len(block))
                         end = len(block)
-                    for line in block[: end - 1].split(b"\n"):
-                        meta, tab, doc = line.partition(b"\t")
-                        if not tab:
+                        if not (block.endswith(b"\n") and b"\t" in block):
                             raise ValueError("not a spool record")
-                        record = Record._from(meta, doc, len(line) + 1)
-                        records.append(record)
-                        pos += record.size
-                        total += record.size
-                        if len(records) >= max_events or total >= max_bytes:
-                            break
-        return records, (seq, pos)
+                        marks.append((total + block.rindex(b"\t"), total + end))
+                        count += 1
+                    blocks.append(block[:end] if end < len(block) else block)
+                    pos += end
+                    total += end
+        data = blocks[0] if len(blocks) == 1 else b"".join(blocks)
+        return Batch(data, marks), (seq, pos)
 
     def records(self, cursor: Cursor) -> Iterator[Record]:
         """Every record from ``cursor`` to the end (used at start-up)."""
@@ -267,20 +349,49 @@ class Spool:
             self._writer.close()
 
 
+def upgrade_spool(folder: Path, registry: Registry) -> None:
+    """Rewrite the segments of the spool format before bulk-ready records
+    (``segment-N.jsonl``, a line per record: ``["key",start,resume,"index","id","source"]``,
+    a tab, the document) from the registry's cursor on into one segment of the current
+    format, then point the cursor at it. Each step can be repeated after a crash (the old
+    segments go last): at worst records are sent again, answered as duplicates."""
+    old = sorted(folder.glob("segment-*.jsonl"))
+    if not old:
+        return
+    seq, pos = registry.cursor
+    lines = []
+    for path in old:
+        number = int(path.stem.split("-")[1])
+        if number < seq:
+            continue
+        data = path.read_bytes()[pos if number == seq else 0 :]
+        for line in data.splitlines():
+            meta, _tab, doc = line.partition(b"\t")
+            try:
+                key, start, resume, index, event_id, source = orjson.loads(meta)
+            except (ValueError, TypeError):
+                break  # a torn last record
+            lines.append(Record(key, start, resume, index, event_id, source, doc).line())
+    write_atomically(folder / f"segment-{seq:012d}.spool", b"".join(lines))
+    registry.cursor = (seq, 0)
+    registry.save()
+    for path in old:
+        path.unlink()
+    log.info("spool_upgraded", records=len(lines))
+
+
 def _repair(path: Path) -> int:
     """Cut a torn or unreadable tail off a segment; return its good size."""
+    data = path.read_bytes()
     good = 0
-    with path.open("rb") as handle:
-        for line in handle:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                Record.parse(line)
-            except (ValueError, TypeError):
-                break
-            good += len(line)
-    if good != path.stat().st_size:
-        log.warning("spool_repaired", segment=path.name, kept=good, cut=path.stat().st_size - good)
+    for _tab, end in _record_marks(data, 0, len(data)):
+        try:
+            Record.parse(data[good:end])
+        except (ValueError, TypeError):
+            break
+        good = end
+    if good != len(data):
+        log.warning("spool_repaired", segment=path.name, kept=good, cut=len(data) - good)
         with path.open("r+b") as handle:
             handle.truncate(good)
     return good

@@ -5,14 +5,16 @@ error lines, in the proportions of a busy lab; default one million) into three f
 measures on one real Elasticsearch (its own instance, 1 GB heap):
 
 1. parsing and serialization alone, in this process (one core, no output, the garbage
-   collector tuned as in ``ship-logs``), of the ordinary mix and of a mix with 10% hostile
-   lines (tests/hostile.py);
+   collector tuned and the files read in cycles of the reader's budget, as in
+   ``ship-logs``; each cycle's records joined into spool bytes, as the reader does before
+   its write), of the ordinary mix and of a mix with 10% hostile lines (tests/hostile.py);
 2. the ceiling: a plain bulk loader sending the same documents, pre-serialized, with the
    shipper's batch size, one request at a time;
-3. ``hubkeeper ship-logs`` end to end (files to acknowledged documents), with its CPU time;
+3. ``hubkeeper ship-logs`` end to end (files to acknowledged documents), with its CPU time
+   (user and kernel, and the kernel's part alone);
 4. rsyslog (``imfile`` into ``omelasticsearch``, bulk mode) on the same files into another
-   index, with its CPU time. rsyslog ships each line as it is (no parsing) into a small
-   JSON document; the shipper parses every line into ECS fields.
+   index, with its CPU time (the same two figures). rsyslog ships each line as it is (no
+   parsing) into a small JSON document; the shipper parses every line into ECS fields.
 
 The machine has 2 CPUs, shared by Elasticsearch and the shipper under test. The last line
 printed is the figures as JSON.
@@ -23,10 +25,13 @@ thread holding the GIL (the one spending Python CPU; the process is not paused).
 goes to the stage of the innermost frame that :data:`STAGES` names (read, frame, parse,
 redact, id, serialize, enrich, spool write, spool read, bulk, acknowledgement; the loops'
 own code as ``loop``, imports as ``startup``, anything else, such as the metrics
-endpoint, as ``other``). A stage's
-share of the samples times the CPU seconds measured for the whole run is its CPU per
-100,000 lines. Sampling is statistical (a few thousand samples): shares move by a point or
-two between runs. Without py-spy the breakdown is left out.
+endpoint, as ``other``; the sender's cutting of a spooled batch into its bulk body counts
+as ``bulk``, its files' offsets as ``ack``). A stage's share of the samples times the CPU
+seconds measured for the whole run is its CPU per 100,000 lines (time in system calls that
+release the GIL, such as fsync, is spread over the stages that way). Sampling is
+statistical (a few thousand samples): shares move by a point or two between runs. Without
+py-spy the breakdown is left out. Compare ship-logs with rsyslog in the same run: on this
+shared machine both move by about ten percent from run to run.
 
     .venv/bin/python tests/bench/shipping.py [--lines 1000000]
 """
@@ -44,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +61,9 @@ sys.path.insert(0, str(ROOT))
 from hubkeeper.config import ShipperSource  # noqa: E402
 from hubkeeper.deploy.elasticsearch import Elasticsearch  # noqa: E402
 from hubkeeper.deploy.stack import free_ports, to_toml, wait_for  # noqa: E402
-from hubkeeper.shippers.shipper import collect_less  # noqa: E402
+from hubkeeper.shippers.shipper import READ_BUDGET, collect_less  # noqa: E402
 from hubkeeper.shippers.sources import Files, Settings, make_sources  # noqa: E402
-from hubkeeper.shippers.store import Registry  # noqa: E402
+from hubkeeper.shippers.store import Batch, Record, Registry, bulk_body  # noqa: E402
 from tests.hostile import HOSTILE  # noqa: E402
 
 USERS = [f"user{n:03d}" for n in range(200)]
@@ -184,9 +190,9 @@ def source_configs(paths: dict[str, Path]) -> list[ShipperSource]:
     ]
 
 
-def parse_only(paths: dict[str, Path], work: Path) -> tuple[int, float, list[bytes]]:
-    """Events, CPU seconds, and the serialized records (for the ceiling loader); with the
-    garbage collector set as ``ship-logs`` sets it."""
+def parse_only(paths: dict[str, Path], work: Path) -> tuple[int, float, list[Record]]:
+    """Events, CPU seconds, and the records (for the ceiling loader); with the garbage
+    collector set as ``ship-logs`` sets it."""
     collect_less()
     work.mkdir(parents=True, exist_ok=True)
     files = Files(
@@ -196,33 +202,24 @@ def parse_only(paths: dict[str, Path], work: Path) -> tuple[int, float, list[byt
         {},
     )
     files.scan()
-    lines: list[bytes] = []
+    spooled: list[bytes] = []
     started = time.process_time()
-    while True:
-        records, moves = files.read(4 << 20)
+    while True:  # as ship-logs' reader does, the spool's write left out
+        records, moves = files.read(READ_BUDGET)
         if not records:
             break
-        lines += [record.line() for record in records]
+        spooled.append(b"".join([record.line() for record in records]))
         files.advance(moves)
     cpu = time.process_time() - started
     files.close()
-    return len(lines), cpu, lines
+    parsed = [record for data in spooled for record in Batch(data)]
+    return len(parsed), cpu, parsed
 
 
-def bulk_ceiling(es: Elasticsearch, lines: list[bytes], batch: int = 1000) -> float:
-    """Send pre-serialized bulk bodies (built before the clock starts) one request at a
+def bulk_ceiling(es: Elasticsearch, records: list[Record], batch: int = 1000) -> float:
+    """Send bulk bodies of the records (built before the clock starts) one request at a
     time, as the shipper does; seconds."""
-    bodies = []
-    for start in range(0, len(lines), batch):
-        body = []
-        for line in lines[start : start + batch]:
-            meta, _, doc = line.rstrip(b"\n").partition(b"\t")
-            _key, _start, _resume, index, event_id, _source = json.loads(meta)
-            body.append(
-                b'{"create":{"_index":"%s","_id":"%s"}}\n' % (index.encode(), event_id.encode())
-            )
-            body.append(doc + b"\n")
-        bodies.append(b"".join(body))
+    bodies = [bulk_body(records[start : start + batch]) for start in range(0, len(records), batch)]
     session = requests.Session()
     headers = {"Content-Type": "application/x-ndjson"}
     started = time.monotonic()
@@ -241,9 +238,11 @@ def count(es: Elasticsearch, pattern: str) -> int:
     return int(answer.json().get("count", 0)) if answer.ok else 0
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, kernel: bool = False) -> float:
+    """The process's CPU seconds (user and kernel; ``kernel``: the kernel's only)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[12]) if kernel else int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # Stage of a py-spy frame (``function (path:line)``): the first rule matching the innermost
@@ -260,11 +259,11 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
         ("redact", r"\(hubkeeper/redact\.py"),
         ("enrich", r"^(Files\._document|Files\._record|_Common\.of|daily_index) \(shippers/"),
         ("spool_write", r"^(Record\.line|Spool\.append) \(shippers/"),
-        ("spool_read", r"^(Spool\.read|Record\.parse) \(shippers/"),
-        ("bulk", r"^ElasticsearchOutput\.bulk "
+        ("spool_read", r"^(Spool\.read|Record\.parse|_record_marks|Batch\.records) \(shippers/"),
+        ("bulk", r"^(ElasticsearchOutput\.bulk|bulk_body) "
                  r"|\((elasticsearch|elastic_transport|urllib3|http|json)/"),
         ("ack", r"^(settle|Delivery\.send|Shipper\._answered|Metrics\.count|Registry\.|"
-                r"Shipper\._commit|Spool\.release) "),
+                r"Shipper\._commit|Spool\.release|Batch\.offsets) "),
         ("loop", r"^(Shipper\._read_loop|Shipper\._send_loop|Shipper\._count_read|Files\.) "),
     ]
 ]  # fmt: skip
@@ -304,9 +303,9 @@ def start_profiler(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
 
 def run_shipper(
     es: Elasticsearch, paths: dict[str, Path], work: Path, events: int
-) -> tuple[float, float, dict[str, float]]:
-    """Seconds until every event is indexed, the shipper's CPU seconds, and the share of
-    its samples per stage (empty without py-spy)."""
+) -> tuple[float, float, float, dict[str, float]]:
+    """Seconds until every event is indexed, the shipper's CPU seconds (all, and the
+    kernel's), and the share of its samples per stage (empty without py-spy)."""
     work.mkdir(parents=True, exist_ok=True)
     config = work / "shipper.toml"
     port = free_ports(1)[0]
@@ -340,6 +339,7 @@ def run_shipper(
         wait_for(lambda: _caught_up(port, events), 3600, "the shipper", interval=0.5)
         elapsed = time.monotonic() - started
         cpu = cpu_seconds(process.pid)
+        kernel = cpu_seconds(process.pid, kernel=True)
     finally:
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
@@ -348,7 +348,7 @@ def run_shipper(
         process.wait(30)
     indexed = count(es, "shipper-logs-*")
     assert indexed == events, f"{indexed} documents for {events} events: lost or duplicated"
-    return elapsed, cpu, stage_shares(profile) if profile.exists() else {}
+    return elapsed, cpu, kernel, stage_shares(profile) if profile.exists() else {}
 
 
 def _caught_up(port: int, events: int) -> bool:
@@ -390,8 +390,9 @@ ruleset(name="ship") {{
 
 def run_rsyslog(
     es: Elasticsearch, paths: dict[str, Path], work: Path, lines: int
-) -> tuple[float, float]:
-    """Seconds until rsyslog has indexed every line, and its CPU seconds."""
+) -> tuple[float, float, float]:
+    """Seconds until rsyslog has indexed every line, and its CPU seconds (all, and the
+    kernel's)."""
     if not Path("/usr/lib/x86_64-linux-gnu/rsyslog/omelasticsearch.so").exists():
         subprocess.run(
             ["apt-get", "install", "-y", "-qq", "rsyslog", "rsyslog-elasticsearch"], check=True
@@ -412,10 +413,11 @@ def run_rsyslog(
         wait_for(lambda: count(es, "rsyslog-bench") >= lines, 3600, "rsyslog", interval=1.0)
         elapsed = time.monotonic() - started
         cpu = cpu_seconds(process.pid)
+        kernel = cpu_seconds(process.pid, kernel=True)
     finally:
         process.terminate()
         process.wait(30)
-    return elapsed, cpu
+    return elapsed, cpu, kernel
 
 
 def main() -> int:
@@ -443,16 +445,18 @@ def main() -> int:
             flush=True,
         )
         es.start()
-        bulk_ceiling(es, [r.replace(b"ceiling-logs", b"warmup-logs") for r in records[:20000]])
+        warmup = [replace(r, index=r.index.replace("ceiling", "warmup")) for r in records[:20000]]
+        bulk_ceiling(es, warmup)
         ceiling = bulk_ceiling(es, records)
         del records
         figures["ceiling_lines_per_s"] = round(args.lines / ceiling)
         print(
             f"bulk loader ceiling: {ceiling:.1f} s, {args.lines / ceiling:,.0f} lines/s", flush=True
         )
-        shipped, shipper_cpu, shares = run_shipper(es, paths, work / "shipper", events)
+        shipped, shipper_cpu, kernel, shares = run_shipper(es, paths, work / "shipper", events)
         figures["shipper_lines_per_s"] = round(args.lines / shipped)
         figures["shipper_cpu_s_per_100k"] = round(shipper_cpu / args.lines * 100_000, 2)
+        figures["shipper_kernel_cpu_s_per_100k"] = round(kernel / args.lines * 100_000, 2)
         figures["stages"] = {
             stage: {
                 "share": round(share, 3),
@@ -467,7 +471,8 @@ def main() -> int:
         print(f"ship-logs end to end: {shipped:.1f} s, {args.lines / shipped:,.0f} lines/s "
               f"({ceiling / shipped:.0%} of the ceiling), {shipper_cpu:.1f} CPU s "
               f"= {figures['shipper_cpu_s_per_100k']} per 100k lines", flush=True)  # fmt: skip
-        rsyslog, rsyslog_cpu = run_rsyslog(es, paths, work / "rsyslog", args.lines)
+        rsyslog, rsyslog_cpu, kernel = run_rsyslog(es, paths, work / "rsyslog", args.lines)
+        figures["rsyslog_kernel_cpu_s_per_100k"] = round(kernel / args.lines * 100_000, 2)
         figures["rsyslog_lines_per_s"] = round(args.lines / rsyslog)
         figures["rsyslog_cpu_s_per_100k"] = round(rsyslog_cpu / args.lines * 100_000, 2)
         per = figures["rsyslog_cpu_s_per_100k"]

@@ -1,0 +1,63 @@
+"""The pipeline's batches: files read window by window (every file, whatever its share of
+the reader's budget), the spool's bulk-ready format (a batch's bulk body and offsets come
+from its bytes), and a spool written by an earlier version (a line per record) taken over."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hubkeeper.config import ShipperSource
+from hubkeeper.shippers.sources import Files, Settings, make_sources
+from hubkeeper.shippers.store import Batch, Record, Registry, Spool, bulk_body, upgrade_spool
+
+
+def record(n: int, key: str = "k") -> Record:
+    doc = json.dumps({"message": f"m\t{n}", "n": n}).encode()  # a tab in text is escaped
+    return Record(key, n * 10, n * 10 + 10, f"logs-raw-2026.11.2{n % 2}", f"id{n}", "app", doc)
+
+
+def test_a_spooled_batch_is_the_bulk_body_and_offsets_of_its_records(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, cursor=(0, 0))
+    records = [record(0, "a"), record(1, "b"), record(2, "a"), record(3, "b"), record(4, "a")]
+    spool.append([r.line() for r in records])
+    batch, _after = spool.read((0, 0), max_events=4, max_bytes=1 << 20)
+    assert isinstance(batch, Batch) and len(batch) == 4
+    assert bulk_body(batch) == bulk_body(records[:4])  # the same bytes as written out
+    assert batch.offsets() == {"a": 30, "b": 40}
+    assert batch.size == sum(len(r.line()) for r in records[:4])
+    assert [(r.id, r.doc) for r in batch] == [(r.id, r.doc) for r in records[:4]]
+
+
+def test_a_spool_of_the_earlier_format_is_sent_from_its_cursor_on(tmp_path: Path) -> None:
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    old = [
+        b'["%b",%d,%d,"%b","%b","%b"]\t%b\n'
+        % (r.key.encode(), r.start, r.resume, r.index.encode(), r.id.encode(), b"app", r.doc)
+        for r in (record(n) for n in range(5))
+    ]
+    (folder / "segment-000000000003.jsonl").write_bytes(b"".join(old[:3]))
+    (folder / "segment-000000000004.jsonl").write_bytes(b"".join(old[3:]) + old[0][:20])
+    registry = Registry(tmp_path / "registry.json")
+    registry.cursor = (3, len(old[0]))  # the first record was acknowledged
+    upgrade_spool(folder, registry)
+    assert Registry(tmp_path / "registry.json").cursor == (3, 0)
+    assert not list(folder.glob("*.jsonl"))
+    spool = Spool(folder, max_bytes=1 << 20, cursor=registry.cursor)
+    assert [r.id for r in spool.records(registry.cursor)] == ["id1", "id2", "id3", "id4"]
+
+
+def test_a_file_is_read_however_small_its_share_of_the_budget(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.log").write_text("".join(f"{name} {n}\n" for n in range(5)))
+    source = ShipperSource(name="app", paths=[str(tmp_path / "*.log")], parser="raw")
+    files = Files(make_sources([source], None), Registry(tmp_path / "r.json"), Settings(), {})
+    files.scan()
+    records, moves = files.read(2)  # a share of 0 bytes each: one window all the same
+    assert [json.loads(r.doc)["message"] for r in records] == [f"a {n}" for n in range(4)]
+    files.advance(moves)  # (the last line waits: more lines may continue its event)
+    records, _moves = files.read(1 << 20)
+    assert sorted(json.loads(r.doc)["message"] for r in records) == [
+        f"{name} {n}" for name in "bc" for n in range(4)
+    ]
