@@ -145,7 +145,7 @@ def test_a_hung_mount_is_reported_hung_with_its_servers_and_the_culler_holds_the
         # the culler, reading the real watcher, reports the server instead of stopping it
         hold = read_hold(config)
         assert hold.holds(user, "") and hold.nodes == ("node-a",)
-        plans, _ = plan([idle_user(user)], [], config.culler, NOW, hold)
+        plans, _ = plan([idle_user(user)], [], config.culler, NOW, [hold])
         decision = plans[0].servers[0]
         assert (decision.action, decision.reason) == ("report", "storage_hung")
         # until the alert fires (30 s): no thread of the daemon waits on the mount, and no
@@ -168,7 +168,7 @@ def test_a_hung_mount_is_reported_hung_with_its_servers_and_the_culler_holds_the
         assert w.status()["servers_on_hung_storage"] == []
         hold = read_hold(config)
         assert not hold.holds(user, "")
-        plans, _ = plan([idle_user(user)], [], config.culler, NOW, hold)
+        plans, _ = plan([idle_user(user)], [], config.culler, NOW, [hold])
         assert plans[0].servers[0].action == "stop"  # culling resumes
         assert not Path(f"/proc/{blocked[0]}").exists()  # the hung probe was reaped
         wait_for(lambda: not prometheus_alerts(url, "HubkeeperStorageHung"), 20, "resolved")
