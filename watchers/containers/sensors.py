@@ -14,12 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from hubkeeper import prtg
 from hubkeeper.prtg import Limits, Payload, channel
 from hubkeeper.watchers.containers.model import Sample, Snapshot
 from hubkeeper.watchers.containers.reconcile import Reconciliation, server_path
+from hubkeeper.watchers.containers.swarm import samples_of
 
 MAX_TOP = 20  # 10 fixed channels + 2 x 20 top channels = 50, PRTG's maximum
 
@@ -200,14 +199,11 @@ MEMORY = "container_memory_working_set_bytes"
 def server_memory(metrics: str, hub: str, node: str) -> list[ServerMemory]:
     """This hub's servers' memory from a node exporter's ``/metrics``."""
     found = []
-    for family in text_string_to_metric_families(metrics):
-        for sample in family.samples:
-            labels = sample.labels
-            if sample.name == MEMORY and labels.get("hub") == hub:
-                path = server_path(
-                    labels.get("jupyterhub_user", ""), labels.get("jupyterhub_server", "")
-                )
-                found.append((path, node, sample.value))
+    for sample in samples_of(metrics, MEMORY):
+        labels = sample.labels
+        if labels.get("hub") == hub:
+            user, server = labels.get("jupyterhub_user", ""), labels.get("jupyterhub_server", "")
+            found.append((server_path(user, server), node, sample.value))
     return found
 
 

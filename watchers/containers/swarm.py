@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import docker
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from hubkeeper.config import EndpointConfig, LabelsConfig
 from hubkeeper.status import fetch
@@ -140,3 +142,11 @@ def read_node_exporters(
 
     jobs = {node.name: pool.submit(read, node) for node in nodes}
     return {name: job.result() for name, job in jobs.items()}
+
+
+def samples_of(metrics: str, name: str) -> list[Sample]:
+    """The samples of one metric in an exposition; only its lines are parsed (a node
+    exporter's text holds some 40 series per container)."""
+    lines = [line for line in metrics.splitlines() if line.startswith((name + "{", name + " "))]
+    return [sample for family in text_string_to_metric_families("\n".join(lines) + "\n")
+            for sample in family.samples]  # fmt: skip

@@ -27,13 +27,12 @@ from typing import Protocol
 
 import docker.errors
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from hubkeeper.config import Config
 from hubkeeper.watchers.containers.discovery import docker_api
 from hubkeeper.watchers.containers.model import ContainerInfo, real_name
 from hubkeeper.watchers.containers.reader import container_reader
-from hubkeeper.watchers.containers.swarm import SwarmInventory, read_node_exporters
+from hubkeeper.watchers.containers.swarm import SwarmInventory, read_node_exporters, samples_of
 
 MAX_SAMPLES = 240  # per container: bounds memory and the state file whatever the settings
 CPU_COUNTER = "container_cpu_usage_seconds_total"
@@ -70,13 +69,10 @@ def task_cpu_seconds(metrics: str, services: Mapping[str, str], at: float) -> li
     """Readings for the services (name -> ID) from a node exporter's ``/metrics``: a task's
     container is named ``<service>.<slot>.<task id>``."""
     readings = []
-    for family in text_string_to_metric_families(metrics):
-        for sample in family.samples:
-            if sample.name != CPU_COUNTER or sample.labels.get("cpu", "total") != "total":
-                continue
-            service = sample.labels.get("name", "").split(".", 1)[0]
-            if service in services:
-                readings.append((services[service], at, sample.value))
+    for sample in samples_of(metrics, CPU_COUNTER):
+        service = sample.labels.get("name", "").split(".", 1)[0]
+        if service in services and sample.labels.get("cpu", "total") == "total":
+            readings.append((services[service], at, sample.value))
     return readings
 
 
