@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import requests
+if TYPE_CHECKING:  # imported when a session is made: the CLI builds its parser for every
+    import requests  # command (ship-logs too), and requests takes a few hundredths of a second
 
 
 class CredentialsError(Exception):
@@ -45,6 +47,8 @@ class Credentials:
             session.auth = (self.username, self.password)
 
     def session(self) -> requests.Session:
+        import requests
+
         session = requests.Session()
         self.apply(session)
         return session

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from hubkeeper.dashboards import auth
-from hubkeeper.dashboards.kibana import check, saved_objects, to_ndjson
 
 DEFAULT_PREFIX = "hubkeeper-logs"
 
@@ -43,6 +42,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _ndjson(prefix: str) -> str:
+    # Here, not at the top: the CLI adds these commands for every command it runs.
+    from hubkeeper.dashboards.kibana import check, saved_objects, to_ndjson
+
     text = to_ndjson(saved_objects(prefix))
     problems = check(text)
     if problems:  # a bug in the definitions: never hand Kibana a broken file

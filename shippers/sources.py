@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from hubkeeper.backoff import full_jitter
 from hubkeeper.config import ShipperSource
 from hubkeeper.log import get_logger
@@ -153,6 +155,9 @@ class _Common:
     parser_dataset: str
     fields: dict[str, str]  # the ECS fields of the source and the file
     meta: dict[str, str]
+    # ``fields`` and ``log.offset``'s key as the end of a document's JSON (``,"service.name":
+    # ...,"log.offset":``), written once for the file's events; None if they cannot be.
+    tail_json: bytes | None
 
     @classmethod
     def of(cls, tail: Tail, host_name: str) -> _Common:
@@ -164,9 +169,13 @@ class _Common:
             "log.file.path": entry.path,
         }
         dataset = source.config.dataset or ("container" if source.docker else None)
+        try:
+            tail_json: bytes | None = b',%b,"log.offset":' % orjson.dumps(fields)[1:-1]
+        except TypeError:  # a path with a character JSON cannot carry
+            tail_json = None
         return cls(
             tail, source.name, entry.key, _id_hash(entry.key), dataset,
-            source.parser.dataset, fields, entry.meta,
+            source.parser.dataset, fields, entry.meta, tail_json,
         )  # fmt: skip
 
 
@@ -542,20 +551,24 @@ class Files:
         doc["@timestamp"] = stamp
         dataset = common.dataset or doc.get("event.dataset") or common.parser_dataset
         doc["event.dataset"] = dataset
-        doc.update(common.fields)
-        doc["log.offset"] = event.start
-        if tags:
-            doc["tags"] = tags
-        if event.stream:
-            doc["hubkeeper.stream"] = event.stream
-        if common.meta:
-            doc.update(common.meta)  # the container's own labels: a user server cannot forge them
         # Secrets come from the text read (the other fields are the shipper's own): one
         # look at it, and most lines pass (those screened clean as they were read at once).
         redactor = self.settings.redactor
-        if not event.clean and redactor.suspect(event.text):
-            doc = redactor.value(doc)
-        body = to_json(doc)
+        masked = not event.clean and redactor.suspect(event.text)
+        if tags or event.stream or common.meta or masked or common.tail_json is None:
+            doc.update(common.fields)
+            doc["log.offset"] = event.start
+            if tags:
+                doc["tags"] = tags
+            if event.stream:
+                doc["hubkeeper.stream"] = event.stream
+            if common.meta:
+                doc.update(common.meta)  # the container's labels: a user server cannot forge them
+            if masked:
+                doc = redactor.value(doc)
+            body = to_json(doc)
+        else:  # the usual event: the file's fields appended as JSON written once for them all
+            body = b"%b%b%d}" % (to_json(doc)[:-1], common.tail_json, event.start)
         if FAILURE in doc:
             self.line_failures[common.name, doc[FAILURE]] += 1
         if TIMESTAMP_ORIGINAL in doc:

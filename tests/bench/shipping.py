@@ -246,9 +246,10 @@ def cpu_seconds(pid: int, kernel: bool = False) -> float:
 
 
 # Stage of a py-spy frame (``function (path:line)``): the first rule matching the innermost
-# frame that any rule matches.
+# frame that any rule matches. py-spy names a file by its path below its sys.path entry:
+# ``shippers/...`` in an editable install, ``hubkeeper/shippers/...`` in an installed one.
 STAGES: list[tuple[str, re.Pattern[str]]] = [
-    (stage, re.compile(pattern))
+    (stage, re.compile(pattern.replace(r"\(shippers/", r"\((?:hubkeeper/)?shippers/")))
     for stage, pattern in [
         ("serialize", r"^to_json \(shippers/"),
         ("id", r"^_?event_id \(shippers/"),
