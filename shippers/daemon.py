@@ -5,27 +5,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from hubkeeper.config import Config
 from hubkeeper.daemon import Daemon
 from hubkeeper.shippers.documents import DocumentIndexer
 from hubkeeper.shippers.shipper import Shipper, collect_less
-
-
-def _sync_transport_only() -> None:
-    """Import the Elasticsearch client's transport without aiohttp: elastic_transport
-    imports it, when installed, for its asyncio node, and that import was 0.14 of the 0.46
-    CPU s ship-logs spent importing; the shipper's client is synchronous (urllib3). Only
-    in this process, and only if nothing imported either yet; aiohttp itself stays
-    importable."""
-    if "elastic_transport" in sys.modules or "aiohttp" in sys.modules:
-        return
-    sys.modules["aiohttp"] = None  # type: ignore[assignment]  # its import raises ImportError
-    try:
-        import elastic_transport  # noqa: F401
-    finally:
-        del sys.modules["aiohttp"]
 
 
 def ship_logs(config: Config, args: argparse.Namespace) -> int:
@@ -34,7 +18,6 @@ def ship_logs(config: Config, args: argparse.Namespace) -> int:
         from hubkeeper.shippers.console import print_documents  # loads only in this mode
 
         return print_documents(config, args.output)
-    _sync_transport_only()
     logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # a line per request
     shipper = Shipper(config)
     daemon = Daemon(
