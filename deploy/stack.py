@@ -586,20 +586,27 @@ class Stack:
 
     def down(self) -> None:
         """Stop the watcher first (it would fail over), then user containers, every hub
-        instance (the watcher may have started any), and the rest, newest first."""
-        watchers = [p for p in self.processes if p.name == "watcher"]
-        for process in watchers:
-            process.stop()
+        instance (the watcher may have started any), and the rest, newest first. Every step
+        is tried even when one before it fails, so nothing this stack started is left
+        running; the first failure is raised at the end."""
+        steps: list[Callable[[], object]] = [p.stop for p in self.processes if p.name == "watcher"]
         if hasattr(self, "docker"):
-            self._remove_user_containers()
+            steps.append(self._remove_user_containers)
         if hasattr(self, "config"):
             for name in self.instance_names:
-                hubctl.stop(self.config, name, grace=10)
-                hubctl.retire(self.config, name, grace=10)
-        for callback in reversed(self.stop_callbacks):
-            callback()
-        for process in reversed(self.processes):
-            process.stop()
+                steps.append(functools.partial(hubctl.stop, self.config, name, grace=10))
+                steps.append(functools.partial(hubctl.retire, self.config, name, grace=10))
+        steps += reversed(self.stop_callbacks)
+        steps += [process.stop for process in reversed(self.processes)]
+        failures = []
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # reported, then the next step: nothing left behind
+                self.progress(f"teardown step failed: {type(exc).__name__}: {exc}")
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     def _remove_user_containers(self) -> None:
         hub_label = f"{self.config.labels.hub}={self.config.jupyterhub.name}"
