@@ -154,9 +154,9 @@ def test_server_paths() -> None:
 
 
 def test_cluster_overview_names_nodes_down_missing_orphans_and_top_users_across_nodes() -> None:
-    nodes = (SwarmNode("hk-node1", "10.213.0.12", "manager", True),
-             SwarmNode("hk-node2", "10.213.0.13", "worker", False),
-             SwarmNode("hk-node3", "10.213.0.14", "worker", True))  # fmt: skip
+    nodes = (SwarmNode("hk-node1", "192.0.2.12", "manager", True),
+             SwarmNode("hk-node2", "192.0.2.13", "worker", False),
+             SwarmNode("hk-node3", "192.0.2.14", "worker", True))  # fmt: skip
     books = Reconciliation(
         time=1.0, hub_up=True, hub_servers=3, orphans=(Orphan("ghost", "", "jupyter-ghost"),),
         missing=(MissingServer("alice", "", "hk-node2"),), nodes=nodes,

@@ -8,11 +8,11 @@ from hubkeeper.watchers.culler.activity import task_cpu_seconds
 LABELS = LabelsConfig()
 NODES = [
     {"ID": "n1", "Description": {"Hostname": "hk-node1"}, "Spec": {"Role": "manager"},
-     "Status": {"State": "ready", "Addr": "10.213.0.11"}},
+     "Status": {"State": "ready", "Addr": "192.0.2.11"}},
     {"ID": "n2", "Description": {"Hostname": "hk-node2"}, "Spec": {"Role": "worker"},
-     "Status": {"State": "ready", "Addr": "10.213.0.12"}},
+     "Status": {"State": "ready", "Addr": "192.0.2.12"}},
     {"ID": "n3", "Description": {"Hostname": "hk-node3"}, "Spec": {"Role": "worker"},
-     "Status": {"State": "down", "Addr": "10.213.0.13"}},
+     "Status": {"State": "down", "Addr": "192.0.2.13"}},
 ]  # fmt: skip
 
 
@@ -35,7 +35,7 @@ def task(sid: str, node: str, state: str = "running", desired: str = "running") 
 
 def test_nodes_are_named_by_hostname_and_up_when_ready() -> None:
     nodes = swarm_nodes(NODES)
-    assert nodes["n3"] == SwarmNode("hk-node3", "10.213.0.13", "worker", up=False)
+    assert nodes["n3"] == SwarmNode("hk-node3", "192.0.2.13", "worker", up=False)
     assert [node.up for node in nodes.values()] == [True, True, False]
 
 

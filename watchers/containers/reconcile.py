@@ -167,8 +167,11 @@ class Reconciler:
             before = self._inventory.containers()
             asked = time.time()
             users = list(self._client.paginate("/users", {"state": "active"}))
-            after = self._inventory.containers()
-            nodes = self._inventory.nodes() if isinstance(self._inventory, SwarmInventory) else {}
+            nodes: dict[str, SwarmNode] = {}
+            if isinstance(self._inventory, SwarmInventory):  # the nodes come with the books
+                nodes, after = self._inventory.read()
+            else:
+                after = self._inventory.containers()
         except HubAPIError as exc:  # its text names method, path and status, never the token
             return self._unknown(asked, str(exc))
         except (docker.errors.DockerException, requests.RequestException) as exc:
