@@ -24,7 +24,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -32,6 +32,7 @@ import requests
 
 from hubkeeper.alerts.render import Rendered, render
 from hubkeeper.config import (
+    AgentConfig,
     Config,
     DockerConfig,
     HubClientConfig,
@@ -68,6 +69,7 @@ PORT_NAMES = (
     "culler",
     "shipper",
     "storage",
+    "agent",
 )
 #: daemon command -> its config section (endpoint, hub token) and service name
 DAEMONS = {
@@ -98,6 +100,7 @@ def default_ports() -> dict[str, int]:
         9103,
         9104,
         9105,
+        AgentConfig().endpoint.port,
     )
     return dict(zip(PORT_NAMES, values, strict=True))
 
@@ -231,7 +234,9 @@ class Stack:
     ``overrides`` replaces keys of any section of the generated config. With ``swarm`` (a
     running :class:`~hubkeeper.deploy.swarm.Swarm`) the hub spawns on it (its workers), the
     container exporter keeps the cluster's books from the manager, and each node gets its
-    own exporter in its namespace and, with ``ship-logs``, its own shipper.
+    own exporter in its namespace and, with ``ship-logs``, its own shipper. With ``lease``
+    (``[watcher]`` keys of a PostgreSQL lease) the watcher acts through a ``hubkeeper agent``
+    (started first, with a bearer token), as watchers on several hosts do.
     """
 
     workdir: Path
@@ -244,6 +249,7 @@ class Stack:
     overrides: dict[str, dict[str, object]] = field(default_factory=dict)
     progress: Callable[[str], None] = print
     swarm: Swarm | None = None
+    lease: dict[str, object] | None = None
     node_shippers: dict[str, int] = field(default_factory=dict)  # node -> endpoint port
     processes: list[ManagedProcess] = field(default_factory=list)
     stop_callbacks: list[Callable[[], None]] = field(default_factory=list)
@@ -324,6 +330,8 @@ class Stack:
                 "alertmanager_urls": [self.alertmanager_url],
                 **self.watcher,
             }
+        if self.lease is not None:
+            self.agent_config(data, secrets_dir / "agent_token")
         if "watch-storage" in self.daemons:  # a folder stands in for the notebook filesystem
             (self.workdir / "notebooks").mkdir(exist_ok=True)
             data["storage"] = {
@@ -367,6 +375,30 @@ class Stack:
         )
         self.config = load(self.config_path)
         return self.config_path
+
+    @property
+    def agent_url(self) -> str:
+        return f"http://127.0.0.1:{(self.ports or {})['agent']}"
+
+    def agent_config(self, data: dict[str, Any], token_file: Path) -> None:
+        """One agent runs both hubs' commands and switches NGINX; the watcher holds a lease."""
+        if not token_file.exists():
+            token_file.write_text(secrets.token_hex(32) + "\n", encoding="utf-8")
+            token_file.chmod(0o600)
+        for instance in data["jupyterhub"]["instances"]:
+            instance["agent"] = self.agent_url
+        data["nginx"]["agents"] = [self.agent_url]
+        data["agent"] = {
+            "endpoint": {"port": (self.ports or {})["agent"], "token_file": str(token_file)},
+            "hubs": self.instance_names,
+            "nginx": True,
+            "fencing_file": f"{self.workdir}/agent-fencing-token",
+        }
+        data["watcher"] = {
+            **data["watcher"],
+            **(self.lease or {}),
+            "agent_token_file": str(token_file),
+        }
 
     # -- components ---------------------------------------------------------------------
 
@@ -480,10 +512,13 @@ class Stack:
         """``hubkeeper COMMAND`` on the stack's config, ready once its /healthz answers."""
         section, _ = DAEMONS[command]
         name = "watcher" if command == "watch-hubs" else command
-        argv = [sys.executable, "-m", "hubkeeper.cli", command, "--config", str(self.config_path)]
-        process = self.spawn(name, argv)
+        process = self.spawn(name, self.hubkeeper_argv(command))
         endpoint = getattr(self.config, section).endpoint
         return self.until_ready(process, f"http://127.0.0.1:{endpoint.port}/healthz", 60)
+
+    def hubkeeper_argv(self, command: str, config: Path | None = None) -> list[str]:
+        config_path = str(config or self.config_path)
+        return [sys.executable, "-m", "hubkeeper.cli", command, "--config", config_path]
 
     def until_ready(self, process: ManagedProcess, url: str, timeout: float) -> ManagedProcess:
         """Wait until ``url`` answers 200; fail at once, pointing at the log, if it exits."""
@@ -520,6 +555,10 @@ class Stack:
             for name in self.instance_names[1:]:
                 self.progress(f"warming hub {name} (a standby: imported, not on the database)")
                 hubctl.warm(self.config, self.config_path, name)
+            if self.lease is not None:
+                self.progress("starting the hubs' agent")
+                process = self.spawn("agent", self.hubkeeper_argv("agent"))
+                self.until_ready(process, f"{self.agent_url}/healthz", 60)
             self.progress("starting the hub watcher")
             self.watcher_process = self.start_watcher()
         if self.prometheus:
@@ -556,8 +595,8 @@ class Stack:
             path = self.node_config(f"exporter-{node.name}", {"containers": containers})
             process = self.spawn(
                 f"exporter-{node.name}",
-                ["nsenter", f"--net=/run/netns/{node.name}", sys.executable, "-m",
-                 "hubkeeper.cli", "export-containers", "--config", str(path)],
+                ["nsenter", f"--net=/run/netns/{node.name}",
+                 *self.hubkeeper_argv("export-containers", path)],
             )  # fmt: skip
             self.until_ready(process, f"http://{swarm.reachable(node.address)}:{port}/healthz", 60)
             if "ship-logs" in self.daemons:
@@ -575,8 +614,7 @@ class Stack:
         path = self.node_config(
             f"ship-logs-{node.name}", {"docker": {"url": node.url}, "shipper": shipper}
         )
-        argv = [sys.executable, "-m", "hubkeeper.cli", "ship-logs", "--config", str(path)]
-        process = self.spawn(f"ship-logs-{node.name}", argv)
+        process = self.spawn(f"ship-logs-{node.name}", self.hubkeeper_argv("ship-logs", path))
         self.until_ready(process, f"http://127.0.0.1:{port}/healthz", 60)
         self.node_shippers[node.name] = port
 
@@ -711,6 +749,7 @@ def running_stack(
     daemons: tuple[str, ...] = (),
     listen: str = "127.0.0.1",
     swarm: Swarm | None = None,
+    lease: dict[str, object] | None = None,
 ) -> Iterator[Stack]:
     stack = Stack(
         workdir,
@@ -721,6 +760,7 @@ def running_stack(
         daemons=daemons,
         listen=listen,
         swarm=swarm,
+        lease=lease,
         overrides=overrides or {},
         progress=progress,
     )

@@ -240,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
         "probe the hubs and fail NGINX over to a standby",
         "hubkeeper.watchers.hubs.daemon:watch_hubs",
     )
+    add_daemon_command(
+        commands,
+        "agent",
+        "on a hub or NGINX host: run the leading watcher's actions, refusing stale fencing tokens",
+        "hubkeeper.watchers.hubs.daemon:agent",
+    )
     switch = add_daemon_command(
         commands,
         "failover",

@@ -14,6 +14,7 @@ import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from hubkeeper.redact import Secret
 
@@ -272,6 +273,13 @@ class HubInstance:
         "make a fenced instance a warm standby again: its proxy, and a hub imported but not "
         "on the database"
     )
+    agent: str = setting(
+        "",
+        "an http(s) URL of the `hubkeeper agent` on the instance's host, or empty",
+        lambda v: v == "" or _is_url(v),
+        help="the agent on the instance's host that runs its commands for the leading watcher "
+        "(empty: the watcher runs them itself, on one machine)",
+    )
 
 
 @dataclass(frozen=True)
@@ -401,6 +409,13 @@ class NginxConfig:
         "a path to an NGINX config template ({{placeholders}})",
         help="template with `{{placeholders}}`",
     )
+    agents: list[str] = setting(
+        [],
+        "a list of http(s) URLs of `hubkeeper agent`s",
+        lambda v: all(_is_url(u) for u in v),
+        help="the agents of the NGINX hosts that share the floating address; the leading "
+        "watcher switches every one (empty: the watcher's own NGINX, on one machine)",
+    )
 
     def cross_checks(self) -> list[tuple[str, str]]:
         if self.public_port == self.internal_port:
@@ -481,6 +496,24 @@ class WatcherConfig:
     canary_timeout: float = positive_seconds(
         120.0, help="the most a canary's start and stop may take, seconds"
     )
+    lease_database_url: str = setting(
+        "",
+        "a postgresql:// URL without a password (it comes from lease_password_file), or empty",
+        lambda v: v == "" or (v.startswith("postgresql://") and urlsplit(v).password is None),
+        help="PostgreSQL database holding the watchers' lease and shared state, for watchers on "
+        "several hosts (empty: a file lock beside `state_file`, one machine)",
+    )
+    lease_password_file: str | None = secret_file("the lease database's password")
+    lease_password: Secret | None = None
+    lease_ttl: float = setting(
+        3.0,
+        "a number of seconds >= 1",
+        lambda v: v >= 1,
+        help="seconds a lease lives without renewal (renewed every third of it): the standby "
+        "watcher takes over within about this time",
+    )
+    agent_token_file: str | None = secret_file("the bearer token of the hosts' agents")
+    agent_token: Secret | None = None
 
 
 def _percent(default: float, *, help: str) -> Any:
@@ -1160,6 +1193,23 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class AgentConfig:
+    """`hubkeeper agent`: on a hub or NGINX host, runs the leading watcher's actions there,
+    refusing any whose fencing token is older than one it has seen."""
+
+    endpoint: EndpointConfig = field(default_factory=lambda: EndpointConfig(port=9109))
+    hubs: list[str] = setting(
+        [],
+        "a list of instance names from [[jupyterhub.instances]]",
+        help="the hub instances on this host (their commands run here)",
+    )
+    nginx: bool = setting(False, help="whether this host's NGINX (`[nginx]`) is switched here")
+    fencing_file: str = setting(
+        "agent-fencing-token", help="where the highest fencing token seen is kept"
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     hub: HubClientConfig = field(default_factory=HubClientConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -1173,6 +1223,7 @@ class Config:
     culler: CullerConfig = field(default_factory=CullerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
 
 
 def _at_most(table: Any, key: str, limit: str) -> list[tuple[str, str]]:

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from hubkeeper import systemd
 from hubkeeper.config import EndpointConfig
-from hubkeeper.endpoint import EndpointServer, Health, Route
+from hubkeeper.endpoint import Action, EndpointServer, Health, Route
 from hubkeeper.log import get_logger
 
 log = get_logger(__name__)
@@ -33,11 +33,12 @@ class Daemon:
         health: Health,
         routes: dict[str, Route] | None = None,
         metrics: Callable[[], bytes] | None = None,
+        actions: dict[str, Action] | None = None,
     ) -> None:
         self.name = name
         self.health = health
         self.endpoint = endpoint
-        self.server = EndpointServer(endpoint, registry, health, routes, metrics)
+        self.server = EndpointServer(endpoint, registry, health, routes, metrics, actions)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.stopping = threading.Event()
         self._notify_failed = False

@@ -30,6 +30,8 @@ from hubkeeper.redact import Secret
 Response = tuple[int, str, bytes]  # status, content type, body
 Health = Callable[[], tuple[bool, str]]
 Route = Callable[[str, dict[str, list[str]]], Response]
+#: A POST handler: called with the path and the request body.
+Action = Callable[[str, bytes], Response]
 
 TEXT = "text/plain; charset=utf-8"
 #: The text exposition format, named by its own version: prometheus-client's
@@ -38,6 +40,7 @@ EXPOSITION = "text/plain; version=0.0.4; charset=utf-8"
 GZIP_MIN_BYTES = 1024  # smaller bodies are sent as they are
 GZIP_LEVEL = 1  # a 1.25 MB scrape becomes about 58 KB in about 2 ms
 REQUEST_TIMEOUT = 30.0  # seconds a connection may stall (handshake included)
+MAX_BODY = 65536  # bytes of a POST body (actions take small JSON documents)
 log = get_logger(__name__)
 
 
@@ -120,7 +123,8 @@ class EndpointServer:
 
     ``/healthz`` is always open; everything else needs the bearer token or basic-auth
     credentials when the config has any. ``routes`` maps a path prefix (e.g. ``"/prtg/"``)
-    to a handler called with the path and the parsed query string. ``metrics``, if given,
+    to a handler called with the path and the parsed query string; ``actions`` likewise maps
+    prefixes to POST handlers, called with the path and the body. ``metrics``, if given,
     renders ``/metrics`` instead of the registry (for exporters with a faster renderer).
     """
 
@@ -131,6 +135,7 @@ class EndpointServer:
         health: Health,
         routes: dict[str, Route] | None = None,
         metrics: Callable[[], bytes] | None = None,
+        actions: dict[str, Action] | None = None,
     ) -> None:
         self._config = config
         self._registry = registry
@@ -139,6 +144,7 @@ class EndpointServer:
         self._tls = server_context(config)  # fails here, before binding, on a bad certificate
         # Longest prefix first, so "/prtg/containers/" wins over "/prtg/".
         self._routes = sorted((routes or {}).items(), key=lambda item: -len(item[0]))
+        self._actions = sorted((actions or {}).items(), key=lambda item: -len(item[0]))
         self._challenges: list[str] = []  # WWW-Authenticate values; empty means no auth configured
         if config.token is not None:
             self._challenges.append('Bearer realm="hubkeeper"')
@@ -188,9 +194,17 @@ class EndpointServer:
 
     # --- request handling (called from the server's threads) -------------------------
 
-    def _respond(self, raw_path: str, authorization: str | None) -> Response:
+    def _respond(self, raw_path: str, authorization: str | None, body: bytes | None) -> Response:
+        """The answer to a GET (``body`` None) or a POST."""
         parts = urlsplit(raw_path)
         path = parts.path
+        if body is not None:
+            if not self._authorized(authorization):
+                return 401, TEXT, b"unauthorized\n"
+            for prefix, action in self._actions:
+                if path.startswith(prefix):
+                    return action(path, body)
+            return 404, TEXT, b"not found\n"
         if path == "/healthz":
             healthy, text = self._health()
             return (200 if healthy else 503), TEXT, text.encode()
@@ -263,10 +277,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.do_handshake()
 
     def do_GET(self) -> None:
+        self._answer(None)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 <= length <= MAX_BODY:
+            self.send_error(413)
+            return
+        self._answer(self.rfile.read(length))
+
+    def _answer(self, request_body: bytes | None) -> None:
         endpoint = self.server_endpoint
         try:
             status, content_type, body = endpoint._respond(
-                self.path, self.headers.get("Authorization")
+                self.path, self.headers.get("Authorization"), request_body
             )
         except Exception:
             log.exception("endpoint request failed", path=self.path)

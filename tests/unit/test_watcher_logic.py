@@ -95,3 +95,11 @@ def test_planned_switch_bypasses_hold_and_freeze() -> None:
 def test_after_failover_health() -> None:
     health = after_failover({"a": UP, "b": HubHealth("unknown", 2, 0)}, "a", "b")
     assert health["a"].state == "down" and health["b"].state == "up"
+
+
+def test_no_failover_while_the_lease_database_does_not_answer() -> None:
+    """A database outage is not a hub failure: the hubs fail with it, and the lease that
+    would let the watcher act is running out."""
+    decision = decide(view(store_reachable=False), LIMITS)
+    assert (decision.kind, decision.reason) == ("wait", "lease_store_unreachable")
+    assert decide(view(store_reachable=True), LIMITS).kind == "failover"

@@ -146,3 +146,26 @@ def test_status_and_sensor() -> None:
     assert payload["prtg"]["text"] == (
         "active hub b (generation 4); last failover a to b (hub a down)"
     )
+
+
+def test_a_standby_watcher_reports_only_its_own_trouble_with_the_lease() -> None:
+    down = {"a": "down", "b": "unknown"}
+    waiting = Decision("wait", "lease_store_unreachable")
+    standby = report.Leadership(False, "w2/7/ab", None, None)
+    assert report.alerts(facts(health=down, decision=waiting, leadership=standby)) == []
+    cut_off = replace(standby, store_error="OperationalError: connection refused")
+    found = report.alerts(facts(health=down, decision=waiting, leadership=cut_off))
+    assert names(found) == ["HubkeeperWatcherLeaseStoreUnreachable"]
+    assert found[0].labels == {"hub": "a", "team": "platform"}
+    assert "w2/7/ab" in found[0].description and "connection refused" in found[0].description
+
+
+def test_the_leader_pages_for_the_lease_store_beside_the_hub_alerts() -> None:
+    leader = report.Leadership(True, "w1/5/cd", 4, "OperationalError: timeout")
+    found = names(report.alerts(facts(health={"a": "down", "b": "unknown"},
+                                      decision=Decision("wait", "lease_store_unreachable"),
+                                      leadership=leader)))  # fmt: skip
+    assert found[0] == "HubkeeperWatcherLeaseStoreUnreachable"
+    assert "HubkeeperAllHubsDown" in found
+    status = report.status(facts(leadership=leader), [])
+    assert status["leadership"]["generation"] == 4

@@ -1,4 +1,4 @@
-"""``hubkeeper watch-hubs``, ``hubkeeper failover --to NAME`` and ``hubkeeper status``."""
+"""``hubkeeper watch-hubs``, ``hubkeeper failover --to NAME`` and ``hubkeeper agent``."""
 
 from __future__ import annotations
 
@@ -14,47 +14,101 @@ from hubkeeper.config import Config
 from hubkeeper.daemon import Daemon
 from hubkeeper.endpoint import Response
 from hubkeeper.log import get_logger
-from hubkeeper.watchers.hubs.state import StateStore
+from hubkeeper.watchers.hubs.agent import Agent
+from hubkeeper.watchers.hubs.lease import LeaseKeeper, PostgresLeaseStore
+from hubkeeper.watchers.hubs.state import SharedStateStore, StateStore, Store
 from hubkeeper.watchers.hubs.watcher import HubWatcher
 
 log = get_logger(__name__)
 JSON = "application/json"
 
 
+def shared_store(config: Config) -> tuple[SharedStateStore, LeaseKeeper]:
+    """The lease and the state in PostgreSQL, for watchers on several hosts."""
+    section = config.watcher
+    database = PostgresLeaseStore(
+        section.lease_database_url,
+        section.lease_password,
+        f"{config.jupyterhub.name}-hub-watcher",
+        timeout=section.lease_ttl / 3,
+    )
+    keeper = LeaseKeeper(database, section.lease_ttl)
+    return SharedStateStore(database, keeper), keeper
+
+
+def store_of(config: Config) -> Store:
+    if config.watcher.lease_database_url:
+        return shared_store(config)[0]
+    return StateStore(Path(config.watcher.state_file))
+
+
 def watch_hubs(config: Config, args: argparse.Namespace) -> int:
-    """Act only while holding the lock: a second watcher waits as a hot spare."""
-    store = StateStore(Path(config.watcher.state_file))
-    lock = store.try_lock()
-    while lock is None:
-        log.info("standing_by", reason="another watcher holds the lock", lock=str(store.lock_path))
-        time.sleep(config.watcher.interval)
-        lock = store.try_lock()
+    """On one machine, act only while holding the file lock: a second watcher waits as a
+    hot spare. On several hosts, every watcher runs and the lease says which one acts."""
+    section = config.watcher
+    remote = config.nginx.agents or any(hub.agent for hub in config.jupyterhub.instances)
+    if remote and not section.lease_database_url:
+        log.error("config_invalid", key="watcher.lease_database_url", reason="agents need a lease")
+        return 2
     registry = CollectorRegistry()
-    watcher = HubWatcher(config, Path(args.config), registry)
-    watcher.resume()
+    lock = None
+    if section.lease_database_url:
+        store, keeper = shared_store(config)
+        watcher = HubWatcher(config, Path(args.config), registry, store, keeper)
+    else:
+        file_store = StateStore(Path(section.state_file))
+        lock = file_store.try_lock()
+        while lock is None:
+            log.info(
+                "standing_by",
+                reason="another watcher holds the lock",
+                lock=str(file_store.lock_path),
+            )
+            time.sleep(section.interval)
+            lock = file_store.try_lock()
+        keeper = None
+        watcher = HubWatcher(config, Path(args.config), registry, file_store)
+        watcher.take_over()
 
     def status(_path: str, _query: dict[str, list[str]]) -> Response:
         return 200, JSON, json.dumps(watcher.status()).encode()
 
     daemon = Daemon(
         "watch-hubs",
-        config.watcher.endpoint,
+        section.endpoint,
         registry,
         health=watcher.healthz,
         routes={"/status": status, "/prtg/hubs": lambda *_: prtg.response(watcher.prtg())},
     )
-    daemon.every(config.watcher.interval, watcher.cycle, "cycle")
+    if keeper is not None:
+        daemon.every(section.lease_ttl / 3, keeper.renew, "lease")
+    daemon.every(section.interval, watcher.cycle, "cycle")
     if watcher.canary is not None:
-        daemon.every(config.watcher.canary_interval, watcher.run_canary, "spawn_canary")
+        daemon.every(section.canary_interval, watcher.run_canary, "spawn_canary")
     try:
-        return daemon.run()
+        return daemon.run(on_stop=keeper.release if keeper is not None else None)
     finally:
-        lock.close()  # closing the file releases the flock
+        if lock is not None:
+            lock.close()  # closing the file releases the flock
+
+
+def agent(config: Config, args: argparse.Namespace) -> int:
+    """Run the leading watcher's actions on this host (hub commands, NGINX switches)."""
+    host_agent = Agent(config, Path(args.config))
+    daemon = Daemon(
+        "agent",
+        config.agent.endpoint,
+        CollectorRegistry(),
+        health=host_agent.healthz,
+        routes={"/v1/nginx": host_agent.live},
+        actions={"/v1/": host_agent.handle},
+    )
+    return daemon.run()
 
 
 def failover(config: Config, args: argparse.Namespace) -> int:
     """A planned switch: handed to the running watcher, or done here if none runs."""
-    store = StateStore(Path(config.watcher.state_file))
+    store = store_of(config)
     if args.to not in {hub.name for hub in config.jupyterhub.instances}:
         print(f"failover: no hub named {args.to!r} in [[jupyterhub.instances]]")
         return 2
@@ -76,7 +130,8 @@ def failover(config: Config, args: argparse.Namespace) -> int:
         print(f"failover: the watcher did not answer the request within {args.timeout:.0f}s")
         return 1
     try:
-        watcher = HubWatcher(config, Path(args.config), CollectorRegistry())
+        watcher = HubWatcher(config, Path(args.config), CollectorRegistry(), store)
+        watcher.take_over()
         watcher.state.frozen = False  # an operator's switch lifts a freeze, also to itself
         if watcher.state.active == args.to:
             watcher.store.save(watcher.state)

@@ -53,6 +53,7 @@ class View:
     frozen: bool = False
     failed_until: dict[str, float] = field(default_factory=dict)
     requested: str | None = None  # a planned switch asked for by an operator
+    store_reachable: bool = True  # the lease's database answered just now (several hosts)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,10 @@ def decide(view: View, limits: Limits) -> Decision:
         return Decision("fence_stray", "stray_hub_answering", strays[0])
     if view.health[view.active].state != "down":
         return Decision("none", f"active_{view.health[view.active].state}")
+    if not view.store_reachable:
+        # the hubs' database is down too, most likely: not a hub failure, and the lease
+        # that would let this watcher act is running out
+        return Decision("wait", "lease_store_unreachable")
     if view.frozen:
         return Decision("wait", "frozen")
     recent = [t for t in view.failover_times if view.now - t < HOUR]

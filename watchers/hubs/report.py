@@ -25,6 +25,16 @@ TEAM = "platform"  # the team of every rule in alerts/rules/hubs.yml
 
 
 @dataclass(frozen=True)
+class Leadership:
+    """Where watchers on several hosts share a lease: this one's part in it."""
+
+    leading: bool
+    holder: str
+    generation: int | None  # of the lease this watcher holds
+    store_error: str | None  # why the lease's database did not answer the last renewal
+
+
+@dataclass(frozen=True)
 class Facts:
     """What the watcher knows at the end of a cycle."""
 
@@ -38,6 +48,7 @@ class Facts:
     canary_user: str
     canary_error: str | None  # why the last spawn canary failed; None: it passed or never ran
     now: float
+    leadership: Leadership | None = None  # None: one watcher, on one machine
 
 
 def recent(times: Sequence[float], now: float) -> list[float]:
@@ -74,10 +85,31 @@ def failover_failed(
     return None
 
 
+def lease_alerts(facts: Facts) -> list[Alert]:
+    """Every watcher pages when it cannot reach the lease's database: none may act then."""
+    leadership = facts.leadership
+    if leadership is None or leadership.store_error is None:
+        return []
+    return [
+        hub_alert(
+            "HubkeeperWatcherLeaseStoreUnreachable",
+            "critical",
+            "The hub watchers cannot reach their lease database",
+            f"Watcher {leadership.holder} cannot renew the lease ({leadership.store_error}); "
+            "no watcher fails over until the database answers. The hubs share that "
+            "PostgreSQL server: check it first.",
+            facts.state.active,
+        )
+    ]
+
+
 def alerts(facts: Facts) -> list[Alert]:
-    """The conditions that fire now (events such as a stray hub are kept by the watcher)."""
+    """The conditions that fire now (events such as a stray hub are kept by the watcher);
+    a standby watcher reports only its own trouble with the lease."""
+    if facts.leadership is not None and not facts.leadership.leading:
+        return lease_alerts(facts)
     state, active = facts.state, facts.state.active
-    found = [
+    found = lease_alerts(facts) + [
         hub_alert(
             "HubkeeperFenceFailed",
             "critical",
@@ -157,6 +189,7 @@ def status(facts: Facts, firing: Sequence[str]) -> dict[str, Any]:
             for name in facts.order
         },
         "alerts": list(firing),
+        "leadership": None if facts.leadership is None else vars(facts.leadership),
     }
 
 

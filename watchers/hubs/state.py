@@ -6,9 +6,10 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from hubkeeper.files import try_lock, write_atomically
+from hubkeeper.watchers.hubs.lease import LeaseKeeper, PostgresLeaseStore
 
 
 @dataclass
@@ -41,7 +42,17 @@ class WatcherState:
         return cls(**data, step=Step(**step) if step else None)
 
 
+class Store(Protocol):
+    def load(self) -> WatcherState | None: ...
+    def save(self, state: WatcherState) -> None: ...
+    def request_switch(self, target: str) -> None: ...
+    def take_request(self) -> str | None: ...
+    def try_lock(self) -> IO[str] | None: ...
+
+
 class StateStore:
+    """On one machine: a JSON file, and a file lock for the one watcher that acts."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.request_path = path.with_name(path.name + ".request")
@@ -70,3 +81,30 @@ class StateStore:
     def try_lock(self) -> IO[str] | None:
         """The acting lock, or None if another watcher holds it (keep the handle open)."""
         return try_lock(self.lock_path)
+
+
+class SharedStateStore:
+    """Watchers on several hosts: the state in the lease's database, written only by the
+    holder of the live lease (the write itself checks the generation)."""
+
+    def __init__(self, store: PostgresLeaseStore, keeper: LeaseKeeper) -> None:
+        self.store = store
+        self.keeper = keeper
+
+    def load(self) -> WatcherState | None:
+        data = self.store.load_state()
+        return WatcherState.from_json(data) if data is not None else None
+
+    def save(self, state: WatcherState) -> None:
+        data = dataclasses.asdict(state)
+        self.store.save_state(data, self.keeper.holder, self.keeper.token())
+
+    def request_switch(self, target: str) -> None:
+        self.store.request_switch(target)
+
+    def take_request(self) -> str | None:
+        return self.store.take_request()
+
+    def try_lock(self) -> IO[str] | None:
+        """Never: only the lease holder acts, so a planned switch is always handed to it."""
+        return None

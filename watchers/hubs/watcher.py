@@ -11,8 +11,7 @@ in between finishes the failover when it comes back.
 
 from __future__ import annotations
 
-import os
-import subprocess
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,9 +24,11 @@ from hubkeeper import prtg
 from hubkeeper.alertmanager import Alert, AlertPusher
 from hubkeeper.config import Config, HubInstance
 from hubkeeper.log import get_logger
-from hubkeeper.nginx import Nginx, NginxError
+from hubkeeper.nginx import NginxError
 from hubkeeper.watchers.hubs import report
 from hubkeeper.watchers.hubs.canary import SpawnCanary
+from hubkeeper.watchers.hubs.hands import Hands
+from hubkeeper.watchers.hubs.lease import LeaseKeeper, LeaseStoreError
 from hubkeeper.watchers.hubs.logic import (
     HOUR,
     Decision,
@@ -47,7 +48,7 @@ from hubkeeper.watchers.hubs.probe import (
     proxy_routes,
     user_routes,
 )
-from hubkeeper.watchers.hubs.state import StateStore, Step, WatcherState
+from hubkeeper.watchers.hubs.state import StateStore, Step, Store, WatcherState
 
 log = get_logger(__name__)
 
@@ -113,11 +114,20 @@ class Metrics:
             ["hub"],
             registry=registry,
         )
+        self.leader = Gauge(
+            "hubkeeper_watcher_leader",
+            "1 while this watcher may act (holds the lease, or the lock on one machine)",
+            registry=registry,
+        )
         self.frozen = Gauge(
             "hubkeeper_watcher_failover_frozen",
             "1 while automatic failover is frozen",
             registry=registry,
         )
+
+
+#: Seconds between checks that every NGINX host serves the live generation (several hosts).
+ALIGN_EVERY = 2.0
 
 
 class StepClock:
@@ -135,7 +145,17 @@ class StepClock:
 
 
 class HubWatcher:
-    def __init__(self, config: Config, config_path: Path, registry: CollectorRegistry) -> None:
+    """Acts once :meth:`take_over` ran: at once on one machine (the file lock is held), or
+    whenever it gains the lease when ``keeper`` is given (watchers on several hosts)."""
+
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path,
+        registry: CollectorRegistry,
+        store: Store | None = None,
+        keeper: LeaseKeeper | None = None,
+    ) -> None:
         self.config = config
         self.section = config.watcher
         self.config_path = config_path.resolve()
@@ -146,8 +166,9 @@ class HubWatcher:
             self.section.hold_time,
             self.section.max_failovers_per_hour,
         )
-        self.nginx = Nginx(config.nginx, Path(config.nginx.prefix))
-        self.store = StateStore(Path(self.section.state_file))
+        self.keeper = keeper
+        self.hands = Hands(config, self.config_path, keeper.token if keeper else lambda: 0)
+        self.store = store or StateStore(Path(self.section.state_file))
         self.metrics = Metrics(registry)
         self.alerts = AlertPusher(
             self.section.alertmanager_urls,
@@ -161,7 +182,9 @@ class HubWatcher:
         self.events: list[tuple[Alert, float]] = []  # failed actions, alerted for an hour
         self.last_decision: Decision | None = None
         self.last_cycle = time.monotonic()
-        self.state = self._reconciled_state()
+        self.state = self.store.load() or WatcherState(active=self.order[0])
+        self.led_generation: int | None = None  # the lease generation take_over ran for
+        self.last_align = 0.0
         # Before the first scrape: a generation that jumped from 0 would read as a failover.
         self.metrics.generation.set(self.state.generation)
         self.canary = (
@@ -172,10 +195,19 @@ class HubWatcher:
 
     # -- start-up --------------------------------------------------------------------------
 
+    def take_over(self, generation: int = 0) -> None:
+        """Start acting: tell the agents the new fencing token, read the state, correct it
+        by what NGINX serves, and finish a failover a previous leader left half done."""
+        if self.hands.remote:
+            self.hands.announce()
+        self.state = self._reconciled_state()
+        self.led_generation = generation
+        self.resume()
+
     def _reconciled_state(self) -> WatcherState:
         """The saved state, corrected by what NGINX actually serves."""
         state = self.store.load() or WatcherState(active=self.order[0])
-        live = self.nginx.live()
+        live = self.hands.live()
         if live is not None and (live[0], live[1]) != (state.active, state.generation):
             log.warning(
                 "state_reconciled",
@@ -216,10 +248,29 @@ class HubWatcher:
             return False, f"no watcher cycle for {age:.0f}s"
         return True, f"active hub {self.state.active}"
 
-    def cycle(self) -> Decision:
+    def leading(self) -> bool:
+        """Whether this watcher may act now; on gaining a new lease it takes over first."""
+        if self.keeper is None:
+            return True  # the file lock is held
+        lease = self.keeper.lease
+        if lease is None or not self.keeper.leading():
+            return False
+        if lease.generation != self.led_generation:
+            self.take_over(lease.generation)
+        return True
+
+    def cycle(self) -> Decision | None:
         self.last_cycle = time.monotonic()
         self.observe()
+        if not self.leading():
+            self.follow()
+            return None
+        if self.keeper is not None and self.health[self.state.active].state == "down":
+            self.keeper.renew()  # a failover needs the database to answer now
         requested = self.store.take_request()
+        if self.hands.remote and time.monotonic() - self.last_align >= ALIGN_EVERY:
+            self.last_align = time.monotonic()
+            self.hands.align(self.hubs[self.state.active], self.state.generation)
         decision = decide(self.view(requested), self.limits)
         if decision != self.last_decision:
             log.info("decision", kind=decision.kind, reason=decision.reason, target=decision.target)
@@ -268,6 +319,14 @@ class HubWatcher:
             if self.health[name].state == "down" and not self._answers(self.hubs[name]):
                 self.state.unfenced.remove(name)
 
+    def follow(self) -> None:
+        """A standby watcher: keep the leader's state in view, report, never act."""
+        self.led_generation = None
+        # unreachable: its alert says so, and the last state read stays shown
+        with contextlib.suppress(LeaseStoreError):
+            self.state = self.store.load() or self.state
+        self.report(None)
+
     def view(self, requested: str | None = None) -> View:
         return View(
             now=time.time(),
@@ -279,6 +338,7 @@ class HubWatcher:
             frozen=self.state.frozen,
             failed_until=dict(self.state.failed_until),
             requested=requested,
+            store_reachable=self.keeper is None or self.keeper.error is None,
         )
 
     def act(self, decision: Decision) -> None:
@@ -309,9 +369,7 @@ class HubWatcher:
             state.failover_times = report.recent(state.failover_times, time.time())
             state.failover_times.append(time.time())
             try:  # a config NGINX would refuse fails here, before anything is stopped
-                candidate = self.nginx.render(self.hubs[target], state.generation + 1)
-                self.nginx.check_new_listens(candidate)
-                self.nginx.validate(candidate).unlink()
+                self.hands.check(self.hubs[target], state.generation + 1)
             except NginxError as error:
                 return self._failed(source, target, "HubkeeperNginxReloadFailed", str(error))
         step = Step(source, target, reason, "fencing", time.time())
@@ -385,7 +443,7 @@ class HubWatcher:
 
     def fence(self, hub: HubInstance, quiet: bool = False) -> None:
         """Stop the hub process and confirm that its port no longer answers."""
-        self._command(hub.stop_command, self.section.fence_timeout, f"stop {hub.name}")
+        self.hands.hub(hub, "stop", self.section.fence_timeout)
         deadline = time.monotonic() + self.section.fence_timeout
         while self._answers(hub):
             if time.monotonic() > deadline:
@@ -428,12 +486,12 @@ class HubWatcher:
 
     def demote(self, hub: HubInstance) -> None:
         """A fenced instance: its proxy retired, then made a warm standby again."""
-        self._command(hub.retire_command, self.section.fence_timeout, f"retire {hub.name}")
-        self._command(hub.warm_command, self.section.start_timeout, f"warm {hub.name}")
+        self.hands.hub(hub, "retire", self.section.fence_timeout)
+        self.hands.hub(hub, "warm", self.section.start_timeout)
 
     def start(self, hub: HubInstance) -> None:
         """Start the hub and wait until it passes ``rise`` probes in a row."""
-        if not self._command(hub.start_command, self.section.start_timeout, f"start {hub.name}"):
+        if not self.hands.hub(hub, "start", self.section.start_timeout):
             raise ActionFailed("HubkeeperStandbyStartFailed", f"start command of {hub.name} failed")
         deadline = time.monotonic() + self.section.start_timeout
         health = HubHealth()
@@ -448,12 +506,12 @@ class HubWatcher:
 
     def switch(self, target: str, generation: int) -> float:
         """Switch and confirm NGINX; return the seconds the confirmation took."""
-        live = self.nginx.live()
+        live = self.hands.live()
         if live == (target, generation):
             self.metrics.reloads.labels("already").inc()
             return 0.0
         try:
-            confirming = self.nginx.switch(
+            confirming = self.hands.switch(
                 self.hubs[target], generation, self.section.confirm_timeout
             )
         except NginxError as error:
@@ -463,28 +521,6 @@ class HubWatcher:
         log.info("nginx_switched", active=target, generation=generation)
         return confirming
 
-    def _command(self, argv: list[str], timeout: float, what: str) -> bool:
-        """Run one of the instance's commands; False when it could not run or failed."""
-        if not argv:
-            log.warning("no_command_configured", action=what)
-            return True
-        env = {**os.environ, "HUBKEEPER_CONFIG": str(self.config_path)}
-        try:
-            result = subprocess.run(
-                argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as error:
-            log.error("command_failed", action=what, error=type(error).__name__)
-            return False
-        if result.returncode != 0:
-            log.error(
-                "command_failed",
-                action=what,
-                returncode=result.returncode,
-                stderr=result.stderr[-500:],
-            )
-        return result.returncode == 0
-
     def run_canary(self) -> None:
         """A spawn canary through NGINX while the active hub is up (never a failover)."""
         if self.canary is not None and self.health[self.state.active].state == "up":
@@ -492,7 +528,8 @@ class HubWatcher:
 
     # -- reports ---------------------------------------------------------------------------
 
-    def report(self, decision: Decision) -> None:
+    def report(self, decision: Decision | None) -> None:
+        self.metrics.leader.set(1 if self.keeper is None or self.keeper.leading() else 0)
         for name in self.order:
             self.metrics.hub_up.labels(name).set(1 if self.health[name].state == "up" else 0)
             self.metrics.active.labels(name).set(1 if name == self.state.active else 0)
@@ -513,9 +550,17 @@ class HubWatcher:
             canary_user=self.section.canary_user,
             canary_error=canary.error if canary is not None and not canary.ok else None,
             now=time.time(),
+            leadership=self.leadership(),
         )
 
-    def current_alerts(self, decision: Decision) -> list[Alert]:
+    def leadership(self) -> report.Leadership | None:
+        keeper = self.keeper
+        if keeper is None:
+            return None
+        generation = keeper.lease.generation if keeper.lease is not None else None
+        return report.Leadership(keeper.leading(), keeper.holder, generation, keeper.error)
+
+    def current_alerts(self, decision: Decision | None) -> list[Alert]:
         """What fires now, and the events of the last hour (failed actions, strays)."""
         now = time.time()
         self.events = [(alert, at) for alert, at in self.events if now - at < HOUR]
