@@ -32,6 +32,24 @@ if ((${#storage[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${storage[@]}" >/dev/null
 fi
 
+# PostgreSQL for hubs on two hosts (tests start throwaway clusters: deploy/postgres.py) and
+# keepalived for NGINX's floating address. Debian's postgresql-common would create and start
+# a `main` cluster on install: turned off before the server package comes in (as the
+# official postgres image does); nothing here relies on a system cluster.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    echo "setup: installing postgresql (without a main cluster)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-common >/dev/null
+    sed -ri 's/^#? *create_main_cluster *=.*/create_main_cluster = false/' \
+        /etc/postgresql-common/createcluster.conf
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+if ! command -v keepalived >/dev/null 2>&1; then
+    echo "setup: installing keepalived"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq keepalived >/dev/null
+fi
+
 command -v configurable-http-proxy >/dev/null 2>&1 || npm install -g --silent configurable-http-proxy
 # Go builds Elastic's Lumberjack server for the log shipper's Logstash-output tests.
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then

@@ -435,7 +435,7 @@ class Stack:
         """Start a hub instance the way the watcher does (``deploy.hubctl``); wait for it."""
         pid = hubctl.start(self.config, self.config_path, instance)
         hub = self.config.jupyterhub.instance(instance)
-        url = f"http://127.0.0.1:{hub.proxy_port}/hub/health"
+        url = f"http://{hub.host}:{hub.proxy_port}/hub/health"
 
         def alive() -> bool:
             return hubctl.launched_pid(self.config, instance) == pid

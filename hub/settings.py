@@ -1,19 +1,21 @@
 """Turn hubkeeper's ``[jupyterhub]`` section into JupyterHub configuration.
 
 Both hub instances (active and standby) apply the same settings: one database, one cookie
-secret, one proxy token, the same services and spawner. Only the ports differ. User
-servers reach the hub API through ``hub_connect_url``, NGINX's internal listener, which
-follows the active hub, so servers started by one instance keep working under the other.
+secret, one proxy token, the same services and spawner. Only the ports (and, for hubs on two
+hosts, the address each binds) differ. User servers reach the hub API through
+``hub_connect_url``, NGINX's internal listener, which follows the active hub, so servers
+started by one instance keep working under the other.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from hubkeeper.config import Config, CullerConfig
+from hubkeeper.config import Config, CullerConfig, JupyterHubConfig
 
 #: Least-privilege scopes per hubkeeper service. A service is registered only when its
 #: token file ``<services_token_dir>/<name>.token`` exists.
@@ -50,15 +52,29 @@ def proxy_command(config: Config, instance_name: str) -> tuple[list[str], dict[s
     instance = config.jupyterhub.instance(instance_name)
     argv = [
         "configurable-http-proxy",
-        "--ip=127.0.0.1",
+        f"--ip={instance.host}",
         f"--port={instance.proxy_port}",
-        "--api-ip=127.0.0.1",
+        f"--api-ip={instance.host}",
         f"--api-port={instance.proxy_api_port}",
-        f"--error-target=http://127.0.0.1:{instance.hub_port}/hub/error",
+        f"--error-target=http://{instance.host}:{instance.hub_port}/hub/error",
         "--log-level=info",
     ]
     token = config.jupyterhub.proxy_token
     return argv, {"CONFIGPROXY_AUTH_TOKEN": token.reveal()} if token is not None else {}
+
+
+def database_url(hub: JupyterHubConfig) -> str:
+    """The SQLAlchemy URL a hub gives JupyterHub: a PostgreSQL URL on the psycopg 3 driver
+    (a plain ``postgresql://`` would mean psycopg2), with the password from
+    ``database_password_file`` (JupyterHub redacts it in its log lines)."""
+    parts = urllib.parse.urlsplit(hub.database_url)
+    if not parts.scheme.startswith("postgresql"):
+        return hub.database_url
+    netloc = parts.netloc
+    if hub.database_password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user}:{urllib.parse.quote(hub.database_password.reveal(), safe='')}@{host}"
+    return urllib.parse.urlunsplit(parts._replace(scheme="postgresql+psycopg", netloc=netloc))
 
 
 def culler_scopes(culler: CullerConfig) -> list[str]:
@@ -102,17 +118,22 @@ def apply(c: Any, config: Config, instance_name: str) -> None:
     instance = hub.instance(instance_name)
     state_dir = Path(hub.state_dir)
 
-    c.JupyterHub.bind_url = f"http://127.0.0.1:{instance.proxy_port}"
-    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{instance.hub_port}"
+    c.JupyterHub.bind_url = f"http://{instance.host}:{instance.proxy_port}"
+    c.JupyterHub.hub_bind_url = f"http://{instance.host}:{instance.hub_port}"
     # Only user servers go through NGINX's internal listener; this hub's own proxy route
     # (JupyterHub.hub_connect_url would change it too) must stay on this instance.
     c.Spawner.hub_connect_url = hub.hub_connect_url
-    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{instance.proxy_api_port}"
+    c.ConfigurableHTTPProxy.api_url = f"http://{instance.host}:{instance.proxy_api_port}"
     c.ConfigurableHTTPProxy.should_start = False  # see proxy_command
     if hub.proxy_token is not None:
         c.ConfigurableHTTPProxy.auth_token = hub.proxy_token.reveal()
 
-    c.JupyterHub.db_url = hub.database_url
+    c.JupyterHub.db_url = database_url(hub)
+    if hub.database_url.startswith("postgresql"):
+        # pg_stat_activity's application_name tells which instance is on the database
+        c.JupyterHub.db_kwargs = {
+            "connect_args": {"application_name": f"jupyterhub-{instance.name}"}
+        }
     c.JupyterHub.pid_file = str(state_dir / f"jupyterhub-{instance.name}.pid")
     if hub.cookie_secret is not None:
         c.JupyterHub.cookie_secret = bytes.fromhex(hub.cookie_secret.reveal())

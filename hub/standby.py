@@ -24,6 +24,8 @@ PRELOAD = (
     "jupyterhub.orm",
     "jupyterhub.proxy",
     "sqlalchemy.dialects.sqlite",
+    "sqlalchemy.dialects.postgresql.psycopg",  # hubs on PostgreSQL (hub/settings.py)
+    "psycopg",
     "hubkeeper.hub.settings",
     "hubkeeper.hub.spawner",
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
+import urllib.parse
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -256,7 +257,12 @@ class HubInstance:
         lambda v: _is_name(v),
         help="instance name, unique",
     )
-    host: str = setting("127.0.0.1", help="where the watcher probes the instance")
+    host: str = setting(
+        "127.0.0.1",
+        help="the instance's address: its hub and proxy bind it (hub, proxy and proxy API "
+        "ports) and the watcher probes it there; a hub on another host (or a test's network "
+        "namespace) gets that host's address",
+    )
     proxy_port: int = port(8001, help="configurable-http-proxy's public port; unique per host")
     proxy_api_port: int = port(8002, help="the proxy's API port; unique per host")
     hub_port: int = port(8003, help="the hub's own port; unique per host")
@@ -297,8 +303,17 @@ class JupyterHubConfig:
         help="`[[jupyterhub.instances]]` tables, one per hub instance (active first)",
     )
     database_url: str = setting(
-        "sqlite:///jupyterhub.sqlite", help="hub database, shared by all instances"
+        "sqlite:///jupyterhub.sqlite",
+        help="hub database, shared by all instances: `sqlite:///FILE` (the one-machine "
+        "default) or `postgresql://USER@HOST:PORT/DATABASE` for hubs on two hosts (driven by "
+        "psycopg 3: `postgresql://` is used as `postgresql+psycopg://`, which is accepted too), "
+        "its password in `database_password_file`, never in the URL",
     )
+    database_password_file: str | None = secret_file(
+        "the PostgreSQL user's password (a hub puts it into the URL it gives JupyterHub at "
+        "start; it is never on a command line or in a log)"
+    )
+    database_password: Secret | None = None
     state_dir: str = setting(".", help="pid files")
     cookie_secret_file: str | None = secret_file("the hub's cookie secret (hex)")
     cookie_secret: Secret | None = None
@@ -377,6 +392,9 @@ class JupyterHubConfig:
         names = [instance.name for instance in self.instances]
         if len(set(names)) != len(names):
             return [("instances", f"expected unique instance names, got {names}")]
+        database = database_problems(self.database_url, self.database_password is not None)
+        if database:
+            return database
         taken: dict[tuple[str, int], str] = {}
         for i, instance in enumerate(self.instances):
             for key in ("proxy_port", "proxy_api_port", "hub_port"):
@@ -1230,6 +1248,48 @@ def _at_most(table: Any, key: str, limit: str) -> list[tuple[str, str]]:
     """A cross check: ``key`` must not exceed ``limit`` (e.g. a backoff and its cap)."""
     if getattr(table, key) > getattr(table, limit):
         return [(key, f"expected at most {limit}")]
+    return []
+
+
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+#: user:password@ as SQLAlchemy's make_url reads it (a password with an unquoted "/" is
+#: still one there, where urllib sees none)
+_URL_PASSWORD = re.compile(r"[\w+]+://[^:/]*:[^@]*@")
+
+
+def database_problems(url: str, has_password: bool) -> list[tuple[str, str]]:
+    """What is wrong with the hub database's URL and password; the URL is never echoed (it
+    may hold the password that the problem is about)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return [("database_url", "expected a URL (sqlite:///FILE or postgresql://...)")]
+    if parts.scheme not in DATABASE_SCHEMES:
+        return [
+            (
+                "database_url",
+                f"got a {parts.scheme or 'schemeless'} URL, expected sqlite:///FILE or "
+                "postgresql://USER@HOST:PORT/DATABASE",
+            )
+        ]
+    if _URL_PASSWORD.match(url):
+        return [
+            (
+                "database_url",
+                "has a password in it, which is refused (secrets come from files, never from "
+                "the config): put it in jupyterhub.database_password_file",
+            )
+        ]
+    if has_password and parts.scheme == "sqlite":
+        return [("database_password_file", "set, but SQLite (database_url) takes no password")]
+    if has_password and not parts.username:
+        return [
+            (
+                "database_url",
+                "names no user for the password of database_password_file: expected "
+                "postgresql://USER@HOST:PORT/DATABASE",
+            )
+        ]
     return []
 
 

@@ -4,7 +4,7 @@ import pytest
 from traitlets.config import Config as TraitletsConfig
 
 from hubkeeper.config import ConfigError
-from hubkeeper.hub.settings import SERVICE_SCOPES, apply
+from hubkeeper.hub.settings import SERVICE_SCOPES, apply, proxy_command
 from hubkeeper.hub.spawner import placement
 from hubkeeper.loader import from_dict
 
@@ -97,3 +97,22 @@ def test_swarm_placement_for_every_server_and_per_image_or_group(tmp_path: Path)
 def test_a_placement_rule_names_one_of_group_and_image(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"jupyterhub\.placement\[0\]\.group: expected exactly"):
         configure(tmp_path, placement=[{"constraints": ["node.role==worker"]}])
+
+
+def test_an_instance_binds_its_hub_and_proxy_on_its_own_host(tmp_path: Path) -> None:
+    instances = [
+        {"name": "a", "host": "10.77.0.11", "proxy_port": 9001, "proxy_api_port": 9002,
+         "hub_port": 9003},
+        {"name": "b", "host": "10.77.0.12", "proxy_port": 9001, "proxy_api_port": 9002,
+         "hub_port": 9003},
+    ]  # fmt: skip
+    c = configure(tmp_path, instances=instances)  # instance b
+    assert c.JupyterHub.bind_url == "http://10.77.0.12:9001"
+    assert c.JupyterHub.hub_bind_url == "http://10.77.0.12:9003"
+    assert c.ConfigurableHTTPProxy.api_url == "http://10.77.0.12:9002"
+    config = from_dict({"jupyterhub": {"instances": instances}})
+    argv, _ = proxy_command(config, "b")
+    assert argv[1:6] == [
+        "--ip=10.77.0.12", "--port=9001", "--api-ip=10.77.0.12", "--api-port=9002",
+        "--error-target=http://10.77.0.12:9003/hub/error",
+    ]  # fmt: skip
