@@ -67,7 +67,7 @@ class FencingGate:
                 raise Refused(f"fencing token {token} is older than {highest}")
             if token > highest:
                 write_atomically(self.path, str(token).encode())
-                log.warning("fencing_token_raised", token=token, was=highest)
+                log.warning("fencing_token_raised", generation=token, was=highest)
             yield
 
 
@@ -96,7 +96,7 @@ class Agent:
             with self.gate.admit(token):
                 return self._act(parts, request)
         except Refused as refused:
-            log.error("request_refused", path=path, token=token, reason=str(refused))
+            log.error("request_refused", path=path, generation=token, reason=str(refused))
             return answer(409, {"error": str(refused)})
 
     def _act(self, parts: list[str], request: dict[str, Any]) -> Response:
