@@ -101,9 +101,10 @@ class Postgres:
         options = f"-p {self.port} -k {self.root} -c listen_addresses={self.listen}"
         start = [str(programs / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
                  "-o", options, "-w", "-t", "60", "start"]  # fmt: skip
-        if self.namespace is not None:
+        start = self._as_server_user(start)
+        if self.namespace is not None:  # entered as root, then run as the server user
             start = ["nsenter", f"--net=/run/netns/{self.namespace}", *start]
-        done = subprocess.run(self._as_server_user(start), capture_output=True, timeout=90)
+        done = subprocess.run(start, capture_output=True, timeout=90)
         if done.returncode != 0:
             output = (done.stdout + done.stderr).decode(errors="replace")[-2000:]
             raise RuntimeError(f"PostgreSQL did not start ({output.strip()}); see {self.log}")
