@@ -80,6 +80,10 @@ class Postgres:
             raise RuntimeError("the cluster has not been started")
         return self.root / "data"
 
+    @property
+    def log(self) -> Path:
+        return self.data.parent / "postgres.log"
+
     def _as_server_user(self, argv: list[str]) -> list[str]:
         return ["runuser", "-u", PG_USER, "--", *argv] if os.geteuid() == 0 else argv
 
@@ -122,10 +126,6 @@ class Postgres:
             )
         write_atomically(self.password_file, password.encode() + b"\n", mode=0o600)
         return self
-
-    @property
-    def log(self) -> Path:
-        return self.data.parent / "postgres.log"
 
     def admin(self, dbname: str = "postgres") -> psycopg.Connection:
         """A superuser connection over the cluster's own socket (autocommit)."""
