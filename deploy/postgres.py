@@ -80,6 +80,10 @@ class Postgres:
             raise RuntimeError("the cluster has not been started")
         return self.root / "data"
 
+    @property
+    def log(self) -> Path:
+        return self.data.parent / "postgres.log"
+
     def _as_server_user(self, argv: list[str]) -> list[str]:
         return ["runuser", "-u", PG_USER, "--", *argv] if os.geteuid() == 0 else argv
 
@@ -101,9 +105,10 @@ class Postgres:
         options = f"-p {self.port} -k {self.root} -c listen_addresses={self.listen}"
         start = [str(programs / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
                  "-o", options, "-w", "-t", "60", "start"]  # fmt: skip
-        if self.namespace is not None:
+        start = self._as_server_user(start)
+        if self.namespace is not None:  # entered as root, then run as the server user
             start = ["nsenter", f"--net=/run/netns/{self.namespace}", *start]
-        done = subprocess.run(self._as_server_user(start), capture_output=True, timeout=90)
+        done = subprocess.run(start, capture_output=True, timeout=90)
         if done.returncode != 0:
             output = (done.stdout + done.stderr).decode(errors="replace")[-2000:]
             raise RuntimeError(f"PostgreSQL did not start ({output.strip()}); see {self.log}")
@@ -121,10 +126,6 @@ class Postgres:
             )
         write_atomically(self.password_file, password.encode() + b"\n", mode=0o600)
         return self
-
-    @property
-    def log(self) -> Path:
-        return self.data.parent / "postgres.log"
 
     def admin(self, dbname: str = "postgres") -> psycopg.Connection:
         """A superuser connection over the cluster's own socket (autocommit)."""

@@ -69,6 +69,7 @@ class Nginx:
                 "public_port": self.config.public_port,
                 "internal_port": self.config.internal_port,
                 "active": active.name,
+                "host": active.host,  # a hub on another host is reached at its address
                 "proxy_port": active.proxy_port,
                 "hub_port": active.hub_port,
                 "generation": generation,

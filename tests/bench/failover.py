@@ -261,14 +261,14 @@ def passive(stack: Stack, template: Path) -> None:
     template.write_text(
         TEMPLATE.read_text()
         .replace(
-            "server 127.0.0.1:{{proxy_port}};",
-            "server 127.0.0.1:{{proxy_port}} max_fails=1 fail_timeout=10s; "
-            f"server 127.0.0.1:{standby.proxy_port} backup;",
+            "server {{host}}:{{proxy_port}};",
+            "server {{host}}:{{proxy_port}} max_fails=1 fail_timeout=10s; "
+            f"server {standby.host}:{standby.proxy_port} backup;",
         )
         .replace(
-            "server 127.0.0.1:{{hub_port}};",
-            "server 127.0.0.1:{{hub_port}} max_fails=1 fail_timeout=10s; "
-            f"server 127.0.0.1:{standby.hub_port} backup;",
+            "server {{host}}:{{hub_port}};",
+            "server {{host}}:{{hub_port}} max_fails=1 fail_timeout=10s; "
+            f"server {standby.host}:{standby.hub_port} backup;",
         )
     )
     stack.nginx.config = dataclasses.replace(stack.nginx.config, template=str(template))
