@@ -9,11 +9,13 @@ ARP, so neighbours' caches follow at once.
 
 keepalived is a host daemon configured at deployment, like NGINX's unit: no daemon of
 hubkeeper needs this module at run time, so it lives in deploy/. The config is written
-beside the live one, checked with ``keepalived --config-test``, then renamed over it.
+beside the live one, checked with ``keepalived --config-test``, then renamed over it
+(``hubkeeper keepalived-config --out /etc/keepalived`` on each NGINX host).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -21,7 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubkeeper.config import KeepalivedConfig
+from hubkeeper.config import Config, ConfigError, KeepalivedConfig
 from hubkeeper.files import fsync_dir, write_atomically
 
 INSTANCE = "hubkeeper"
@@ -38,10 +40,13 @@ def _seconds(value: float) -> str:
 
 def render(section: KeepalivedConfig, curl: str | None = None) -> str:
     """The keepalived.conf of one NGINX host; ``curl`` defaults to the one on PATH."""
+    problems = []
     if section.address is None:
-        raise KeepalivedError("keepalived.address: not set (the floating address, e.g. x/24)")
+        problems.append("keepalived.address: not set, expected the floating address (CIDR)")
     if not section.peers:
-        raise KeepalivedError("keepalived.peers: empty (VRRP goes by unicast to the peers)")
+        problems.append("keepalived.peers: empty, expected the other NGINX host's address")
+    if problems:
+        raise ConfigError(problems)
     curl = curl or shutil.which("curl")
     if curl is None:
         raise KeepalivedError("keepalived.check_url: curl, which asks NGINX, is not installed")
@@ -156,3 +161,11 @@ class Keepalived:
         stays configured (as when the host dies)."""
         for pid in self.pids():
             os.kill(pid, signal.SIGKILL)
+
+
+def write_command(config: Config, args: argparse.Namespace) -> int:
+    """``hubkeeper keepalived-config --config FILE --out DIR``: DIR/keepalived.conf, checked."""
+    keepalived = Keepalived(config.keepalived, Path(args.out))
+    keepalived.install(render(config.keepalived))
+    print(f"wrote {keepalived.conf_path} (keepalived --config-test: ok)")
+    return 0

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -191,16 +192,36 @@ def takeover(net: TestNetwork, hosts: dict[str, NginxHost], to: str, since: floa
     }
 
 
-def test_keepalived_refuses_a_bad_config_and_keeps_the_live_one(tmp_path: Path) -> None:
-    section = KeepalivedConfig(address="192.0.2.100/24", peers=["192.0.2.2"])
-    keepalived = Keepalived(section, tmp_path)
-    keepalived.install(render(section))
-    live = keepalived.conf_path.read_text()
-    broken = render(section).replace("priority 100", "priority 100\n    preempt_frobnicate 1")
+def keepalived_config(config: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hubkeeper", "keepalived-config", "--config", str(config),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_the_keepalived_config_command_writes_only_what_keepalived_accepts(
+    tmp_path: Path,
+) -> None:
+    config, out = tmp_path / "hubkeeper.toml", tmp_path / "keepalived"
+    config.write_text('[keepalived]\naddress = "192.0.2.100/24"\npeers = ["192.0.2.12"]\n')
+    done = keepalived_config(config, out)
+    assert done.returncode == 0, done.stderr
+    live = (out / "keepalived.conf").read_text()
+    assert "nopreempt" in live
+    assert "192.0.2.100/24 dev eth0" in live
+
+    config.write_text('[keepalived]\npeers = ["192.0.2.12"]\n')
+    done = keepalived_config(config, out)
+    assert done.returncode == 2
+    assert "keepalived.address: not set" in done.stderr
+
+    keepalived = Keepalived(KeepalivedConfig(), out)  # what keepalived itself refuses
+    broken = live.replace("priority 100", "priority 100\n    preempt_frobnicate 1")
     with pytest.raises(KeepalivedError, match="preempt_frobnicate"):
         keepalived.install(broken)
-    assert keepalived.conf_path.read_text() == live
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["keepalived.conf"]
+    assert (out / "keepalived.conf").read_text() == live
+    assert sorted(p.name for p in out.iterdir()) == ["keepalived.conf"]
 
 
 def test_the_floating_address_follows_a_dead_host_and_a_dead_nginx(

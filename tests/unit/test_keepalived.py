@@ -4,7 +4,7 @@ test network's address plan (the integration test runs both for real)."""
 import pytest
 
 from hubkeeper.config import ConfigError, KeepalivedConfig
-from hubkeeper.deploy.keepalived import KeepalivedError, render
+from hubkeeper.deploy.keepalived import render
 from hubkeeper.deploy.netns import (
     FLOATING_ADDRESS,
     ROOT_ADDRESS,
@@ -72,7 +72,7 @@ def test_rendering_without_the_address_or_the_peers_names_the_key(
     changes: dict[str, object], key: str
 ) -> None:
     section = KeepalivedConfig(**{**SECTION.__dict__, **changes})
-    with pytest.raises(KeepalivedError, match=key):
+    with pytest.raises(ConfigError, match=key):
         render(section, curl="/usr/bin/curl")
 
 
