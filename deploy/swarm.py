@@ -1,20 +1,15 @@
 """A real Docker Swarm on this machine: engines in network namespaces of their own.
 
-The recipe of ../shared/DESIGN.md ("A real Swarm in network namespaces"): one bridge in its
-own namespace; per node a namespace with a veth on that bridge, an address from one fixed
-test subnet, ``lo`` up and no default route, and a Docker engine started inside it with
-its own hostname, data, socket and cgroup parent; the first node initialises the swarm,
-the others join it. The root namespace gets one interface on the bridge (the first
-address), and talks to a node only after ``ip route get`` names that interface, so no
-packet meant for a test host can leave the machine. Everything is removed on exit:
-the engines (this process's children), mounts under their roots, namespaces, cgroups.
+The recipe of ../shared/DESIGN.md ("A real Swarm in network namespaces"): a node per host
+of a :class:`~hubkeeper.deploy.netns.TestNetwork` (addresses ``.11`` up), and a Docker
+engine started inside it with its own hostname, data, socket and cgroup parent; the first
+node initialises the swarm, the others join it. Everything is removed on exit: the engines
+(this process's children), mounts under their roots, namespaces, cgroups.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import json
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -24,9 +19,16 @@ from pathlib import Path
 import docker
 
 from hubkeeper.config import DockerConfig
+from hubkeeper.deploy.netns import (
+    ROOT_ADDRESS,
+    SUBNET,
+    NetworkError,
+    TestNetwork,
+    node_address,
+    run,
+)
 from hubkeeper.deploy.stack import docker_client, wait_for
 
-SUBNET = ipaddress.ip_network("10.213.0.0/24")
 #: Address pools of the engines' own networks, inside the test range too.
 POOL = "10.213.128.0/17"
 BRIDGE_NAMESPACE = "hk-swarm-br"
@@ -37,15 +39,7 @@ RUN_DIR = Path("/run/hk-swarm")
 HEARTBEAT_NS = 1_000_000_000
 
 
-class SwarmError(RuntimeError):
-    pass
-
-
-def run(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and result.returncode != 0:
-        raise SwarmError(f"{' '.join(argv)}: {result.stderr.strip() or result.stdout.strip()}")
-    return result
+SwarmError = NetworkError  # one error for the swarm and the network under it
 
 
 @dataclass(frozen=True)
@@ -75,13 +69,13 @@ class Swarm:
     size: int = 3
     progress: Callable[[str], None] = print
     nodes: list[Node] = field(default_factory=list)
-    host_address: str = str(SUBNET.network_address + 1)
+    host_address: str = ROOT_ADDRESS
     engines: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    net: TestNetwork = field(default_factory=lambda: TestNetwork(BRIDGE_NAMESPACE, HOST_INTERFACE))
 
     def __post_init__(self) -> None:
-        hosts = list(SUBNET.hosts())
         self.nodes = [
-            Node(f"hk-node{i}", str(hosts[10 + i]), self.workdir / f"node{i}")
+            Node(f"hk-node{i}", node_address(i), self.workdir / f"node{i}")
             for i in range(1, self.size + 1)
         ]
 
@@ -110,38 +104,14 @@ class Swarm:
     # -- network -------------------------------------------------------------------------
 
     def network(self) -> None:
-        """The bridge, a namespace per node, and the root namespace's interface."""
+        """The test network with a host per node (each reachable before anything is sent)."""
         self.progress(f"swarm: network {SUBNET} in namespaces")
-        run("ip", "netns", "add", BRIDGE_NAMESPACE)
-        run("ip", "-n", BRIDGE_NAMESPACE, "link", "add", "br0", "type", "bridge")
-        run("ip", "-n", BRIDGE_NAMESPACE, "link", "set", "br0", "up")
-        for index, node in enumerate(self.nodes, start=1):
-            run("ip", "netns", "add", node.name)
-            port = f"port{index}"
-            run("ip", "-n", BRIDGE_NAMESPACE, "link", "add", port, "type", "veth",
-                "peer", "name", "eth0", "netns", node.name)  # fmt: skip
-            run("ip", "-n", BRIDGE_NAMESPACE, "link", "set", port, "master", "br0", "up")
-            run("ip", "-n", node.name, "addr", "add", f"{node.address}/{SUBNET.prefixlen}",
-                "dev", "eth0")  # fmt: skip
-            run("ip", "-n", node.name, "link", "set", "eth0", "up")
-            run("ip", "-n", node.name, "link", "set", "lo", "up")
-        run("ip", "link", "add", HOST_INTERFACE, "type", "veth", "peer", "name", "host",
-            "netns", BRIDGE_NAMESPACE)  # fmt: skip
-        run("ip", "-n", BRIDGE_NAMESPACE, "link", "set", "host", "master", "br0", "up")
-        run("ip", "addr", "add", f"{self.host_address}/{SUBNET.prefixlen}", "dev", HOST_INTERFACE)
-        run("ip", "link", "set", HOST_INTERFACE, "up")
-        for node in self.nodes:  # before the proxy, NGINX or a test sends them anything
-            self.reachable(node.address)
+        self.net.up()
+        for node in self.nodes:
+            self.net.add_host(node.name, node.address)
 
     def reachable(self, address: str) -> str:
-        """``address``, once ``ip route get`` says it goes over the test's own interface;
-        raises otherwise (it would leave the machine)."""
-        if ipaddress.ip_address(address) not in SUBNET:
-            raise SwarmError(f"{address} is not a test address ({SUBNET})")
-        route = json.loads(run("ip", "-j", "route", "get", address).stdout)
-        if not route or route[0].get("dev") != HOST_INTERFACE:
-            raise SwarmError(f"{address} would not go over {HOST_INTERFACE}: {route}")
-        return address
+        return self.net.reachable(address)
 
     # -- engines ---------------------------------------------------------------------------
 
@@ -162,13 +132,12 @@ class Swarm:
             ]
         )
         log = (node.root / "dockerd.log").open("ab")
-        # nsenter, not `ip netns exec`: that remounts /sys and hides the cgroups
-        self.engines[node.name] = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{node.name}", "unshare", "--uts", "sh", "-c",
-             f"hostname {node.name}; {dockerd}"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+        self.engines[node.name] = self.net.popen(
+            node.name,
+            ["unshare", "--uts", "sh", "-c", f"hostname {node.name}; {dockerd}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         wait_for(lambda: docker_client(node.url) is not None, 60, f"engine {node.name}")
 
@@ -231,10 +200,7 @@ class Swarm:
                 node.client(5).swarm.leave(force=True)
         for node in self.nodes:
             self._stop_engine(node)
-        for node in self.nodes:
-            run("ip", "netns", "del", node.name, check=False)
-        run("ip", "link", "del", HOST_INTERFACE, check=False)
-        run("ip", "netns", "del", BRIDGE_NAMESPACE, check=False)
+        self.net.down()
         for node in self.nodes:
             for controller in CGROUP_CONTROLLERS.glob(f"*/{node.name}"):
                 for group in sorted(controller.rglob("*"), reverse=True):

@@ -303,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     from hubkeeper.dashboards.cli import add_commands as add_dashboard_commands
 
     add_dashboard_commands(commands)
+    add_daemon_command(
+        commands,
+        "keepalived-config",
+        "write this NGINX host's keepalived.conf from [keepalived], checked by keepalived -t",
+        "hubkeeper.deploy.keepalived:write_command",
+    ).add_argument("--out", required=True, help="folder of keepalived.conf")
     install = commands.add_parser(
         "install-files",
         help="write the systemd units, the compose file and the example config for this "

@@ -8,6 +8,7 @@ Secret values are wrapped in :class:`Secret`, whose ``repr`` never shows them.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import typing
 import urllib.parse
@@ -438,6 +439,89 @@ class NginxConfig:
     def cross_checks(self) -> list[tuple[str, str]]:
         if self.public_port == self.internal_port:
             return [("internal_port", "expected a port other than public_port")]
+        return []
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_interface_address(value: str) -> bool:
+    try:
+        ipaddress.ip_interface(value)
+    except ValueError:
+        return False
+    return "/" in value
+
+
+@dataclass(frozen=True)
+class KeepalivedConfig:
+    """keepalived on each NGINX host: the floating service address (VRRP, unicast), given up
+    by a host whose NGINX stops answering; never taken back by a recovered host."""
+
+    binary: str = setting("keepalived", help="keepalived binary")
+    address: str | None = setting(
+        None,
+        "an address with its prefix length, e.g. 192.0.2.100/24",
+        _is_interface_address,
+        help="the floating service address users reach NGINX at (CIDR); required to render",
+    )
+    interface: str = setting("eth0", help="the interface that carries VRRP and the address")
+    virtual_router_id: int = setting(
+        51,
+        "a number from 1 to 255",
+        lambda v: 1 <= v <= 255,
+        help="VRRP router id, the same on both NGINX hosts, unique on the network segment",
+    )
+    priority: int = setting(
+        100,
+        "a number from 1 to 254",
+        lambda v: 1 <= v <= 254,
+        help="this host's priority: the higher one takes the address when both start together",
+    )
+    source: str | None = setting(
+        None,
+        "an IP address",
+        lambda v: _is_ip(v),
+        help="this host's own address for unicast VRRP (default: the interface's primary one)",
+    )
+    peers: list[str] = setting(
+        [],
+        "a list of IP addresses",
+        lambda v: all(_is_ip(p) for p in v),
+        help="the other NGINX host(s): VRRP goes to them by unicast, never multicast; required",
+    )
+    advert_interval: float = positive_seconds(
+        1.0, help="seconds between VRRP adverts; a holder silent for about 3 of them is replaced"
+    )
+    check_url: str = setting(
+        "http://127.0.0.1:8000/",
+        "an http(s) URL",
+        lambda v: _is_url(v),
+        help="the local NGINX, asked every `check_interval`: any HTTP answer counts (a hub being "
+        "down must not move the address); give a local address, not the floating one",
+    )
+    check_interval: float = positive_seconds(1.0, help="seconds between NGINX checks")
+    check_fall: int = setting(
+        2,
+        "a number >= 1",
+        lambda v: v >= 1,
+        help="failed checks in a row after which this host gives the address up",
+    )
+    check_rise: int = setting(
+        2,
+        "a number >= 1",
+        lambda v: v >= 1,
+        help="good checks in a row before it may hold it again",
+    )
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        if self.source is not None and self.source in self.peers:
+            return [("peers", "expected the other hosts' addresses, not this host's source")]
         return []
 
 
@@ -1235,6 +1319,7 @@ class Config:
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     jupyterhub: JupyterHubConfig = field(default_factory=JupyterHubConfig)
     nginx: NginxConfig = field(default_factory=NginxConfig)
+    keepalived: KeepalivedConfig = field(default_factory=KeepalivedConfig)
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     containers: ContainersConfig = field(default_factory=ContainersConfig)
     shipper: ShipperConfig = field(default_factory=ShipperConfig)

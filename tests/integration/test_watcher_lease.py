@@ -125,9 +125,7 @@ def test_a_leader_paused_mid_failover_is_replaced_and_its_late_actions_refused(
     census.stop()
     assert census.failure is None and census.samples > 100
     assert census.most == 1, f"two hubs were on the database at once: {census.seen}"
-    print(
-        f"leader paused in phase {paused_in!r}; generation {old_generation} -> {taken['generation']}"
-    )
+    print(f"paused in {paused_in!r}; generation {old_generation} -> {taken['generation']}")
 
 
 def test_postgresql_stopped_is_no_failover_and_pages_on_call(
