@@ -330,8 +330,9 @@ class Stack:
                 "alertmanager_urls": [self.alertmanager_url],
                 **self.watcher,
             }
-        if self.lease is not None:
-            self.agent_config(data, secrets_dir / "agent_token")
+        if self.lease is not None:  # one agent for both hubs and NGINX
+            hub_agents = dict.fromkeys(self.instance_names, self.agent_url)
+            self.agent_config(data, hub_agents, [self.agent_url])
         if "watch-storage" in self.daemons:  # a folder stands in for the notebook filesystem
             (self.workdir / "notebooks").mkdir(exist_ok=True)
             data["storage"] = {
@@ -380,14 +381,18 @@ class Stack:
     def agent_url(self) -> str:
         return f"http://127.0.0.1:{(self.ports or {})['agent']}"
 
-    def agent_config(self, data: dict[str, Any], token_file: Path) -> None:
-        """One agent runs both hubs' commands and switches NGINX; the watcher holds a lease."""
+    def agent_config(
+        self, data: dict[str, Any], hub_agents: dict[str, str], nginx_agents: list[str]
+    ) -> None:
+        """Hub commands and NGINX switches through agents (``hub_agents``: instance -> URL),
+        with a bearer token; the watcher holds a lease (``lease``)."""
+        token_file = self.workdir / "secrets" / "agent_token"
         if not token_file.exists():
             token_file.write_text(secrets.token_hex(32) + "\n", encoding="utf-8")
             token_file.chmod(0o600)
         for instance in data["jupyterhub"]["instances"]:
-            instance["agent"] = self.agent_url
-        data["nginx"]["agents"] = [self.agent_url]
+            instance["agent"] = hub_agents[instance["name"]]
+        data["nginx"]["agents"] = nginx_agents
         data["agent"] = {
             "endpoint": {"port": (self.ports or {})["agent"], "token_file": str(token_file)},
             "hubs": self.instance_names,
@@ -446,11 +451,16 @@ class Stack:
         return pid
 
     @property
+    def alertmanager_host(self) -> str:
+        """127.0.0.1, or the test network's address with a swarm (hosts send it alerts)."""
+        return self.listen if self.swarm is not None else "127.0.0.1"
+
+    @property
     def alertmanager_url(self) -> str:
-        return f"http://127.0.0.1:{(self.ports or {})['alertmanager']}"
+        return f"http://{self.alertmanager_host}:{(self.ports or {})['alertmanager']}"
 
     def start_alertmanager(self) -> ManagedProcess:
-        """Alertmanager on 127.0.0.1 with clustering off (it would bind every interface)."""
+        """Alertmanager with clustering off (it would bind every interface)."""
         folder = self.workdir / "alertmanager"
         folder.mkdir(exist_ok=True)
         config_file = folder / "alertmanager.yml"
@@ -466,7 +476,7 @@ class Stack:
                 "prometheus-alertmanager",
                 f"--config.file={config_file}",
                 f"--storage.path={folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{(self.ports or {})['alertmanager']}",
+                f"--web.listen-address={self.alertmanager_url.removeprefix('http://')}",
                 "--cluster.listen-address=",
             ],
         )
