@@ -156,9 +156,11 @@ def hosts(tmp_path: Path) -> Iterator[dict[str, NginxHost]]:
             for host in started.values():
                 host.stop()
                 left[host.name] = net.pids(host.name)
-                net.kill(host.name)
+                net.remove_host(host.name)  # kills what is left, deletes the namespace
             assert left == dict.fromkeys(started, []), "processes left after stopping"
+            assert "hk-lb1" not in run("ip", "netns", "list").stdout
     assert "hk-lb" not in run("ip", "netns", "list").stdout
+    assert "hk-lb0" not in run("ip", "-br", "link").stdout
 
 
 def holder(net: TestNetwork, hosts: dict[str, NginxHost]) -> str | None:
@@ -176,7 +178,9 @@ def served_by() -> str:
     return requests.get(f"http://{FLOATING_ADDRESS}:{PORT}/", timeout=2).text.strip()
 
 
-def takeover(net: TestNetwork, hosts: dict[str, NginxHost], to: str, since: float) -> dict:
+def takeover(
+    net: TestNetwork, hosts: dict[str, NginxHost], to: str, since: float
+) -> dict[str, float]:
     """Wait (without sending the floating address anything) until ``to`` holds it and the
     root namespace's ARP cache names ``to``'s MAC; then it must serve. Times in seconds."""
     mac = net.mac(to)
