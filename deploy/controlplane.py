@@ -85,6 +85,7 @@ class ControlPlane(Stack):
         )
         hub_agents = {instance: agents[on] for instance, on in HUBS.items()}
         self.agent_config(data, hub_agents, [agents[name] for name in NGINX_HOSTS])
+        data["agent"]["endpoint"]["port"] = agent_port  # on every host, as on machines
         data["watcher"].update(
             lease_database_url=hub["database_url"],
             lease_password_file=hub["database_password_file"],
@@ -103,7 +104,7 @@ class ControlPlane(Stack):
     def host_sections(self, data: dict[str, Any], name: str) -> dict[str, Any]:
         """What differs on host ``name``: its agent, NGINX prefix, keepalived, endpoints."""
         own = address(name)
-        endpoint = {**data["agent"]["endpoint"], "listen": own, "port": AgentConfig().endpoint.port}
+        endpoint = {**data["agent"]["endpoint"], "listen": own}
         agent = {
             **data["agent"],
             "endpoint": endpoint,
@@ -198,6 +199,15 @@ class ControlPlane(Stack):
                 service.remove()
             except docker.errors.DockerException as error:
                 self.progress(f"control plane: service {service.name} stays: {error}")
+
+    def down(self) -> None:
+        """The stack's teardown, then the hosts (anything still running in them is killed)."""
+        try:
+            super().down()
+        finally:
+            for name in HOSTS:
+                if host(name) in self.net.hosts:
+                    self.net.remove_host(host(name))
 
     # -- looking at it -------------------------------------------------------------------
 

@@ -44,10 +44,10 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
         /etc/postgresql-common/createcluster.conf
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
-if ! command -v keepalived >/dev/null 2>&1; then
-    echo "setup: installing keepalived"
+if ! command -v keepalived >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+    echo "setup: installing keepalived (its NGINX check runs curl)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq keepalived >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq keepalived curl >/dev/null
 fi
 
 command -v configurable-http-proxy >/dev/null 2>&1 || npm install -g --silent configurable-http-proxy

@@ -1,8 +1,10 @@
-"""The real stack (Docker engine, images, hub with DockerSpawner, NGINX), once per session."""
+"""The real stack (Docker engine, images, hub with DockerSpawner, NGINX), once per session;
+the swarm and its test network, once per session for every module with hosts in namespaces."""
 
 import secrets
 from collections.abc import Iterator
 
+import docker
 import pytest
 
 from hubkeeper.config import DockerConfig
@@ -14,6 +16,8 @@ from hubkeeper.deploy.stack import (
     start_docker_engine,
     wait_for_docker,
 )
+from hubkeeper.deploy.swarm import HOST_INTERFACE, Swarm, run
+from hubkeeper.hub.images import BASE_IMAGE, ensure_images
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -43,3 +47,18 @@ def elasticsearch() -> Iterator[Elasticsearch]:
     """A real single-node Elasticsearch (unprivileged user, free port), once per session."""
     with running_elasticsearch() as instance:
         yield instance
+
+
+@pytest.fixture(scope="session")
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
+    """A three-node swarm with the images on every node; its test network carries the other
+    test hosts too (a module removes the hosts it added)."""
+    root_engine = docker.DockerClient(base_url=DockerConfig().url, timeout=300)
+    images = ensure_images(root_engine, print)
+    workdir = tmp_path_factory.mktemp("swarm")
+    with Swarm(workdir, 3) as running:
+        running.load_images([BASE_IMAGE, *images])
+        yield running
+    assert HOST_INTERFACE not in run("ip", "-br", "link").stdout
+    assert "hk-" not in run("ip", "netns", "list").stdout
+    assert not (workdir / "node1" / "data").exists()

@@ -25,6 +25,7 @@ from hubkeeper.config import KeepalivedConfig
 from hubkeeper.deploy.keepalived import Keepalived, KeepalivedError, render
 from hubkeeper.deploy.netns import FLOATING_ADDRESS, SUBNET, TestNetwork, control_address, run
 from hubkeeper.deploy.stack import wait_for
+from hubkeeper.deploy.swarm import Swarm
 
 PORT = 8080
 TAKEOVER_DEADLINE = 20.0  # seconds; keepalived needs about 3.5 with adverts every second
@@ -128,7 +129,7 @@ class NginxHost:
 
 
 @pytest.fixture
-def hosts(tmp_path: Path) -> Iterator[dict[str, NginxHost]]:
+def hosts(swarm: Swarm, tmp_path: Path) -> Iterator[dict[str, NginxHost]]:
     names = {"hk-lb1": control_address(1), "hk-lb2": control_address(2)}
     section = KeepalivedConfig(
         address=f"{FLOATING_ADDRESS}/{SUBNET.prefixlen}",
@@ -136,31 +137,30 @@ def hosts(tmp_path: Path) -> Iterator[dict[str, NginxHost]]:
         virtual_router_id=113,
     )
     started: dict[str, NginxHost] = {}
-    with TestNetwork("hk-lb-br", "hk-lb0") as net:
-        try:
-            for number, (name, address) in enumerate(names.items()):
-                net.add_host(name, address)
-                net.sysctl(name, "net.ipv4.ip_nonlocal_bind", "1")
-                own = replace(
-                    section,
-                    source=address,
-                    peers=[peer for other, peer in names.items() if other != name],
-                    priority=110 - 10 * number,  # hk-lb1 first when both start together
-                )
-                keepalived = Keepalived(own, tmp_path / name)
-                keepalived.install(render(own))
-                started[name] = NginxHost(net, name, address, keepalived, tmp_path / name)
-            yield started
-        finally:
-            left = {}
-            for host in started.values():
-                host.stop()
-                left[host.name] = net.pids(host.name)
-                net.remove_host(host.name)  # kills what is left, deletes the namespace
-            assert left == dict.fromkeys(started, []), "processes left after stopping"
-            assert "hk-lb1" not in run("ip", "netns", "list").stdout
+    net = swarm.net  # the session's test network
+    try:
+        for number, (name, address) in enumerate(names.items()):
+            net.add_host(name, address)
+            net.sysctl(name, "net.ipv4.ip_nonlocal_bind", "1")
+            own = replace(
+                section,
+                source=address,
+                peers=[peer for other, peer in names.items() if other != name],
+                priority=110 - 10 * number,  # hk-lb1 first when both start together
+            )
+            keepalived = Keepalived(own, tmp_path / name)
+            keepalived.install(render(own))
+            started[name] = NginxHost(net, name, address, keepalived, tmp_path / name)
+        yield started
+    finally:
+        left = {}
+        for host in started.values():
+            host.stop()
+            left[host.name] = net.pids(host.name)
+            net.remove_host(host.name)  # kills what is left, deletes the namespace
+        assert left == dict.fromkeys(started, []), "processes left after stopping"
+        assert "hk-lb1" not in run("ip", "netns", "list").stdout
     assert "hk-lb" not in run("ip", "netns", "list").stdout
-    assert "hk-lb0" not in run("ip", "-br", "link").stdout
 
 
 def holder(net: TestNetwork, hosts: dict[str, NginxHost]) -> str | None:

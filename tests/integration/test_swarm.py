@@ -13,17 +13,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
 import pytest
 import requests
 from docker.types import EndpointSpec
 
 from hubkeeper import prtg
-from hubkeeper.config import DockerConfig
 from hubkeeper.deploy.elasticsearch import Elasticsearch
 from hubkeeper.deploy.stack import Stack, http_ok, running_stack, wait_for
-from hubkeeper.deploy.swarm import HOST_INTERFACE, Node, Swarm, SwarmError, run
-from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE, SINGLEUSER_IMAGE, ensure_images
+from hubkeeper.deploy.swarm import Node, Swarm, SwarmError, run
+from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE, SINGLEUSER_IMAGE
 from hubkeeper.redact import redact
 from hubkeeper.watchers.hubs.probe import proxy_routes
 from tests.integration.alerting import alertmanager_alerts, prometheus_alerts, wait_for_one
@@ -38,19 +36,6 @@ from tests.integration.helpers import (
 from tests.integration.shipping import ShipperRun
 
 PORT = 8765
-
-
-@pytest.fixture(scope="module")
-def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
-    root_engine = docker.DockerClient(base_url=DockerConfig().url, timeout=300)
-    images = ensure_images(root_engine, print)
-    workdir = tmp_path_factory.mktemp("swarm")
-    with Swarm(workdir, 3) as running:
-        running.load_images([BASE_IMAGE, *images])
-        yield running
-    assert HOST_INTERFACE not in run("ip", "-br", "link").stdout
-    assert "hk-node" not in run("ip", "netns", "list").stdout
-    assert not (workdir / "node1" / "data").exists()
 
 
 def test_a_swarm_of_three_runs_a_host_network_task_on_a_worker(swarm: Swarm) -> None:

@@ -50,6 +50,7 @@ class FencingGate:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
 
     def highest(self) -> int:

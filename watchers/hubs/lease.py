@@ -171,6 +171,15 @@ class PostgresLeaseStore:
         )
         return (rows[0][0], int(rows[0][1]), float(rows[0][2])) if rows else None
 
+    def end_sessions(self, application_name: str) -> int:
+        """End the sessions of ``application_name`` (a hub instance's); how many there were."""
+        rows, _ = self.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = %(name)s",
+            {"name": application_name},
+        )
+        return int(rows[0][0])
+
     def load_state(self) -> dict[str, Any] | None:
         rows, _ = self.execute(
             "SELECT state FROM hubkeeper_watcher_state WHERE name = %(name)s", {"name": self.name}

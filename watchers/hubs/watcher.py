@@ -442,17 +442,19 @@ class HubWatcher:
         return False
 
     def fence(self, hub: HubInstance, quiet: bool = False) -> None:
-        """Stop the hub process and confirm that its port no longer answers."""
+        """Stop the hub process and confirm that its port no longer answers (and, with a
+        lease in the hubs' database, that it has no session there)."""
         self.hands.hub(hub, "stop", self.section.fence_timeout)
         deadline = time.monotonic() + self.section.fence_timeout
-        while self._answers(hub):
+        while self._answers(hub) or self._on_database(hub):
             if time.monotonic() > deadline:
                 self.metrics.fence_failures.labels(hub.name).inc()
                 if hub.name not in self.state.unfenced:
                     self.state.unfenced.append(hub.name)
                 if quiet:
                     return
-                raise ActionFailed("HubkeeperFenceFailed", f"hub {hub.name} still answers")
+                message = f"hub {hub.name} still answers or holds a database session"
+                raise ActionFailed("HubkeeperFenceFailed", message)
             time.sleep(0.1)
         if hub.name in self.state.unfenced:  # a fence that failed before took now
             self.state.unfenced.remove(hub.name)
@@ -461,6 +463,20 @@ class HubWatcher:
     @staticmethod
     def _answers(hub: HubInstance) -> bool:
         return port_answers(hub.host, hub.hub_port)
+
+    def _on_database(self, hub: HubInstance) -> bool:
+        """Whether the instance had a session in the lease's database, ending any it had.
+
+        A host that died, or lost its link, leaves its hub's sessions open on the server
+        until TCP gives up on them (hours); a hub that still runs opens a new one. Ended now,
+        and none found on the next look, the instance is off the database. Unknown (the
+        database does not answer) counts as on it."""
+        if self.keeper is None:
+            return False
+        try:
+            return self.keeper.store.end_sessions(f"jupyterhub-{hub.name}") > 0
+        except LeaseStoreError:
+            return True
 
     def _user_routes(self, hub: HubInstance) -> dict[str, str] | None:
         """The user routes the instance's proxy holds, or None when it does not answer."""
