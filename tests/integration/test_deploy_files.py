@@ -27,6 +27,7 @@ def verify_units(folder: Path) -> None:
         "hubkeeper-export-containers.service",
         "hubkeeper-ship-logs.service",
         "hubkeeper-watch-storage.service",
+        "hubkeeper-agent.service",
     }
     for unit in units:
         assert "WatchdogSec=" in unit.read_text() or "@" in unit.name
