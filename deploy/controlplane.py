@@ -20,6 +20,10 @@ machine's file system, and a hub reaches the swarm manager's socket through it.
 
 from __future__ import annotations
 
+import os
+import secrets
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,7 @@ from hubkeeper.deploy.keepalived import Keepalived, render
 from hubkeeper.deploy.netns import FLOATING_ADDRESS, SUBNET, control_address
 from hubkeeper.deploy.postgres import Postgres
 from hubkeeper.deploy.stack import ManagedProcess, Stack, to_toml, wait_for
+from hubkeeper.files import write_atomically
 from hubkeeper.loader import load
 
 HOSTS = ("db", "huba", "hubb", "w1", "w2", "nginx1", "nginx2")
@@ -83,13 +88,17 @@ class ControlPlane(Stack):
         data["nginx"].update(
             listen="0.0.0.0", public_port=nginx.public_port, internal_port=nginx.internal_port
         )
-        hub_agents = {instance: agents[on] for instance, on in HUBS.items()}
-        self.agent_config(data, hub_agents, [agents[name] for name in NGINX_HOSTS])
-        data["agent"]["endpoint"]["port"] = agent_port  # on every host, as on machines
+        for instance in hub["instances"]:
+            instance["agent"] = agents[HUBS[instance["name"]]]
+        data["nginx"]["agents"] = [agents[name] for name in NGINX_HOSTS]
+        token_file = self.workdir / "secrets" / "agent_token"
+        write_atomically(token_file, secrets.token_hex(32).encode(), mode=0o600)
+        data["agent"] = {"endpoint": {"port": agent_port, "token_file": str(token_file)}}
         data["watcher"].update(
             lease_database_url=hub["database_url"],
             lease_password_file=hub["database_password_file"],
             lease_ttl=self.lease_ttl,
+            agent_token_file=str(token_file),
         )
         self.config_path.write_text(to_toml(data), encoding="utf-8")
         self.config = load(self.config_path)
@@ -167,6 +176,11 @@ class ControlPlane(Stack):
         keepalived; both in the host's namespace, stopped with the plane."""
         config = load(self.host_configs[name])
         self.install_nginx(config.nginx, self.config.jupyterhub.instance("a"))
+        self.start_nginx(name)
+
+    def start_nginx(self, name: str) -> None:
+        """NGINX with the config it has, then keepalived."""
+        config = load(self.host_configs[name])
         prefix = config.nginx.prefix
         self.spawn(f"nginx-{name}", [*self.net.enter(host(name)), config.nginx.binary, "-p",
                    prefix, "-c", f"{prefix}/nginx.conf", "-g", "daemon off;"])  # fmt: skip
@@ -199,6 +213,35 @@ class ControlPlane(Stack):
                 service.remove()
             except docker.errors.DockerException as error:
                 self.progress(f"control plane: service {service.name} stays: {error}")
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def kill_host(self, name: str) -> None:
+        """The host dies: every process in it killed, then its cable pulled."""
+        self.net.kill(host(name))
+        self.net.cut(host(name))
+
+    def revive(self, name: str) -> None:
+        """The host back as after a reboot: its link, then what its units start at boot
+        (an NGINX host without the floating address it held; a hub host's hub warm)."""
+        if name in NGINX_HOSTS:
+            floating = f"{FLOATING_ADDRESS}/{SUBNET.prefixlen}"
+            self.net.run_in(host(name), "ip", "addr", "del", floating, "dev", "eth0", check=False)
+        self.net.restore(host(name))
+        if name in WATCHERS:
+            self.start_on(name, "watch-hubs", WatcherConfig().endpoint.port)
+            return
+        if name in NGINX_HOSTS:
+            self.start_nginx(name)
+        self.start_on(name, "agent", self.config.agent.endpoint.port)
+        for instance, on in HUBS.items():
+            if on == name:  # as `systemctl start jupyterhub@X` at boot: a warm standby
+                hubctl_warm = [sys.executable, "-m", "hubkeeper.deploy.hubctl", "warm", instance]
+                subprocess.run(
+                    [*self.net.enter(host(name)), *hubctl_warm],
+                    env={**os.environ, "HUBKEEPER_CONFIG": str(self.host_configs[name])},
+                    check=True, capture_output=True, timeout=60,
+                )  # fmt: skip
 
     def down(self) -> None:
         """The stack's teardown, then the hosts (anything still running in them is killed)."""

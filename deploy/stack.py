@@ -24,7 +24,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import docker
 import docker.errors
@@ -32,7 +32,6 @@ import requests
 
 from hubkeeper.alerts.render import Rendered, render
 from hubkeeper.config import (
-    AgentConfig,
     Config,
     DockerConfig,
     HubClientConfig,
@@ -69,7 +68,6 @@ PORT_NAMES = (
     "culler",
     "shipper",
     "storage",
-    "agent",
 )
 #: daemon command -> its config section (endpoint, hub token) and service name
 DAEMONS = {
@@ -100,7 +98,6 @@ def default_ports() -> dict[str, int]:
         9103,
         9104,
         9105,
-        AgentConfig().endpoint.port,
     )
     return dict(zip(PORT_NAMES, values, strict=True))
 
@@ -234,9 +231,7 @@ class Stack:
     ``overrides`` replaces keys of any section of the generated config. With ``swarm`` (a
     running :class:`~hubkeeper.deploy.swarm.Swarm`) the hub spawns on it (its workers), the
     container exporter keeps the cluster's books from the manager, and each node gets its
-    own exporter in its namespace and, with ``ship-logs``, its own shipper. With ``lease``
-    (``[watcher]`` keys of a PostgreSQL lease) the watcher acts through a ``hubkeeper agent``
-    (started first, with a bearer token), as watchers on several hosts do.
+    own exporter in its namespace and, with ``ship-logs``, its own shipper.
     """
 
     workdir: Path
@@ -249,7 +244,6 @@ class Stack:
     overrides: dict[str, dict[str, object]] = field(default_factory=dict)
     progress: Callable[[str], None] = print
     swarm: Swarm | None = None
-    lease: dict[str, object] | None = None
     node_shippers: dict[str, int] = field(default_factory=dict)  # node -> endpoint port
     processes: list[ManagedProcess] = field(default_factory=list)
     stop_callbacks: list[Callable[[], None]] = field(default_factory=list)
@@ -330,9 +324,6 @@ class Stack:
                 "alertmanager_urls": [self.alertmanager_url],
                 **self.watcher,
             }
-        if self.lease is not None:  # one agent for both hubs and NGINX
-            hub_agents = dict.fromkeys(self.instance_names, self.agent_url)
-            self.agent_config(data, hub_agents, [self.agent_url])
         if "watch-storage" in self.daemons:  # a folder stands in for the notebook filesystem
             (self.workdir / "notebooks").mkdir(exist_ok=True)
             data["storage"] = {
@@ -376,34 +367,6 @@ class Stack:
         )
         self.config = load(self.config_path)
         return self.config_path
-
-    @property
-    def agent_url(self) -> str:
-        return f"http://127.0.0.1:{(self.ports or {})['agent']}"
-
-    def agent_config(
-        self, data: dict[str, Any], hub_agents: dict[str, str], nginx_agents: list[str]
-    ) -> None:
-        """Hub commands and NGINX switches through agents (``hub_agents``: instance -> URL),
-        with a bearer token; the watcher holds a lease (``lease``)."""
-        token_file = self.workdir / "secrets" / "agent_token"
-        if not token_file.exists():
-            token_file.write_text(secrets.token_hex(32) + "\n", encoding="utf-8")
-            token_file.chmod(0o600)
-        for instance in data["jupyterhub"]["instances"]:
-            instance["agent"] = hub_agents[instance["name"]]
-        data["nginx"]["agents"] = nginx_agents
-        data["agent"] = {
-            "endpoint": {"port": (self.ports or {})["agent"], "token_file": str(token_file)},
-            "hubs": self.instance_names,
-            "nginx": True,
-            "fencing_file": f"{self.workdir}/agent-fencing-token",
-        }
-        data["watcher"] = {
-            **data["watcher"],
-            **(self.lease or {}),
-            "agent_token_file": str(token_file),
-        }
 
     # -- components ---------------------------------------------------------------------
 
@@ -565,10 +528,6 @@ class Stack:
             for name in self.instance_names[1:]:
                 self.progress(f"warming hub {name} (a standby: imported, not on the database)")
                 hubctl.warm(self.config, self.config_path, name)
-            if self.lease is not None:
-                self.progress("starting the hubs' agent")
-                process = self.spawn("agent", self.hubkeeper_argv("agent"))
-                self.until_ready(process, f"{self.agent_url}/healthz", 60)
             self.progress("starting the hub watcher")
             self.watcher_process = self.start_watcher()
         if self.prometheus:
@@ -759,7 +718,6 @@ def running_stack(
     daemons: tuple[str, ...] = (),
     listen: str = "127.0.0.1",
     swarm: Swarm | None = None,
-    lease: dict[str, object] | None = None,
 ) -> Iterator[Stack]:
     stack = Stack(
         workdir,
@@ -770,7 +728,6 @@ def running_stack(
         daemons=daemons,
         listen=listen,
         swarm=swarm,
-        lease=lease,
         overrides=overrides or {},
         progress=progress,
     )

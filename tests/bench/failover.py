@@ -26,6 +26,7 @@ hubkeeper never allows; it is measured that way because it cannot work otherwise
 per fault kind.
 
     .venv/bin/python tests/bench/failover.py [--runs 3] [--healthy-minutes 10]
+    .venv/bin/python tests/bench/failover.py --hosts [--runs 3]   # tests/bench/hosts.py
 
 The last line is JSON.
 """
@@ -56,6 +57,7 @@ from hubkeeper.deploy import hubctl  # noqa: E402
 from hubkeeper.deploy.stack import Stack, running_stack, wait_for  # noqa: E402
 from hubkeeper.hubapi import HubAPIError, HubClient  # noqa: E402
 from hubkeeper.nginx import TEMPLATE  # noqa: E402
+from tests.bench.hosts import run_hosts  # noqa: E402
 from tests.bench.needs import docker_engine  # noqa: E402
 from tests.integration.helpers import (  # noqa: E402
     Load,
@@ -309,8 +311,16 @@ def main() -> int:
         "--healthy-minutes", type=float, default=10.0, help="healthy run first (0: none, <= 60)"
     )
     parser.add_argument("--no-peer", action="store_true", help="skip NGINX passive failover")
+    parser.add_argument(
+        "--hosts", action="store_true", help="instead, the control plane on several hosts (root)"
+    )
     args = parser.parse_args()
     runs, healthy = max(1, min(args.runs, 5)), max(0.0, min(args.healthy_minutes, 60.0))
+    if args.hosts:
+        with docker_engine(), tempfile.TemporaryDirectory(prefix="hubkeeper-bench-hosts-") as tmp:
+            hosts = run_hosts(Path(tmp), runs)
+        print(json.dumps({"benchmark": "failover_hosts", "rate_per_s": 20.0, **hosts}))
+        return 0
     with docker_engine(), tempfile.TemporaryDirectory(prefix="hubkeeper-bench-failover-") as tmp:
         ours = run_hubkeeper(Path(tmp) / "hubkeeper", runs, healthy)
         peer = None if args.no_peer else run_peer(Path(tmp) / "peer")
