@@ -35,9 +35,11 @@ from hubkeeper.config import AgentConfig, HubInstance, NginxConfig, WatcherConfi
 from hubkeeper.deploy.keepalived import Keepalived, render
 from hubkeeper.deploy.netns import FLOATING_ADDRESS, SUBNET, control_address
 from hubkeeper.deploy.postgres import Postgres
-from hubkeeper.deploy.stack import ManagedProcess, Stack, to_toml, wait_for
+from hubkeeper.deploy.stack import ManagedProcess, Stack, http_ok, to_toml, wait_for
 from hubkeeper.files import write_atomically
+from hubkeeper.hub.images import BASE_IMAGE, ensure_images
 from hubkeeper.loader import load
+from hubkeeper.nginx import GENERATION_HEADER, Nginx
 
 HOSTS = ("db", "huba", "hubb", "w1", "w2", "nginx1", "nginx2")
 HUBS = {"a": "huba", "b": "hubb"}
@@ -53,6 +55,15 @@ def host(name: str) -> str:
 
 def address(name: str) -> str:
     return control_address(HOSTS.index(name) + 1)
+
+
+def serves_generation(url: str) -> bool:
+    """Whether NGINX answers at ``url`` with its generation header (the hub behind it may
+    not answer yet)."""
+    try:
+        return GENERATION_HEADER in requests.get(url, timeout=2).headers
+    except requests.RequestException:
+        return False
 
 
 @dataclass
@@ -154,10 +165,10 @@ class ControlPlane(Stack):
         for name in ("huba", "hubb", *NGINX_HOSTS):
             self.start_on(name, "agent", self.config.agent.endpoint.port)
         self.progress("control plane: hub a on hk-huba, b warm on hk-hubb")
-        self.agent_post("huba", "/v1/hubs/a/start")
-        self.agent_post("hubb", "/v1/hubs/b/warm")
+        self.agent_post("huba", "/v1/hubs/a/start").raise_for_status()
+        self.agent_post("hubb", "/v1/hubs/b/warm").raise_for_status()
         a = self.config.jupyterhub.instance("a")
-        wait_for(lambda: self.answers(f"http://{a.host}:{a.proxy_port}/hub/health"), 90, "hub a")
+        wait_for(lambda: http_ok(f"http://{a.host}:{a.proxy_port}/hub/health"), 90, "hub a")
         for name in NGINX_HOSTS:
             self.start_nginx_host(name)
         wait_for(lambda: self.floating_holder() is not None, 30, "the floating address")
@@ -185,21 +196,17 @@ class ControlPlane(Stack):
         self.spawn(f"nginx-{name}", [*self.net.enter(host(name)), config.nginx.binary, "-p",
                    prefix, "-c", f"{prefix}/nginx.conf", "-g", "daemon off;"])  # fmt: skip
         url = f"http://{address(name)}:{config.nginx.public_port}/nginx-generation"
-        wait_for(lambda: self.answers(url), 20, f"NGINX on {name}")
+        wait_for(lambda: serves_generation(url), 20, f"NGINX on {name}")
         keepalived = Keepalived(config.keepalived, self.workdir / name / "keepalived")
         keepalived.install(render(config.keepalived))
         self.spawn(f"keepalived-{name}", [*self.net.enter(host(name)), *keepalived.command()])
 
     @staticmethod
     def install_nginx(section: NginxConfig, active: HubInstance) -> None:
-        from hubkeeper.nginx import Nginx
-
         nginx = Nginx(section, Path(section.prefix))
         nginx.install(nginx.render(active, generation=1))
 
     def load_images(self) -> None:
-        from hubkeeper.hub.images import BASE_IMAGE, ensure_images
-
         assert self.swarm is not None
         self.swarm.load_images([BASE_IMAGE, *ensure_images(self.docker, self.progress)])
 
@@ -253,13 +260,6 @@ class ControlPlane(Stack):
                     self.net.remove_host(host(name))
 
     # -- looking at it -------------------------------------------------------------------
-
-    def answers(self, url: str) -> bool:
-        try:
-            requests.get(url, timeout=2)
-        except requests.RequestException:
-            return False
-        return True
 
     def agent_url_of(self, name: str) -> str:
         return f"http://{self.net.reachable(address(name))}:{self.config.agent.endpoint.port}"
