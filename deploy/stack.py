@@ -3,7 +3,9 @@
 Used by the integration tests and by ``hubkeeper up``. Everything the stack starts is
 recorded with its PID and stopped in reverse order, even when a test fails; anything it
 did not start (an already running Docker engine) is left alone. Logs go to
-``<workdir>/logs``.
+``<workdir>/logs``. hubkeeper's daemons are restarted on failure as their systemd units say
+(:mod:`hubkeeper.deploy.supervise`); one stopped or killed through its
+:class:`ManagedProcess` is stopped on purpose and left alone.
 """
 
 from __future__ import annotations

@@ -89,9 +89,9 @@ def test_up_runs_on_elasticsearch_8(tmp_path: Path) -> None:
         assert process.wait(180) == 0
 
 
-def status_of(workdir: Path) -> str:
+def status_of(workdir: Path, *options: str) -> str:
     command = [sys.executable, "-m", "hubkeeper.cli", "status", "--config",
-               str(workdir / "hubkeeper.toml")]  # fmt: skip
+               str(workdir / "hubkeeper.toml"), *options]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
 
 
@@ -137,6 +137,11 @@ def test_a_killed_daemon_is_restarted_and_a_config_error_is_not(
     assert "  export-containers     running    restarts 1   last exit SIGKILL" in shown
     assert "  cull                  FAILED     restarts 1   last exit code 2" in shown
     assert "  ship-logs             running    restarts 0" in shown
+    daemons = json.loads(status_of(workdir, "--json"))["daemons"]["daemons"]
+    assert daemons["export-containers"] == daemon("export-containers")
+    assert {name: d["restarts"] for name, d in daemons.items()} == {
+        "watcher": 0, "export-containers": 1, "cull": 1, "ship-logs": 0, "watch-storage": 0,
+    }  # fmt: skip
 
 
 def test_failover_seen_end_to_end_then_nothing_left(up: tuple[subprocess.Popen, Path]) -> None:
