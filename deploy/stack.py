@@ -3,7 +3,9 @@
 Used by the integration tests and by ``hubkeeper up``. Everything the stack starts is
 recorded with its PID and stopped in reverse order, even when a test fails; anything it
 did not start (an already running Docker engine) is left alone. Logs go to
-``<workdir>/logs``.
+``<workdir>/logs``. hubkeeper's daemons are restarted on failure as their systemd units say
+(:mod:`hubkeeper.deploy.supervise`); one stopped or killed through its
+:class:`ManagedProcess` is stopped on purpose and left alone.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator
@@ -41,6 +44,7 @@ from hubkeeper.config import (
     WatcherConfig,
 )
 from hubkeeper.deploy import hubctl
+from hubkeeper.deploy.supervise import Supervisor
 from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE, SINGLEUSER_IMAGE, ensure_images
 from hubkeeper.hub.settings import SERVICE_SCOPES
 from hubkeeper.hubapi import HubClient
@@ -158,10 +162,17 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
 
 @dataclass
 class ManagedProcess:
-    """A process this stack started, in its own session so its children stop with it."""
+    """A process this stack started, in its own session so its children stop with it.
+
+    With ``relaunch`` it is a supervised daemon (:mod:`hubkeeper.deploy.supervise`): the
+    supervisor starts it again through ``relaunch`` and the object stays the same, its
+    ``popen`` (and ``pid``) the current process's. ``stopped`` marks a stop on purpose."""
 
     name: str
     popen: subprocess.Popen[bytes]
+    relaunch: Callable[[], subprocess.Popen[bytes]] | None = None
+    stopped: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def pid(self) -> int:
@@ -170,7 +181,24 @@ class ManagedProcess:
     def running(self) -> bool:
         return self.popen.poll() is None
 
+    def restart(self) -> bool:
+        """Start it again, unless it was stopped on purpose (or is not supervised)."""
+        with self.lock:
+            if self.stopped or self.relaunch is None:
+                return False
+            self.popen = self.relaunch()
+            return True
+
+    def kill(self, signum: signal.Signals = signal.SIGKILL) -> None:
+        """Signal its process group on purpose (a test that starts it again itself): the
+        supervisor does not restart it."""
+        with self.lock:
+            self.stopped = True
+        os.killpg(self.pid, signum)
+
     def stop(self, timeout: float = 15.0) -> None:
+        with self.lock:  # after this, no restart can start a new process
+            self.stopped = True
         if not self.running():
             return
         with contextlib.suppress(ProcessLookupError):
@@ -249,12 +277,14 @@ class Stack:
     stop_callbacks: list[Callable[[], None]] = field(default_factory=list)
     config_path: Path = field(init=False)
     config: Config = field(init=False)
+    supervisor: Supervisor = field(init=False)
 
     def __post_init__(self) -> None:
         self.workdir = self.workdir.resolve()
         self.logs = self.workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.ports = self.ports or dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
+        self.supervisor = Supervisor(self.workdir)
         if self.swarm is not None:  # user servers on the nodes reach the hub through NGINX
             self.listen = self.swarm.host_address
 
@@ -371,22 +401,34 @@ class Stack:
     # -- components ---------------------------------------------------------------------
 
     def spawn(
-        self, name: str, command: list[str], env: dict[str, str] | None = None
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str] | None = None,
+        supervise: bool = False,
     ) -> ManagedProcess:
-        log = (self.logs / f"{name}.log").open("ab")
-        popen = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            cwd=self.workdir,
-            start_new_session=True,
-        )
-        log.close()
-        process = ManagedProcess(name, popen)
+        """Start ``command``, its output appended to ``logs/NAME.log``; with ``supervise``
+        (hubkeeper's daemons), restarted on failure as their systemd units say."""
+        launch = functools.partial(self._popen, name, command, env)
+        process = ManagedProcess(name, launch(), relaunch=launch if supervise else None)
         self.processes.append(process)
+        if supervise:
+            self.supervisor.watch(process)
         return process
+
+    def _popen(
+        self, name: str, command: list[str], env: dict[str, str] | None
+    ) -> subprocess.Popen[bytes]:
+        with (self.logs / f"{name}.log").open("ab") as log:
+            return subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                cwd=self.workdir,
+                start_new_session=True,
+            )
 
     def ensure_docker(self) -> docker.DockerClient:
         """Use this machine's running Docker engine, or start one (and stop it again at
@@ -485,7 +527,7 @@ class Stack:
         """``hubkeeper COMMAND`` on the stack's config, ready once its /healthz answers."""
         section, _ = DAEMONS[command]
         name = "watcher" if command == "watch-hubs" else command
-        process = self.spawn(name, self.hubkeeper_argv(command))
+        process = self.spawn(name, self.hubkeeper_argv(command), supervise=True)
         endpoint = getattr(self.config, section).endpoint
         return self.until_ready(process, f"http://127.0.0.1:{endpoint.port}/healthz", 60)
 
@@ -513,6 +555,7 @@ class Stack:
 
     def up(self) -> Stack:
         self.write_config()
+        self.supervisor.start()
         self.docker = self.ensure_docker()
         images = ensure_images(self.docker, self.progress)
         if self.swarm is not None:
@@ -565,7 +608,7 @@ class Stack:
             process = self.spawn(
                 f"exporter-{node.name}",
                 ["nsenter", f"--net=/run/netns/{node.name}",
-                 *self.hubkeeper_argv("export-containers", path)],
+                 *self.hubkeeper_argv("export-containers", path)], supervise=True,
             )  # fmt: skip
             self.until_ready(process, f"http://{swarm.reachable(node.address)}:{port}/healthz", 60)
             if "ship-logs" in self.daemons:
@@ -583,7 +626,8 @@ class Stack:
         path = self.node_config(
             f"ship-logs-{node.name}", {"docker": {"url": node.url}, "shipper": shipper}
         )
-        process = self.spawn(f"ship-logs-{node.name}", self.hubkeeper_argv("ship-logs", path))
+        argv = self.hubkeeper_argv("ship-logs", path)
+        process = self.spawn(f"ship-logs-{node.name}", argv, supervise=True)
         self.until_ready(process, f"http://127.0.0.1:{port}/healthz", 60)
         self.node_shippers[node.name] = port
 
@@ -596,7 +640,8 @@ class Stack:
         instance (the watcher may have started any), and the rest, newest first. Every step
         is tried even when one before it fails, so nothing this stack started is left
         running; the first failure is raised at the end."""
-        steps: list[Callable[[], object]] = [p.stop for p in self.processes if p.name == "watcher"]
+        steps: list[Callable[[], object]] = [self.supervisor.stop]
+        steps += [p.stop for p in self.processes if p.name == "watcher"]
         if hasattr(self, "docker"):
             steps.append(self._remove_user_containers)
         if hasattr(self, "config"):

@@ -3,8 +3,10 @@
 Hubs from the watcher's ``/status`` (or its saved state when it does not answer), user
 servers from the container exporter, log shipping from the shipper, the last cull cycle
 from the culler (their ``/metrics``), notebook storage from each node's storage watcher
-(``/status``: this node's and those in ``[culler] storage_watchers``), and what fires from
-Alertmanager.
+(``/status``: this node's and those in ``[culler] storage_watchers``), what fires from
+Alertmanager, and, under the local stack (``hubkeeper up``), each daemon's restarts from the
+stack's supervisor (``supervised.json`` beside the config it generated; in production
+systemd keeps that count: ``systemctl show -p NRestarts``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import base64
 import dataclasses
 import http.client
 import json
+import os
 import time
 import urllib.request
 from pathlib import Path
@@ -27,6 +30,7 @@ from hubkeeper.endpoint import client_context, endpoint_url
 
 Section = dict[str, Any]
 DEAD_LETTERS = 'hubkeeper_shipper_events_total{outcome="dead_lettered"}'
+SUPERVISED_FILE = "supervised.json"  # written by hubkeeper.deploy.supervise
 
 
 def fetch(endpoint: EndpointConfig, path: str) -> str | None:
@@ -119,6 +123,28 @@ def storage(config: Config) -> Section:
     return {"source": f"{answered} of {len(nodes)} storage watchers", "nodes": nodes}
 
 
+def supervised(folder: Path) -> Section:
+    """The local stack supervisor's record of its daemons, if one is beside the config."""
+    try:
+        record = json.loads((folder / SUPERVISED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"source": "none", "daemons": {}}
+    source = f"the local stack's supervisor, process {record['supervisor_pid']}"
+    if not _alive(record["supervisor_pid"]):
+        source += " (gone: this record is stale)"
+    return {"source": source, "daemons": record["daemons"]}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def collect(config: Config) -> dict[str, Section]:
     return {
         "hubs": hubs(config),
@@ -167,6 +193,8 @@ def render(view: dict[str, Section], now: float | None = None) -> str:
         )
     if "storage" in view:
         lines += render_storage(view["storage"])
+    if view.get("daemons", {}).get("daemons"):
+        lines += render_supervised(view["daemons"], now)
     firing = view["alerts"]["firing"]
     lines.append(f"alerts firing ({view['alerts']['source']}): {len(firing) or 'none'}")
     lines += [f"  {a['severity']:<8} {a['name']:<32} {a['summary']}" for a in firing]
@@ -223,6 +251,21 @@ def render_storage(view: Section) -> list[str]:
     return lines
 
 
+def render_supervised(view: Section, now: float) -> list[str]:
+    """A line per supervised daemon: its state, its restarts, its last exit and when."""
+    lines = [f"daemons (restarted on failure by {view['source']})"]
+    for name, daemon in view["daemons"].items():
+        state = daemon["state"]
+        line = f"  {name:<21} {state.upper() if state == 'failed' else state:<10}"
+        line += f" restarts {daemon['restarts']}"
+        if daemon["last_exit"]:
+            line += f"   last exit {daemon['last_exit']} {now - daemon['last_exit_at']:.0f} s ago"
+        if state == "failed":
+            line += " (a configuration error: not restarted)"
+        lines.append(line)
+    return lines
+
+
 def render_hubs(view: Section) -> list[str]:
     if view["source"] == "unavailable":
         return ["hubs (the watcher does not answer and has no saved state)"]
@@ -249,6 +292,6 @@ def render_hubs(view: Section) -> list[str]:
 
 
 def status(config: Config, args: argparse.Namespace) -> int:
-    view = collect(config)
+    view = {**collect(config), "daemons": supervised(Path(args.config).resolve().parent)}
     print(json.dumps(view, indent=2) if args.json else render(view))
     return 0 if view["hubs"]["source"] != "unavailable" else 1

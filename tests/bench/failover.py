@@ -244,7 +244,7 @@ def run_peer(workdir: Path) -> list[dict[str, Any]]:
         with running_stack(
             workdir / fault, hub_name="bench-peer", watcher={"startup_grace": 3600.0}
         ) as stack:
-            os.killpg(stack.watcher_process.pid, signal.SIGKILL)
+            stack.watcher_process.kill()  # on purpose: no watcher for the peer
             stack.start_hub("b")
             passive(stack, workdir / fault / "passive.conf.template")
             containers = prepare(stack)

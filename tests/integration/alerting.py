@@ -55,6 +55,18 @@ class Request:
     body: dict
 
 
+@dataclass(frozen=True)
+class Notification:
+    """One alert of an Alertmanager webhook notification, as received."""
+
+    at: float
+    path: str
+    receiver: str  # Alertmanager's receiver name
+    alertname: str
+    status: str  # firing or resolved
+    labels: dict[str, str]
+
+
 class Receiver(ThreadingHTTPServer):
     """Records every JSON POST (PagerDuty Events v2, Alertmanager webhooks) by path."""
 
@@ -66,6 +78,18 @@ class Receiver(ThreadingHTTPServer):
 
     def posted(self, path: str, match: Callable[[dict], bool] = lambda _: True) -> list[dict]:
         return [r.body for r in self.requests if r.path == path and match(r.body)]
+
+    def notifications(self, path: str | None = None) -> list[Notification]:
+        """Every alert of every Alertmanager webhook notification (payload version 4: one
+        POST per group, each alert with its own status), in the order received; ``path``
+        keeps one receiver's. The books of which alert reached on-call, and when."""
+        return [
+            Notification(request.at, request.path, request.body.get("receiver", ""),
+                         alert["labels"].get("alertname", ""), alert["status"], alert["labels"])
+            for request in self.requests
+            if request.body.get("version") == "4" and path in (None, request.path)
+            for alert in request.body.get("alerts", [])
+        ]  # fmt: skip
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -130,6 +154,17 @@ def alerts_section(receiver: Receiver, smtp_port: int, routing_key_file: str) ->
             "pagerduty_url": f"{receiver.url}/pagerduty",
             "email_to": ["oncall@lab.test"],
         },
+        "warnings": {"webhook_url": f"{receiver.url}/warnings"},
+    }
+
+
+def webhooks_section(receiver: Receiver) -> dict:
+    """``[alerts]`` receivers that all post Alertmanager webhooks to ``receiver``: pages to
+    /pager, warnings to /warnings, the Watchdog to /watchdog (see ``notifications``)."""
+    return {
+        "runbook_base_url": "https://runbooks.lab.test/hubkeeper",
+        "watchdog_url": f"{receiver.url}/watchdog",
+        "pager": {"webhook_url": f"{receiver.url}/pager"},
         "warnings": {"webhook_url": f"{receiver.url}/warnings"},
     }
 

@@ -2,6 +2,7 @@
 failover is seen by users, on-call and ops, and Ctrl-C (SIGTERM) leaves no process behind."""
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import requests
 
 from hubkeeper.config import HubClientConfig, Secret
 from hubkeeper.deploy import hubctl
-from hubkeeper.deploy.stack import wait_for
+from hubkeeper.deploy.stack import http_ok, wait_for
 from hubkeeper.hubapi import HubClient
 from hubkeeper.loader import load
 
@@ -88,6 +89,61 @@ def test_up_runs_on_elasticsearch_8(tmp_path: Path) -> None:
         assert process.wait(180) == 0
 
 
+def status_of(workdir: Path, *options: str) -> str:
+    command = [sys.executable, "-m", "hubkeeper.cli", "status", "--config",
+               str(workdir / "hubkeeper.toml"), *options]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
+
+
+def test_a_killed_daemon_is_restarted_and_a_config_error_is_not(
+    up: tuple[subprocess.Popen, Path],
+) -> None:
+    """Supervision as the systemd units say: the container exporter SIGKILLed is started
+    again (RestartSec=2) and answers; the culler, killed while the config is broken, is
+    started once, exits 2 and stays down (RestartPreventExitStatus=2). `hubkeeper status`
+    shows both."""
+    _, workdir = up
+    config_path = workdir / "hubkeeper.toml"
+    config = load(config_path)
+
+    def daemon(name: str) -> dict:
+        return json.loads((workdir / "supervised.json").read_text())["daemons"][name]
+
+    exporter = daemon("export-containers")
+    assert (exporter["state"], exporter["restarts"]) == ("running", 0)
+    os.kill(exporter["pid"], signal.SIGKILL)
+    wait_for(lambda: daemon("export-containers")["restarts"] == 1, 15, "the exporter's restart")
+    restarted = daemon("export-containers")
+    assert restarted["state"] == "running" and restarted["pid"] != exporter["pid"]
+    assert restarted["last_exit"] == "SIGKILL"
+    assert 1.9 <= restarted["last_restart_at"] - restarted["last_exit_at"] <= 5
+    healthz = f"http://127.0.0.1:{config.containers.endpoint.port}/healthz"
+    wait_for(lambda: http_ok(healthz), 60, "the restarted exporter's endpoint")
+
+    good = config_path.read_text()
+    config_path.write_text(good + '\n[logging]\nlevel = "loud"\n')  # exit 2 at start
+    try:
+        os.kill(daemon("cull")["pid"], signal.SIGKILL)
+        wait_for(lambda: daemon("cull")["state"] == "failed", 30, "the culler's config error")
+    finally:
+        config_path.write_text(good)
+    time.sleep(3)  # past RestartSec: it would have been started again by now
+    culler = daemon("cull")
+    assert (culler["state"], culler["restarts"], culler["last_exit"]) == ("failed", 1, "code 2")
+    assert not Path(f"/proc/{culler['pid']}").exists()  # exited, reaped, not started again
+
+    shown = status_of(workdir)
+    assert "daemons (restarted on failure by the local stack's supervisor" in shown
+    assert "  export-containers     running    restarts 1   last exit SIGKILL" in shown
+    assert "  cull                  FAILED     restarts 1   last exit code 2" in shown
+    assert "  ship-logs             running    restarts 0" in shown
+    daemons = json.loads(status_of(workdir, "--json"))["daemons"]["daemons"]
+    assert daemons["export-containers"] == daemon("export-containers")
+    assert {name: d["restarts"] for name, d in daemons.items()} == {
+        "watcher": 0, "export-containers": 1, "cull": 1, "ship-logs": 0, "watch-storage": 0,
+    }  # fmt: skip
+
+
 def test_failover_seen_end_to_end_then_nothing_left(up: tuple[subprocess.Popen, Path]) -> None:
     process, workdir = up
     config = load(workdir / "hubkeeper.toml")
@@ -104,18 +160,8 @@ def test_failover_seen_end_to_end_then_nothing_left(up: tuple[subprocess.Popen, 
     assert pid is not None
     os.kill(pid, signal.SIGKILL)  # the hub; its orphaned proxy is fenced by the watcher
 
-    status = [
-        sys.executable,
-        "-m",
-        "hubkeeper.cli",
-        "status",
-        "--config",
-        str(workdir / "hubkeeper.toml"),
-    ]
-
     def switched() -> bool:
-        shown = subprocess.run(status, capture_output=True, text=True, timeout=30).stdout
-        return "active hub   b   generation 2" in shown
+        return "active hub   b   generation 2" in status_of(workdir)
 
     wait_for(switched, 60, "the failover in `hubkeeper status`")
     wait_for(
