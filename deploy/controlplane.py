@@ -234,6 +234,8 @@ class ControlPlane(Stack):
         if name in NGINX_HOSTS:
             floating = f"{FLOATING_ADDRESS}/{SUBNET.prefixlen}"
             self.net.run_in(host(name), "ip", "addr", "del", floating, "dev", "eth0", check=False)
+            for pid_file in (self.workdir / name / "keepalived").glob("*.pid"):
+                pid_file.unlink()  # a reboot empties /run: keepalived would think it runs
         self.net.restore(host(name))
         if name in WATCHERS:
             self.start_on(name, "watch-hubs", WatcherConfig().endpoint.port)

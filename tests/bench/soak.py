@@ -1,0 +1,445 @@
+"""Chaos soak: the whole local service under simulated users while faults are caused at
+random (seeded), then the books.
+
+The service is the stack ``hubkeeper up`` runs (hubs a and b, NGINX, the Docker engine,
+every daemon supervised as the systemd units would, Prometheus, Alertmanager and a real
+Elasticsearch), with a short idle timeout so the culler has work, and every alert routed
+to a recording webhook receiver.
+
+Users (threads) log in, start servers (some named, some of the alternative image), print
+log lines from inside their containers (ordinary lines, JSON lines, tracebacks, long lines,
+JSON lines whose clock runs backwards), each line carrying a unique id, reach their servers
+through NGINX as a browser would, go idle (the culler takes them), come back and stop.
+A request loop asks the hub API through NGINX ten times a second. Faults, from the seed,
+may overlap: ``hub_kill`` (SIGKILL of the active hub), ``hub_stop`` (SIGSTOP of it),
+``daemon_kill`` (SIGKILL of a supervised daemon, the watcher included, even mid-failover),
+``elasticsearch_stop`` (stopped, started again after ``ES_DOWN`` s), ``oom`` (a process of a
+user's server allocating past the limit), ``orphan`` (a container with the hub's labels
+that no server owns).
+
+The books, in the last line (JSON): log lines written, lost and duplicated in
+Elasticsearch; requests failed, in each fault's window; moments with two hubs on the
+database; orphans left after the grace period; active users culled; for each fault the
+alert that should reach on-call, whether it did and when it resolved; daemon restarts; the
+time each fault took to heal.
+
+    .venv/bin/python tests/bench/soak.py [--minutes 20] [--users 24] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from hubkeeper.deploy import hubctl  # noqa: E402
+from hubkeeper.deploy.elasticsearch import (  # noqa: E402
+    Elasticsearch,
+    log_store_overrides,
+    running_elasticsearch,
+)
+from hubkeeper.deploy.stack import DAEMONS, Stack, running_stack, wait_for  # noqa: E402
+from hubkeeper.hub.images import ALT_IMAGE  # noqa: E402
+from hubkeeper.hubapi import HubAPIError, HubClient  # noqa: E402
+from tests.integration.alerting import Receiver, webhooks_section  # noqa: E402
+from tests.integration.helpers import HubCensus, Load  # noqa: E402
+from tests.integration.shipping import search, user_process  # noqa: E402
+
+FAULT_KINDS = ("hub_kill", "hub_stop", "daemon_kill", "elasticsearch_stop", "oom", "orphan")
+#: the alert each fault must bring to on-call (None: none is due, e.g. a restart in seconds)
+EXPECTED_ALERT = {
+    "hub_kill": "HubkeeperFailover",
+    "hub_stop": "HubkeeperFailover",
+    "daemon_kill": None,
+    "elasticsearch_stop": None,
+    "oom": "UserServerOOMKilled",
+    "orphan": "HubkeeperOrphanContainers",
+}
+IDLE_TIMEOUT = 40.0  # the culler's, seconds
+ES_DOWN = 30.0
+GRACE = 60.0  # seconds after the last fault for the service to heal and ship
+LINE_KINDS = ("plain", "json", "traceback", "long", "backwards")
+
+
+# -- the plan (pure) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    at: float  # seconds after the start of the load
+    target: str = ""  # a daemon, for daemon_kill
+
+
+def plan(seed: int, seconds: float, kinds: tuple[str, ...] = FAULT_KINDS) -> list[Fault]:
+    """Faults at random times in the first 80% of the run (every kind at least once, then
+    more drawn at random, about one a minute); each daemon kill names its daemon."""
+    rng = random.Random(seed)
+    count = max(len(kinds), int(seconds / 60))
+    chosen = list(kinds) + [rng.choice(kinds) for _ in range(count - len(kinds))]
+    rng.shuffle(chosen)
+    daemons = sorted(DAEMONS)
+    faults = []
+    for kind in chosen:
+        at = round(rng.uniform(0.1, 0.8) * seconds, 1)
+        faults.append(Fault(kind, at, rng.choice(daemons) if kind == "daemon_kill" else ""))
+    return sorted(faults, key=lambda fault: fault.at)
+
+
+def line_text(run: str, user: str, number: int, kind: str) -> list[str]:
+    """The lines one log event prints; its id (``RUN-user-N``) is in the first."""
+    tag = f"{run}-{user}-{number}"
+    if kind == "json":
+        return [json.dumps({"message": f"soak {tag}", "level": "info", "n": number})]
+    if kind == "backwards":  # a clock that runs backwards: an hour earlier each time
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600 * number))
+        return [json.dumps({"message": f"soak {tag}", "@timestamp": stamp})]
+    if kind == "traceback":
+        return [f"soak {tag} failed", "Traceback (most recent call last):",
+                '  File "<soak>", line 1, in <module>', "ValueError: soak"]  # fmt: skip
+    if kind == "long":
+        return [f"soak {tag} " + "x" * 20_000]
+    return [f"soak {tag} an ordinary line"]
+
+
+def balance(written: set[str], found: list[str]) -> dict[str, int]:
+    """Lost and duplicated ids: every written id once in Elasticsearch."""
+    counts: dict[str, int] = {}
+    for tag in found:
+        counts[tag] = counts.get(tag, 0) + 1
+    return {
+        "written": len(written),
+        "lost": len(written - set(counts)),
+        "duplicated": sum(1 for tag in written if counts.get(tag, 0) > 1),
+    }
+
+
+def in_window(at: float, start: float, end: float) -> bool:
+    return start <= at <= end
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+@dataclass
+class User:
+    """A user: start a server, print and browse for a while, go idle, come back, stop."""
+
+    soak: Soak
+    name: str
+    rng: random.Random
+    written: set[str] = field(default_factory=set)
+    last_active: dict[str, float] = field(default_factory=dict)  # server -> last activity
+    errors: list[str] = field(default_factory=list)
+    lines: int = 0
+
+    def run(self) -> None:
+        while not self.soak.halt.is_set():
+            try:
+                self.session()
+            except Exception as error:  # a fault may fail a step; the user tries again
+                self.errors.append(f"{type(error).__name__}: {error}"[:200])
+                self.soak.halt.wait(5)
+
+    def session(self) -> None:
+        client = self.soak.client
+        server = "lab" if self.rng.random() < 0.3 else ""
+        options = {"image": ALT_IMAGE} if self.rng.random() < 0.3 else None
+        with contextlib.suppress(HubAPIError):  # already running, or starting
+            client.start_server(self.name, server, options)
+        wait_for(lambda: self.ready(server), 120, f"{self.name}'s server")
+        until = time.monotonic() + self.rng.uniform(20, 60)
+        while time.monotonic() < until and not self.soak.halt.is_set():
+            self.browse(server)
+            self.print_lines(server)
+            self.soak.halt.wait(self.rng.uniform(1, 3))
+        if self.rng.random() < 0.5:  # stops, or goes idle and lets the culler stop it
+            client.stop_server(self.name, server)
+        self.soak.halt.wait(IDLE_TIMEOUT + self.rng.uniform(10, 40))
+
+    def ready(self, server: str) -> bool:
+        servers = self.soak.client.user(self.name).get("servers", {})
+        return bool(servers.get(server, {}).get("ready"))
+
+    def browse(self, server: str) -> None:
+        """A request to the server through NGINX: what the hub counts as activity."""
+        path = f"/user/{self.name}/{server}/api/status".replace("//", "/")
+        requests.get(self.soak.stack.public_url + path, headers=self.soak.headers, timeout=5)
+        self.last_active[server] = time.time()
+
+    def print_lines(self, server: str) -> None:
+        """Lines printed to the server's own output, from a process in its container."""
+        container = self.soak.container(self.name, server)
+        if container is None:
+            return
+        events = []
+        for _ in range(self.rng.randint(1, 4)):
+            self.lines += 1
+            kind = self.rng.choice(LINE_KINDS)
+            events.append(line_text(self.soak.run_id, self.name, self.lines, kind))
+        text = "".join(line + "\n" for event in events for line in event)
+        script = "import sys; open('/proc/1/fd/1', 'w').write(sys.argv[1])"
+        result = container.exec_run(["python3", "-c", script, text])
+        if result.exit_code == 0:
+            first = self.lines - len(events) + 1
+            self.written |= {
+                f"{self.soak.run_id}-{self.name}-{n}" for n in range(first, first + len(events))
+            }
+
+
+@dataclass
+class Soak:
+    stack: Stack
+    elasticsearch: Elasticsearch
+    receiver: Receiver
+    seed: int
+    run_id: str
+    halt: threading.Event = field(default_factory=threading.Event)
+    users: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.client: HubClient = self.stack.client()
+        self.headers = {"Authorization": f"token {self.client.config.token.reveal()}"}
+        self.docker = docker.from_env()
+
+    def container(self, user: str, server: str) -> Any:
+        labels = self.stack.config.labels
+        found = self.docker.containers.list(
+            filters={"label": [f"{labels.user}={user}", f"{labels.server}={server}",
+                               f"{labels.hub}={self.stack.config.jupyterhub.name}"]}
+        )  # fmt: skip
+        return found[0] if found else None
+
+    def active_hub(self) -> str:
+        return json.loads(Path(self.stack.config.watcher.state_file).read_text())["active"]
+
+    # -- faults --------------------------------------------------------------------------
+
+    def cause(self, fault: Fault) -> dict[str, Any]:
+        """Cause ``fault``; return its record (when, what) with when it healed."""
+        record: dict[str, Any] = {"kind": fault.kind, "target": fault.target, "at": time.time()}
+        if fault.kind in ("hub_kill", "hub_stop"):
+            active = self.active_hub()
+            pid = hubctl.launched_pid(self.stack.config, active)
+            record["target"] = active
+            if pid is not None:
+                signum = signal.SIGKILL if fault.kind == "hub_kill" else signal.SIGSTOP
+                signal_process(pid, signum, group=fault.kind == "hub_kill")
+            wait_for(lambda: self.active_hub() != active, 90, "the failover")
+        elif fault.kind == "daemon_kill":
+            process = next(p for p in self.stack.processes if p.name == daemon_name(fault.target))
+            old = process.pid
+            signal_process(old, signal.SIGKILL)
+            wait_for(lambda: process.running() and process.pid != old, 60, "the restart")
+        elif fault.kind == "elasticsearch_stop":
+            self.elasticsearch.stop()
+            self.halt.wait(ES_DOWN)
+            self.elasticsearch.start()
+        elif fault.kind == "oom":
+            user_label = self.stack.config.labels.user
+            running = [
+                c
+                for c in self.docker.containers.list(filters={"label": self.hub_label})
+                if c.labels.get(user_label, "") in self.users
+            ]
+            if running:
+                hog = "b = bytearray(2 * 1024**3)"  # past the 512M limit: this process dies
+                running[0].exec_run(["python3", "-c", hog], detach=False)
+                record["target"] = running[0].labels[self.stack.config.labels.user]
+        elif fault.kind == "orphan":
+            orphan = user_process(self.stack, "soak-orphan", ["sleep", "600"])
+            record["target"] = orphan.short_id
+        record["healed_s"] = round(time.time() - record["at"], 2)
+        return record
+
+    @property
+    def hub_label(self) -> str:
+        return f"{self.stack.config.labels.hub}={self.stack.config.jupyterhub.name}"
+
+
+def daemon_name(command: str) -> str:
+    return "watcher" if command == "watch-hubs" else command
+
+
+def signal_process(pid: int, signum: int, group: bool = False) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        (os.killpg if group else os.kill)(pid, signum)
+
+
+# -- the books ----------------------------------------------------------------------------
+
+
+def shipped_ids(es: Elasticsearch, run_id: str) -> list[str]:
+    """The id of every soak event in Elasticsearch, once per document."""
+    pattern = re.compile(rf"soak ({re.escape(run_id)}-[\w-]+?-\d+)\b")
+    docs = search(es, "hubkeeper-logs-*", {"match": {"message": run_id}})
+    return [m.group(1) for doc in docs if (m := pattern.search(str(doc.get("message", ""))))]
+
+
+def culled_while_active(stack: Stack, users: list[User]) -> list[str]:
+    """Servers the culler stopped within its idle timeout of the user's last activity."""
+    active = {(user.name, server): at for user in users for server, at in user.last_active.items()}
+    culled = []
+    for line in (stack.logs / "cull.log").read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if event.get("event") != "cull_decision" or event.get("action") != "stop":
+                continue
+            last = active.get((event.get("user"), event.get("server") or ""))
+            at = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+            if last is not None and at - last < IDLE_TIMEOUT * 0.9:
+                culled.append(f"{event['user']}/{event.get('server') or ''}")
+    return culled
+
+
+def alert_books(records: list[dict[str, Any]], receiver: Receiver) -> list[dict[str, Any]]:
+    """For each fault: the alert due, when it reached on-call, when it resolved."""
+    notes = receiver.notifications()
+    books = []
+    for record in records:
+        due = EXPECTED_ALERT[record["kind"]]
+        mine = [n for n in notes if n.alertname == due and n.at >= record["at"]]
+        firing = [n.at for n in mine if n.status == "firing"]
+        resolved = [n.at for n in mine if n.status == "resolved"]
+        books.append({
+            **record,
+            "alert": due,
+            "reached_s": round(min(firing) - record["at"], 1) if firing else None,
+            "resolved_s": round(min(resolved) - record["at"], 1) if resolved else None,
+        })  # fmt: skip
+    return books
+
+
+def failed_per_fault(load: Load, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    failed = [s.at for s in load.samples if not s.ok]
+    return [
+        {"kind": r["kind"], "failed": sum(in_window(at, r["at"], r["at"] + r["healed_s"] + 5)
+                                          for at in failed)}
+        for r in records
+    ]  # fmt: skip
+
+
+def orphans_left(soak: Soak) -> int:
+    """Containers with the hub's labels that no running server owns."""
+    owned = set()
+    for model in soak.client.users():
+        for server, state in model.get("servers", {}).items():
+            if state.get("ready") or state.get("pending"):
+                owned.add((model["name"], server))
+    labels = soak.stack.config.labels
+    return sum(
+        1
+        for c in soak.docker.containers.list(filters={"label": soak.hub_label})
+        if (c.labels.get(labels.user), c.labels.get(labels.server, "")) not in owned
+    )
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def run(workdir: Path, seconds: float, users: int, seed: int, kinds: tuple[str, ...]) -> dict:
+    run_id = f"s{seed}x{os.getpid()}"
+    receiver = Receiver()
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    faults = plan(seed, seconds, kinds)
+    with running_elasticsearch(print) as elasticsearch:
+        overrides = log_store_overrides(workdir, elasticsearch.url)
+        overrides["alerts"] = webhooks_section(receiver)
+        overrides["culler"] = {"timeout": IDLE_TIMEOUT, "cull_every": 10.0, "orphans": "remove"}
+        overrides["jupyterhub"] = {"last_activity_interval": 5}
+        watcher = {"hold_time": 20.0, "max_failovers_per_hour": 60, "startup_grace": 2.0}
+        daemons = tuple(command for command in DAEMONS if command != "watch-hubs")
+        with running_stack(workdir, watcher=watcher, prometheus=True, daemons=daemons,
+                           overrides=overrides) as stack:  # fmt: skip
+            names = [f"soak{i}" for i in range(users)]
+            soak = Soak(stack, elasticsearch, receiver, seed, run_id, users=tuple(names))
+            soak.client.create_users(names)
+            census, load = HubCensus(stack.config_path), Load(stack, users=(), rate=10.0)
+            census.start()
+            load.start()
+            people = [
+                User(soak, name, random.Random(seed * 1000 + i)) for i, name in enumerate(names)
+            ]
+            started = time.time()
+            sessions = [threading.Thread(target=person.run, daemon=True) for person in people]
+            for session in sessions:
+                session.start()
+                soak.halt.wait(0.5)
+            records: list[dict[str, Any]] = []
+            threads = [threading.Thread(target=lambda f=fault: records.append(
+                cause_at(soak, f, started)), daemon=True) for fault in faults]  # fmt: skip
+            for thread in threads:
+                thread.start()
+            soak.halt.wait(max(0.0, started + seconds - time.time()))
+            soak.halt.set()
+            for thread in [*threads, *sessions]:
+                thread.join(180)
+            time.sleep(GRACE)  # the service heals, the shipper catches up, the culler acts
+            load.stop()
+            census.stop()
+            written = set().union(*(person.written for person in people))
+            supervised = json.loads((stack.workdir / "supervised.json").read_text())
+            return {
+                "benchmark": "soak",
+                "seed": seed,
+                "seconds": seconds,
+                "users": users,
+                "lines": balance(written, shipped_ids(elasticsearch, run_id)),
+                "requests": len(load.samples),
+                "requests_failed": sum(1 for s in load.samples if not s.ok),
+                "failed_per_fault": failed_per_fault(load, records),
+                "two_hubs_on_database": int(census.most > 1),
+                "orphans_left": orphans_left(soak),
+                "active_users_culled": culled_while_active(stack, people),
+                "faults": alert_books(sorted(records, key=lambda r: r["at"]), receiver),
+                "restarts": {
+                    name: d.get("restarts", 0) for name, d in supervised.get("daemons", {}).items()
+                },
+                "user_errors": sum(len(person.errors) for person in people),
+            }
+
+
+def cause_at(soak: Soak, fault: Fault, started: float) -> dict[str, Any]:
+    soak.halt.wait(max(0.0, started + fault.at - time.time()))
+    try:
+        return soak.cause(fault)
+    except Exception as error:  # the books show a fault that could not be caused or healed
+        return {"kind": fault.kind, "target": fault.target, "at": time.time(),
+                "healed_s": None, "error": f"{type(error).__name__}: {error}"[:300]}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=20.0, help="length of the load (<= 60)")
+    parser.add_argument("--users", type=int, default=24, help="simulated users (1-40)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--faults", default=",".join(FAULT_KINDS), help="kinds, comma-separated")
+    args = parser.parse_args()
+    kinds = tuple(kind for kind in args.faults.split(",") if kind in FAULT_KINDS)
+    seconds = max(60.0, min(args.minutes, 60.0) * 60)
+    with tempfile.TemporaryDirectory(prefix="hubkeeper-soak-") as tmp:
+        figures = run(Path(tmp), seconds, max(1, min(args.users, 40)), args.seed, kinds)
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

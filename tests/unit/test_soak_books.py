@@ -1,0 +1,39 @@
+"""The chaos soak's pure parts (tests/bench/soak.py): the seeded fault plan, the lines users
+print, and the books of lines written against lines found."""
+
+import json
+
+from tests.bench.soak import FAULT_KINDS, balance, line_text, plan
+
+
+def test_the_same_seed_gives_the_same_faults_and_another_seed_others() -> None:
+    assert plan(7, 1200) == plan(7, 1200)
+    assert plan(7, 1200) != plan(8, 1200)
+
+
+def test_every_kind_is_caused_at_least_once_within_the_first_80_percent() -> None:
+    faults = plan(3, 180)
+    assert {fault.kind for fault in faults} == set(FAULT_KINDS)
+    assert all(0.1 * 180 <= fault.at <= 0.8 * 180 for fault in faults)
+    assert [f.at for f in faults] == sorted(f.at for f in faults)
+    assert all(bool(fault.target) == (fault.kind == "daemon_kill") for fault in faults)
+
+
+def test_a_long_run_has_about_one_fault_a_minute() -> None:
+    assert len(plan(1, 1800)) == 30
+
+
+def test_every_event_carries_its_id_in_its_first_line() -> None:
+    for kind in ("plain", "json", "traceback", "long", "backwards"):
+        first = line_text("s7", "soak3", 12, kind)[0]
+        assert "s7-soak3-12" in first, kind
+    assert len(line_text("s7", "u", 1, "traceback")) == 4
+    assert len(line_text("s7", "u", 1, "long")[0]) > 16_384  # past Docker's split size
+    one, two = (json.loads(line_text("s7", "u", n, "backwards")[0]) for n in (1, 2))
+    assert two["@timestamp"] < one["@timestamp"]  # the clock runs backwards
+
+
+def test_the_books_count_lost_and_duplicated_ids() -> None:
+    written = {"a", "b", "c"}
+    assert balance(written, ["a", "b", "c"]) == {"written": 3, "lost": 0, "duplicated": 0}
+    assert balance(written, ["a", "a", "c", "x"]) == {"written": 3, "lost": 1, "duplicated": 1}
