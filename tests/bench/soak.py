@@ -71,11 +71,12 @@ EXPECTED_ALERT = {
     "daemon_kill": None,
     "elasticsearch_stop": None,
     "oom": "UserServerOOMKilled",
-    "orphan": "HubkeeperOrphanContainers",
+    "orphan": None,  # the culler removes it after ORPHAN_GRACE, long before the alert's 30m
 }
 IDLE_TIMEOUT = 40.0  # the culler's, seconds
+ORPHAN_GRACE = 30.0  # the culler's, seconds
 ES_DOWN = 30.0
-GRACE = 60.0  # seconds after the last fault for the service to heal and ship
+
 LINE_KINDS = ("plain", "json", "traceback", "long", "backwards")
 
 
@@ -165,7 +166,8 @@ class User:
         options = {"image": ALT_IMAGE} if self.rng.random() < 0.3 else None
         with contextlib.suppress(HubAPIError):  # already running, or starting
             client.start_server(self.name, server, options)
-        wait_for(lambda: self.ready(server), 120, f"{self.name}'s server")
+        halt = self.soak.halt
+        wait_for(lambda: halt.is_set() or self.ready(server), 120, f"{self.name}'s server")
         until = time.monotonic() + self.rng.uniform(20, 60)
         while time.monotonic() < until and not self.soak.halt.is_set():
             self.browse(server)
@@ -316,14 +318,15 @@ def alert_books(records: list[dict[str, Any]], receiver: Receiver) -> list[dict[
     books = []
     for record in records:
         due = EXPECTED_ALERT[record["kind"]]
-        mine = [n for n in notes if n.alertname == due and n.at >= record["at"]]
-        firing = [n.at for n in mine if n.status == "firing"]
-        resolved = [n.at for n in mine if n.status == "resolved"]
+        after = [n for n in notes if n.alertname == due and n.at >= record["at"]]
+        firing = [n for n in after if n.status == "firing"]
+        resolved = [n.at for n in after if firing and n.status == "resolved"
+                    and n.labels == firing[0].labels and n.at >= firing[0].at]  # fmt: skip
         books.append({
             **record,
             "alert": due,
-            "reached_s": round(min(firing) - record["at"], 1) if firing else None,
-            "resolved_s": round(min(resolved) - record["at"], 1) if resolved else None,
+            "reached_s": round(firing[0].at - record["at"], 1) if firing else None,
+            "resolved_s": round(resolved[0] - record["at"], 1) if resolved else None,
         })  # fmt: skip
     return books
 
@@ -355,18 +358,28 @@ def orphans_left(soak: Soak) -> int:
 # -- the command ------------------------------------------------------------------------
 
 
-def run(workdir: Path, seconds: float, users: int, seed: int, kinds: tuple[str, ...]) -> dict:
+def run(
+    workdir: Path,
+    elasticsearch: Elasticsearch,
+    seconds: float,
+    users: int,
+    seed: int,
+    kinds: tuple[str, ...] = FAULT_KINDS,
+    grace: float = 60.0,
+) -> dict:
+    """The soak; ``grace`` seconds after the load for the service to heal, ship and cull."""
     run_id = f"s{seed}x{os.getpid()}"
     receiver = Receiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     faults = plan(seed, seconds, kinds)
-    with running_elasticsearch(print) as elasticsearch:
-        overrides = log_store_overrides(workdir, elasticsearch.url)
-        overrides["alerts"] = webhooks_section(receiver)
-        overrides["culler"] = {"timeout": IDLE_TIMEOUT, "cull_every": 10.0, "orphans": "remove"}
-        overrides["jupyterhub"] = {"last_activity_interval": 5}
-        watcher = {"hold_time": 20.0, "max_failovers_per_hour": 60, "startup_grace": 2.0}
-        daemons = tuple(command for command in DAEMONS if command != "watch-hubs")
+    overrides = log_store_overrides(workdir, elasticsearch.url)
+    overrides["alerts"] = webhooks_section(receiver)
+    overrides["culler"] = {"timeout": IDLE_TIMEOUT, "cull_every": 10.0, "orphans": "remove",
+                           "orphan_grace": ORPHAN_GRACE}  # fmt: skip
+    overrides["jupyterhub"] = {"last_activity_interval": 5}
+    watcher = {"hold_time": 20.0, "max_failovers_per_hour": 60, "startup_grace": 2.0}
+    daemons = tuple(command for command in DAEMONS if command != "watch-hubs")
+    try:
         with running_stack(workdir, watcher=watcher, prometheus=True, daemons=daemons,
                            overrides=overrides) as stack:  # fmt: skip
             names = [f"soak{i}" for i in range(users)]
@@ -392,7 +405,7 @@ def run(workdir: Path, seconds: float, users: int, seed: int, kinds: tuple[str, 
             soak.halt.set()
             for thread in [*threads, *sessions]:
                 thread.join(180)
-            time.sleep(GRACE)  # the service heals, the shipper catches up, the culler acts
+            time.sleep(grace)  # the service heals, the shipper catches up, the culler acts
             load.stop()
             census.stop()
             written = set().union(*(person.written for person in people))
@@ -415,6 +428,9 @@ def run(workdir: Path, seconds: float, users: int, seed: int, kinds: tuple[str, 
                 },
                 "user_errors": sum(len(person.errors) for person in people),
             }
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
 
 
 def cause_at(soak: Soak, fault: Fault, started: float) -> dict[str, Any]:
@@ -432,11 +448,17 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=24, help="simulated users (1-40)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--faults", default=",".join(FAULT_KINDS), help="kinds, comma-separated")
+    parser.add_argument("--workdir", help="keep the stack's files (logs) here")
     args = parser.parse_args()
     kinds = tuple(kind for kind in args.faults.split(",") if kind in FAULT_KINDS)
     seconds = max(60.0, min(args.minutes, 60.0) * 60)
-    with tempfile.TemporaryDirectory(prefix="hubkeeper-soak-") as tmp:
-        figures = run(Path(tmp), seconds, max(1, min(args.users, 40)), args.seed, kinds)
+    with contextlib.ExitStack() as scope:
+        workdir = args.workdir or scope.enter_context(
+            tempfile.TemporaryDirectory(prefix="hubkeeper-soak-")
+        )
+        elasticsearch = scope.enter_context(running_elasticsearch(print))
+        users = max(1, min(args.users, 40))
+        figures = run(Path(workdir), elasticsearch, seconds, users, args.seed, kinds)
     print(json.dumps(figures))
     return 0
 

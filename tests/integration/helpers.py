@@ -242,6 +242,18 @@ def tokens(stack: Stack) -> list[str]:
 
 def cull(stack: Stack, name: str, *args: str, hub: dict | None = None, **culler: object) -> CullRun:
     """``hubkeeper cull --once`` with the stack's config and this ``[culler]`` section."""
+    path = culler_config(stack, name, hub, **culler)
+    command = [sys.executable, "-m", "hubkeeper.cli", "cull", "--once", "--config", str(path)]
+    done = subprocess.run([*command, *args], capture_output=True, text=True, timeout=90, cwd=ROOT)
+    output = done.stdout + done.stderr
+    for token in tokens(stack):
+        assert token not in output, "a hub token was logged"
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return CullRun(done.returncode, events, output)
+
+
+def culler_config(stack: Stack, name: str, hub: dict | None = None, **culler: object) -> Path:
+    """The stack's config with a test culler's ``[culler]`` section, as ``NAME.toml``."""
     data = tomllib.loads(stack.config_path.read_text())
     data["hub"] = {**data["hub"], **(hub or {})}
     data["culler"] = {
@@ -255,10 +267,4 @@ def cull(stack: Stack, name: str, *args: str, hub: dict | None = None, **culler:
     }
     path = stack.workdir / f"{name}.toml"
     path.write_text(to_toml(data))
-    command = [sys.executable, "-m", "hubkeeper.cli", "cull", "--once", "--config", str(path)]
-    done = subprocess.run([*command, *args], capture_output=True, text=True, timeout=90, cwd=ROOT)
-    output = done.stdout + done.stderr
-    for token in tokens(stack):
-        assert token not in output, "a hub token was logged"
-    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    return CullRun(done.returncode, events, output)
+    return path

@@ -28,8 +28,18 @@ from hubkeeper import prtg
 from hubkeeper.deploy.stack import Stack, free_ports, http_ok, running_stack, wait_for
 from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE
 from hubkeeper.hubapi import HubAPIError, HubClient
+from hubkeeper.loader import load
+from hubkeeper.watchers.culler.culler import Culler
+from hubkeeper.watchers.culler.decide import plan, still_idle
+from hubkeeper.watchers.culler.model import parse_time
 from tests.integration.helpers import CULL_TIMEOUT as TIMEOUT
-from tests.integration.helpers import CULLER_TOKEN, cull, start_frozen, user_containers
+from tests.integration.helpers import (
+    CULLER_TOKEN,
+    cull,
+    culler_config,
+    start_frozen,
+    user_containers,
+)
 from tests.integration.storage_peers import storagefs, watcher
 
 BURN = "while True: pass"
@@ -480,3 +490,28 @@ def test_culls_the_same_servers_and_users_as_jupyterhub_idle_culler(stack: Stack
     assert server(client, "h-named", "nb") is None and ready(client, "h-named")
     remaining = {user["name"] for user in client.users()}
     assert not their_users & remaining and "h-admin" in remaining
+
+
+def test_a_user_back_after_the_cycle_looked_keeps_the_server(stack: Stack) -> None:
+    """Found by the chaos soak: a server was stopped seconds after its user came back,
+    between the cycle's look at the hub and the stop. A last look keeps it."""
+    spawn(stack, "back")
+    time.sleep(TIMEOUT + 1)  # idle past the timeout
+    culler = Culler(load(culler_config(stack, "last-look", busy_cpu_percent=0.0)))
+    try:
+        seen = culler.observe()
+        plans, _ = plan(culler.views(seen), seen.orphans, culler.section, seen.now, [])
+        (mine,) = [p for p in plans if any(d.user == "back" for d in p.servers)]
+        assert [(d.action, d.reason) for d in mine.servers] == [("stop", "idle")]
+        with active(stack, ("back", "")):  # the user is back, through NGINX
+            wait_for(lambda: still_idle(mine.servers[0], last_activity(stack), time.time())
+                     is False, 20, "the hub to record the activity")  # fmt: skip
+            outcomes = culler.execute([mine], [])
+    finally:
+        culler.close()
+    assert [o.result for o in outcomes] == ["skipped"]
+    assert ready(operator(stack), "back")
+
+
+def last_activity(stack: Stack) -> float | None:
+    return parse_time((server(operator(stack), "back") or {}).get("last_activity"))

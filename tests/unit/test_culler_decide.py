@@ -6,7 +6,7 @@ import pytest
 
 from hubkeeper.config import CullerConfig, CullerRule
 from hubkeeper.watchers.containers.reconcile import Orphan
-from hubkeeper.watchers.culler.decide import decide_server, decide_user, limits, plan
+from hubkeeper.watchers.culler.decide import decide_server, decide_user, limits, plan, still_idle
 from hubkeeper.watchers.culler.model import Hold, ServerView, UserView, parse_time, user_view
 from hubkeeper.watchers.culler.storage import hold_from
 
@@ -322,3 +322,14 @@ def test_servers_on_a_swarm_node_that_is_down_are_reported_not_stopped() -> None
     plans, _ = plan(users, [], config(), NOW, [down, storage])
     reasons = [(p.servers[0].action, p.servers[0].reason) for p in plans]
     assert reasons == [("report", "node_down"), ("report", "storage_hung"), ("stop", "idle")]
+
+
+def test_a_user_back_between_the_look_and_the_stop_keeps_the_server() -> None:
+    """The chaos soak found it: the culler stopped a server 4 s after its user came back."""
+    stop = decide(server(idle=700.0))
+    assert (stop.action, stop.reason) == ("stop", "idle")
+    assert still_idle(stop, NOW - 700, NOW + 5)
+    assert not still_idle(stop, NOW + 2, NOW + 5)  # used again just now
+    assert still_idle(stop, None, NOW + 5)  # nothing newer known: the plan stands
+    max_age = dataclasses.replace(stop, reason="max_age")
+    assert still_idle(max_age, NOW + 2, NOW + 5)  # max_age stops an active server anyway

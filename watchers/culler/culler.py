@@ -33,8 +33,8 @@ from hubkeeper.log import get_logger
 from hubkeeper.watchers.containers.model import ContainerInfo
 from hubkeeper.watchers.containers.reconcile import reconcile, server_path, servers_from_users
 from hubkeeper.watchers.culler.activity import CpuActivity, server_key
-from hubkeeper.watchers.culler.decide import UserPlan, plan
-from hubkeeper.watchers.culler.model import Decision, Hold, UserView, iso, user_view
+from hubkeeper.watchers.culler.decide import UserPlan, plan, still_idle
+from hubkeeper.watchers.culler.model import Decision, Hold, UserView, iso, parse_time, user_view
 from hubkeeper.watchers.culler.report import CycleReport, Metrics, Outcome, Result, audit, name_of
 from hubkeeper.watchers.culler.storage import read_hold
 
@@ -345,6 +345,8 @@ class Culler:
         if self.section.dry_run:
             return "dry_run"
         if d.action in ("stop", "stop_remove"):
+            if not self._still_idle(d):
+                return "skipped"
             remove = d.action == "stop_remove"
             try:
                 stopped = self.actions.stop_server(d.user, d.server or "", remove, resend=False)
@@ -355,6 +357,12 @@ class Culler:
             self.actions.delete_user(d.user)
             return "done"
         return self._remove_orphan(d)
+
+    def _still_idle(self, decision: Decision) -> bool:
+        """A last look at the server's activity before an idle stop."""
+        servers = self.client.user(decision.user).get("servers") or {}
+        model = servers.get(decision.server or "") or {}
+        return still_idle(decision, parse_time(model.get("last_activity")), time.time())
 
     def _remove_orphan(self, decision: Decision) -> Result:
         """Remove an orphan by container id, unless the hub has learnt of its server since."""

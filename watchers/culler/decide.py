@@ -169,6 +169,14 @@ def decide_orphan(orphan: Orphan, config: CullerConfig) -> Decision:
     )
 
 
+def still_idle(decision: Decision, last_activity: float | None, now: float) -> bool:
+    """At the moment of an idle stop: whether the server is still idle. The cycle looked at
+    the hub a few seconds earlier; a user who came back since must keep the server."""
+    if decision.reason != "idle" or decision.timeout is None or last_activity is None:
+        return True
+    return now - last_activity >= decision.timeout
+
+
 def held(decision: Decision, holds: Sequence[Hold]) -> Decision:
     """A stop or removal of a held server becomes a report, with the first hold's reason
     (a stop on hung storage would hang too; one on a node that is down cannot reach it).
