@@ -283,8 +283,13 @@ def stage_of(stack: str) -> str:
 def stage_shares(profile: Path) -> dict[str, float]:
     """The share of py-spy's samples (raw format: ``frame;frame;... count``) per stage."""
     counts: dict[str, int] = {}
+    pending = ""
     for line in profile.read_text().splitlines():
-        stack, _, number = line.rpartition(" ")
+        stack, _, number = (pending + line).rpartition(" ")
+        if not number.isdecimal():  # a name read mid-change (``--nonblocking``) had a newline
+            pending += line
+            continue
+        pending = ""
         stage = stage_of(stack)
         counts[stage] = counts.get(stage, 0) + int(number)
     total = sum(counts.values()) or 1
