@@ -266,9 +266,11 @@ class Soak:
                 hog = "b = bytearray(2 * 1024**3)"  # past the 512M limit: this process dies
                 running[0].exec_run(["python3", "-c", hog], detach=False)
                 record["target"] = running[0].labels[self.stack.config.labels.user]
-        elif fault.kind == "orphan":
+        elif fault.kind == "orphan":  # healed when the culler has removed it
             orphan = user_process(self.stack, "soak-orphan", ["sleep", "600"])
             record["target"] = orphan.short_id
+            gone = lambda: not self.docker.containers.list(filters={"id": orphan.id})  # noqa: E731
+            wait_for(gone, ORPHAN_GRACE + 120, "the culler to remove the orphan")
         record["healed_s"] = round(time.time() - record["at"], 2)
         return record
 
