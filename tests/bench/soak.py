@@ -13,7 +13,7 @@ through NGINX as a browser would, go idle (the culler takes them), come back and
 A request loop asks the hub API through NGINX ten times a second. Faults, from the seed,
 may overlap: ``hub_kill`` (SIGKILL of the active hub), ``hub_stop`` (SIGSTOP of it),
 ``daemon_kill`` (SIGKILL of a supervised daemon, the watcher included, even mid-failover),
-``elasticsearch_stop`` (stopped, started again after ``ES_DOWN`` s), ``oom`` (a process of a
+``elasticsearch_stop`` (stopped, started again ``es_down`` s later), ``oom`` (a process of a
 user's server allocating past the limit), ``orphan`` (a container with the hub's labels
 that no server owns).
 
@@ -74,8 +74,8 @@ EXPECTED_ALERT = {
     "orphan": None,  # the culler removes it after ORPHAN_GRACE, long before the alert's 30m
 }
 IDLE_TIMEOUT = 40.0  # the culler's, seconds
+ACTIVITY_INTERVAL = 5  # the hub's last_activity_interval: how late it learns of a request
 ORPHAN_GRACE = 30.0  # the culler's, seconds
-ES_DOWN = 30.0
 
 LINE_KINDS = ("plain", "json", "traceback", "long", "backwards")
 
@@ -148,7 +148,6 @@ class User:
     name: str
     rng: random.Random
     written: set[str] = field(default_factory=set)
-    last_active: dict[str, float] = field(default_factory=dict)  # server -> last activity
     errors: list[str] = field(default_factory=list)
     lines: int = 0
 
@@ -185,7 +184,6 @@ class User:
         """A request to the server through NGINX: what the hub counts as activity."""
         path = f"/user/{self.name}/{server}/api/status".replace("//", "/")
         requests.get(self.soak.stack.public_url + path, headers=self.soak.headers, timeout=5)
-        self.last_active[server] = time.time()
 
     def print_lines(self, server: str) -> None:
         """Lines printed to the server's own output, from a process in its container."""
@@ -216,6 +214,7 @@ class Soak:
     run_id: str
     halt: threading.Event = field(default_factory=threading.Event)
     users: tuple[str, ...] = ()
+    es_down: float = 30.0
 
     def __post_init__(self) -> None:
         self.client: HubClient = self.stack.client()
@@ -253,7 +252,7 @@ class Soak:
             wait_for(lambda: process.running() and process.pid != old, 60, "the restart")
         elif fault.kind == "elasticsearch_stop":
             self.elasticsearch.stop()
-            self.halt.wait(ES_DOWN)
+            time.sleep(self.es_down)
             self.elasticsearch.start()
         elif fault.kind == "oom":
             user_label = self.stack.config.labels.user
@@ -298,20 +297,45 @@ def shipped_ids(es: Elasticsearch, run_id: str) -> list[str]:
     return [m.group(1) for doc in docs if (m := pattern.search(str(doc.get("message", ""))))]
 
 
-def culled_while_active(stack: Stack, users: list[User]) -> list[str]:
-    """Servers the culler stopped within its idle timeout of the user's last activity."""
-    active = {(user.name, server): at for user in users for server, at in user.last_active.items()}
-    culled = []
+BROWSE = re.compile(
+    r'\[(\d+/\w+/\d+:\d+:\d+:\d+ [+-]\d+)\] "GET /user/([^/ ]+)/(?:([^/ ]+)/)?api/status[^"]*" 200 '
+)
+
+
+def browses(access_log: str) -> dict[tuple[str, str], list[float]]:
+    """When each server was reached through NGINX (answered 200), from NGINX's access log."""
+    found: dict[tuple[str, str], list[float]] = {}
+    for match in BROWSE.finditer(access_log):
+        at = datetime.strptime(match.group(1), "%d/%b/%Y:%H:%M:%S %z").timestamp()
+        found.setdefault((match.group(2), match.group(3) or ""), []).append(at)
+    return found
+
+
+def active_culls(
+    reached: dict[tuple[str, str], list[float]], culls: list[tuple[str, str, float]], bound: float
+) -> list[str]:
+    """Culls less than ``bound`` seconds after the server was last reached before them."""
+    found = []
+    for user, server, at in culls:
+        before = [t for t in reached.get((user, server), []) if t <= at]
+        if before and at - max(before) < bound:
+            found.append(f"{user}/{server} {at - max(before):.0f}s after use")
+    return found
+
+
+def culled_while_active(stack: Stack) -> list[str]:
+    """Servers stopped as idle though used within the idle timeout, less the hub's activity
+    interval (how late the hub may learn of a request), by NGINX's and the culler's logs."""
+    culls = []
     for line in (stack.logs / "cull.log").read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, KeyError):
             event = json.loads(line)
-            if event.get("event") != "cull_decision" or event.get("action") != "stop":
-                continue
-            last = active.get((event.get("user"), event.get("server") or ""))
-            at = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
-            if last is not None and at - last < IDLE_TIMEOUT * 0.9:
-                culled.append(f"{event['user']}/{event.get('server') or ''}")
-    return culled
+            if event["event"] == "cull_decision" and event["result"] in ("done", "stopping"):
+                at = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+                culls.append((event["user"], event.get("server") or "", at))
+    logs = sorted(Path(stack.config.nginx.prefix, "logs").glob("access.log*"))
+    reached = browses("".join(log.read_text(errors="replace") for log in logs))
+    return active_culls(reached, culls, IDLE_TIMEOUT - ACTIVITY_INTERVAL)
 
 
 def alert_books(records: list[dict[str, Any]], receiver: Receiver) -> list[dict[str, Any]]:
@@ -333,11 +357,13 @@ def alert_books(records: list[dict[str, Any]], receiver: Receiver) -> list[dict[
     return books
 
 
-def failed_per_fault(load: Load, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_failed_requests(load: Load, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each fault's record with the hub API requests that failed from it until 5 s after it
+    healed (overlapping faults share theirs)."""
     failed = [s.at for s in load.samples if not s.ok]
     return [
-        {"kind": r["kind"], "failed": sum(in_window(at, r["at"], r["at"] + r["healed_s"] + 5)
-                                          for at in failed)}
+        {**r, "failed_requests": sum(in_window(at, r["at"], r["at"] + (r["healed_s"] or 0) + 5)
+                                     for at in failed)}
         for r in records
     ]  # fmt: skip
 
@@ -368,6 +394,7 @@ def run(
     seed: int,
     kinds: tuple[str, ...] = FAULT_KINDS,
     grace: float = 60.0,
+    es_down: float = 30.0,
 ) -> dict:
     """The soak; ``grace`` seconds after the load for the service to heal, ship and cull."""
     run_id = f"s{seed}x{os.getpid()}"
@@ -378,14 +405,14 @@ def run(
     overrides["alerts"] = webhooks_section(receiver)
     overrides["culler"] = {"timeout": IDLE_TIMEOUT, "cull_every": 10.0, "orphans": "remove",
                            "orphan_grace": ORPHAN_GRACE}  # fmt: skip
-    overrides["jupyterhub"] = {"last_activity_interval": 5}
+    overrides["jupyterhub"] = {"last_activity_interval": ACTIVITY_INTERVAL}
     watcher = {"hold_time": 20.0, "max_failovers_per_hour": 60, "startup_grace": 2.0}
     daemons = tuple(command for command in DAEMONS if command != "watch-hubs")
     try:
         with running_stack(workdir, watcher=watcher, prometheus=True, daemons=daemons,
                            overrides=overrides) as stack:  # fmt: skip
             names = [f"soak{i}" for i in range(users)]
-            soak = Soak(stack, elasticsearch, receiver, seed, run_id, users=tuple(names))
+            soak = Soak(stack, elasticsearch, receiver, seed, run_id, tuple(names), es_down)
             soak.client.create_users(names)
             census, load = HubCensus(stack.config_path), Load(stack, users=(), rate=10.0)
             census.start()
@@ -420,11 +447,12 @@ def run(
                 "lines": balance(written, shipped_ids(elasticsearch, run_id)),
                 "requests": len(load.samples),
                 "requests_failed": sum(1 for s in load.samples if not s.ok),
-                "failed_per_fault": failed_per_fault(load, records),
                 "two_hubs_on_database": int(census.most > 1),
                 "orphans_left": orphans_left(soak),
-                "active_users_culled": culled_while_active(stack, people),
-                "faults": alert_books(sorted(records, key=lambda r: r["at"]), receiver),
+                "active_users_culled": culled_while_active(stack),
+                "faults": alert_books(
+                    with_failed_requests(load, sorted(records, key=lambda r: r["at"])), receiver
+                ),
                 "restarts": {
                     name: d.get("restarts", 0) for name, d in supervised.get("daemons", {}).items()
                 },

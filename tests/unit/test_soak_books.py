@@ -3,7 +3,7 @@ print, and the books of lines written against lines found."""
 
 import json
 
-from tests.bench.soak import FAULT_KINDS, balance, line_text, plan
+from tests.bench.soak import FAULT_KINDS, active_culls, balance, browses, line_text, plan
 
 
 def test_the_same_seed_gives_the_same_faults_and_another_seed_others() -> None:
@@ -37,3 +37,22 @@ def test_the_books_count_lost_and_duplicated_ids() -> None:
     written = {"a", "b", "c"}
     assert balance(written, ["a", "b", "c"]) == {"written": 3, "lost": 0, "duplicated": 0}
     assert balance(written, ["a", "a", "c", "x"]) == {"written": 3, "lost": 1, "duplicated": 1}
+
+
+ACCESS = """\
+127.0.0.1 - - [01/Dec/2026:02:23:30 +0000] "GET /user/soak0/api/status HTTP/1.1" 200 83 "-" "x"
+127.0.0.1 - - [01/Dec/2026:02:23:40 +0000] "GET /user/soak0/lab/api/status HTTP/1.1" 200 83 "-" "x"
+127.0.0.1 - - [01/Dec/2026:02:23:50 +0000] "GET /user/soak0/api/status HTTP/1.1" 302 0 "-" "x"
+"""
+
+
+def test_servers_reached_are_read_from_nginx_with_their_server_name() -> None:
+    reached = browses(ACCESS)
+    assert sorted(reached) == [("soak0", ""), ("soak0", "lab")]
+    assert reached["soak0", ""] == [reached["soak0", "lab"][0] - 10]  # the 302 is no use
+
+
+def test_a_cull_counts_as_of_an_active_server_only_within_the_bound_of_its_last_use() -> None:
+    reached = {("u", ""): [100.0, 150.0], ("u", "lab"): [100.0]}
+    culls = [("u", "", 180.0), ("u", "", 190.0), ("u", "lab", 120.0), ("v", "", 10.0)]
+    assert active_culls(reached, culls, 35.0) == ["u/ 30s after use", "u/lab 20s after use"]
