@@ -412,7 +412,9 @@ def run(
         with running_stack(workdir, watcher=watcher, prometheus=True, daemons=daemons,
                            overrides=overrides) as stack:  # fmt: skip
             names = [f"soak{i}" for i in range(users)]
-            soak = Soak(stack, elasticsearch, receiver, seed, run_id, tuple(names), es_down)
+            soak = Soak(
+                stack, elasticsearch, receiver, seed, run_id, users=tuple(names), es_down=es_down
+            )
             soak.client.create_users(names)
             census, load = HubCensus(stack.config_path), Load(stack, users=(), rate=10.0)
             census.start()
