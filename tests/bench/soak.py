@@ -409,8 +409,9 @@ def run(
     watcher = {"hold_time": 20.0, "max_failovers_per_hour": 60, "startup_grace": 2.0}
     daemons = tuple(command for command in DAEMONS if command != "watch-hubs")
     try:
-        with running_stack(workdir, watcher=watcher, prometheus=True, daemons=daemons,
-                           overrides=overrides) as stack:  # fmt: skip
+        # a hub name of its own: another soak's culler would take this one's servers as orphans
+        with running_stack(workdir, hub_name=run_id, watcher=watcher, prometheus=True,
+                           daemons=daemons, overrides=overrides) as stack:  # fmt: skip
             names = [f"soak{i}" for i in range(users)]
             soak = Soak(
                 stack, elasticsearch, receiver, seed, run_id, users=tuple(names), es_down=es_down
