@@ -182,7 +182,8 @@ class HubWatcher:
         self.events: list[tuple[Alert, float]] = []  # failed actions, alerted for an hour
         self.last_decision: Decision | None = None
         self.last_cycle = time.monotonic()
-        self.state = self.store.load() or WatcherState(active=self.order[0])
+        self.state = WatcherState(active=self.order[0])
+        self.follow_state()  # a lease database that does not answer yet: paged, not fatal
         self.led_generation: int | None = None  # the lease generation take_over ran for
         self.last_align = 0.0
         # Before the first scrape: a generation that jumped from 0 would read as a failover.
@@ -322,10 +323,14 @@ class HubWatcher:
     def follow(self) -> None:
         """A standby watcher: keep the leader's state in view, report, never act."""
         self.led_generation = None
-        # unreachable: its alert says so, and the last state read stays shown
+        self.follow_state()
+        self.report(None)
+
+    def follow_state(self) -> None:
+        """The state as the leader saved it; when the store does not answer, its alert says
+        so and the last state read stays shown."""
         with contextlib.suppress(LeaseStoreError):
             self.state = self.store.load() or self.state
-        self.report(None)
 
     def view(self, requested: str | None = None) -> View:
         return View(
