@@ -48,7 +48,7 @@ def test_installed_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> 
         [str(VENV / "bin" / "hubkeeper"), "install-files", str(tmp_path)],
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
-    assert len(done.stdout.split()) == 8
+    assert len(done.stdout.split()) == 9  # seven units, the compose file, the example config
     text = (tmp_path / "systemd" / "jupyterhub@.service").read_text()
     assert f"-f {ROOT / 'hub' / 'jupyterhub_config.py'}" in text and "/opt/" not in text
     assert "hubkeeper.hub.standby --wait" in text
