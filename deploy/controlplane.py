@@ -89,8 +89,8 @@ class ControlPlane(Stack):
         data["hub"]["url"] = f"http://{FLOATING_ADDRESS}:{nginx.public_port}"
         hub = data["jupyterhub"]
         hub["hub_connect_url"] = f"http://{FLOATING_ADDRESS}:{nginx.internal_port}"
-        hub["database_url"] = f"postgresql://jupyterhub@{address('db')}:{POSTGRES_PORT}/jupyterhub"
-        hub["database_password_file"] = str(self.postgres_password)
+        hub["database_url"] = self.postgres.url
+        hub["database_password_file"] = str(self.postgres.password_file)
         defaults = HubInstance()  # the same ports on both hosts
         for instance in hub["instances"]:
             instance["host"] = address(HUBS[instance["name"]])
@@ -116,10 +116,6 @@ class ControlPlane(Stack):
         for name in HOSTS[1:]:
             self.host_configs[name] = self.node_config(name, self.host_sections(data, name))
         return self.config_path
-
-    @property
-    def postgres_password(self) -> Path:
-        return self.workdir / "postgres" / "postgres-password"
 
     def host_sections(self, data: dict[str, Any], name: str) -> dict[str, Any]:
         """What differs on host ``name``: its agent, NGINX prefix, keepalived, endpoints."""

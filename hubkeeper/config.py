@@ -16,7 +16,6 @@ import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from hubkeeper.redact import Secret
 
@@ -600,10 +599,9 @@ class WatcherConfig:
     )
     lease_database_url: str = setting(
         "",
-        "a postgresql:// URL without a password (it comes from lease_password_file), or empty",
-        lambda v: v == "" or (v.startswith("postgresql://") and urlsplit(v).password is None),
-        help="PostgreSQL database holding the watchers' lease and shared state, for watchers on "
-        "several hosts (empty: a file lock beside `state_file`, one machine)",
+        help="`postgresql://USER@HOST:PORT/DATABASE` holding the watchers' lease and shared "
+        "state, for watchers on several hosts, its password in `lease_password_file` (empty: a "
+        "file lock beside `state_file`, one machine)",
     )
     lease_password_file: str | None = secret_file("the lease database's password")
     lease_password: Secret | None = None
@@ -616,6 +614,15 @@ class WatcherConfig:
     )
     agent_token_file: str | None = secret_file("the bearer token of the hosts' agents")
     agent_token: Secret | None = None
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        if not self.lease_database_url:
+            return []
+        has_password = self.lease_password is not None
+        return database_problems(
+            self.lease_database_url, has_password, "lease_database_url", "lease_password_file",
+            "watcher",
+        )  # fmt: skip
 
 
 def _percent(default: float, *, help: str) -> Any:
@@ -1328,6 +1335,36 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
 
+    def cross_checks(self) -> list[tuple[str, str]]:
+        """What spans sections: agents act only for a watcher holding a lease, and an
+        agent's hubs are instances of the deployment."""
+        problems = []
+        agents = self.nginx.agents or any(hub.agent for hub in self.jupyterhub.instances)
+        if agents and not self.watcher.lease_database_url:
+            problems.append((
+                "watcher.lease_database_url",
+                "expected with agents (nginx.agents, jupyterhub.instances[].agent): their "
+                "fencing tokens come from the lease",
+            ))  # fmt: skip
+        if agents and self.watcher.agent_token is None:
+            problems.append((
+                "watcher.agent_token_file",
+                "expected with agents: the watcher's requests to them carry that bearer token",
+            ))  # fmt: skip
+        acting = self.agent.hubs or self.agent.nginx
+        if acting and self.agent.endpoint.listen != "127.0.0.1" and not self.agent.endpoint.token:
+            problems.append((
+                "agent.endpoint.token_file",
+                "expected when the agent listens beyond 127.0.0.1: it starts and stops hubs",
+            ))  # fmt: skip
+        names = {hub.name for hub in self.jupyterhub.instances}
+        unknown = sorted(set(self.agent.hubs) - names)
+        if unknown:
+            problems.append(
+                ("agent.hubs", f"no instances named {unknown} in [[jupyterhub.instances]]")
+            )
+        return problems
+
 
 def _at_most(table: Any, key: str, limit: str) -> list[tuple[str, str]]:
     """A cross check: ``key`` must not exceed ``limit`` (e.g. a backoff and its cap)."""
@@ -1342,38 +1379,38 @@ DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 _URL_PASSWORD = re.compile(r"[\w+]+://[^:/]*:[^@]*@")
 
 
-def database_problems(url: str, has_password: bool) -> list[tuple[str, str]]:
-    """What is wrong with the hub database's URL and password; the URL is never echoed (it
-    may hold the password that the problem is about)."""
+def database_problems(
+    url: str,
+    has_password: bool,
+    url_key: str = "database_url",
+    password_key: str = "database_password_file",
+    section: str = "jupyterhub",
+) -> list[tuple[str, str]]:
+    """What is wrong with a database's URL and password (the hubs', or the watchers' lease,
+    which must be PostgreSQL); the URL is never echoed (it may hold the password that the
+    problem is about)."""
+    postgresql = "postgresql://USER@HOST:PORT/DATABASE"
+    schemes = DATABASE_SCHEMES if url_key == "database_url" else ("postgresql",)
+    expected = f"sqlite:///FILE or {postgresql}" if "sqlite" in schemes else postgresql
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
-        return [("database_url", "expected a URL (sqlite:///FILE or postgresql://...)")]
-    if parts.scheme not in DATABASE_SCHEMES:
-        return [
-            (
-                "database_url",
-                f"got a {parts.scheme or 'schemeless'} URL, expected sqlite:///FILE or "
-                "postgresql://USER@HOST:PORT/DATABASE",
-            )
-        ]
+        return [(url_key, f"expected a URL ({expected})")]
+    if parts.scheme not in schemes:
+        return [(url_key, f"got a {parts.scheme or 'schemeless'} URL, expected {expected}")]
     if _URL_PASSWORD.match(url):
         return [
             (
-                "database_url",
+                url_key,
                 "has a password in it, which is refused (secrets come from files, never from "
-                "the config): put it in jupyterhub.database_password_file",
+                f"the config): put it in {section}.{password_key}",
             )
         ]
     if has_password and parts.scheme == "sqlite":
-        return [("database_password_file", "set, but SQLite (database_url) takes no password")]
+        return [(password_key, f"set, but SQLite ({url_key}) takes no password")]
     if has_password and not parts.username:
         return [
-            (
-                "database_url",
-                "names no user for the password of database_password_file: expected "
-                "postgresql://USER@HOST:PORT/DATABASE",
-            )
+            (url_key, f"names no user for the password of {password_key}: expected {postgresql}")
         ]
     return []
 

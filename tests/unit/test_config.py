@@ -285,3 +285,29 @@ def test_unknown_hubkeeper_variables_are_named_with_the_closest_known_one() -> N
         ("HUBKEEPER_NOTHING_LIKE_IT_AT_ALL", None),
         ("HUBKEEPER_SHIPPER_ELASTICSEARCH_APIKEY", "HUBKEEPER_SHIPPER_ELASTICSEARCH_API_KEY"),
     ]
+
+
+def test_agents_without_a_lease_and_unknown_agent_hubs_are_refused(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, """
+[nginx]
+agents = ["http://192.0.2.45:9109"]
+[agent]
+hubs = ["a", "z"]
+"""))  # fmt: skip
+    assert any(p.startswith("watcher.lease_database_url: expected with agents") for p in found)
+    assert any(p.startswith("watcher.agent_token_file: expected with agents") for p in found)
+    assert "agent.hubs: no instances named ['z'] in [[jupyterhub.instances]]" in found
+
+
+def test_an_agent_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
+    found = problems(
+        write(tmp_path, '[agent]\nnginx = true\n[agent.endpoint]\nlisten = "192.0.2.45"\n')
+    )
+    assert [p.split(":")[0] for p in found] == ["agent.endpoint.token_file"]
+
+
+def test_a_lease_database_url_with_a_password_in_it_is_refused(tmp_path: Path) -> None:
+    url = "postgresql://hub:s3cret@192.0.2.40/jupyterhub"
+    found = problems(write(tmp_path, f'[watcher]\nlease_database_url = "{url}"\n'))
+    assert [p.split(":")[0] for p in found] == ["watcher.lease_database_url"]
+    assert "s3cret" not in found[0] and "watcher.lease_password_file" in found[0]

@@ -101,18 +101,18 @@ def test_a_placement_rule_names_one_of_group_and_image(tmp_path: Path) -> None:
 
 def test_an_instance_binds_its_hub_and_proxy_on_its_own_host(tmp_path: Path) -> None:
     instances = [
-        {"name": "a", "host": "10.77.0.11", "proxy_port": 9001, "proxy_api_port": 9002,
+        {"name": "a", "host": "192.0.2.11", "proxy_port": 9001, "proxy_api_port": 9002,
          "hub_port": 9003},
-        {"name": "b", "host": "10.77.0.12", "proxy_port": 9001, "proxy_api_port": 9002,
+        {"name": "b", "host": "192.0.2.12", "proxy_port": 9001, "proxy_api_port": 9002,
          "hub_port": 9003},
     ]  # fmt: skip
     c = configure(tmp_path, instances=instances)  # instance b
-    assert c.JupyterHub.bind_url == "http://10.77.0.12:9001"
-    assert c.JupyterHub.hub_bind_url == "http://10.77.0.12:9003"
-    assert c.ConfigurableHTTPProxy.api_url == "http://10.77.0.12:9002"
+    assert c.JupyterHub.bind_url == "http://192.0.2.12:9001"
+    assert c.JupyterHub.hub_bind_url == "http://192.0.2.12:9003"
+    assert c.ConfigurableHTTPProxy.api_url == "http://192.0.2.12:9002"
     config = from_dict({"jupyterhub": {"instances": instances}})
     argv, _ = proxy_command(config, "b")
     assert argv[1:6] == [
-        "--ip=10.77.0.12", "--port=9001", "--api-ip=10.77.0.12", "--api-port=9002",
-        "--error-target=http://10.77.0.12:9003/hub/error",
+        "--ip=192.0.2.12", "--port=9001", "--api-ip=192.0.2.12", "--api-port=9002",
+        "--error-target=http://192.0.2.12:9003/hub/error",
     ]  # fmt: skip

@@ -94,7 +94,7 @@ def test_bad_keepalived_settings_are_refused_by_key(
 
 
 def test_a_minimal_section_loads() -> None:
-    section = from_dict({"keepalived": {"address": "10.0.0.5/24", "peers": ["10.0.0.3"]}})
+    section = from_dict({"keepalived": {"address": "192.0.2.100/24", "peers": ["192.0.2.41"]}})
     assert section.keepalived.advert_interval == 1.0
     assert section.keepalived.priority == 100
 

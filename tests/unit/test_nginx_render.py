@@ -27,6 +27,6 @@ def test_template_points_both_listeners_at_the_active_hub(tmp_path: Path) -> Non
 
 def test_the_upstreams_are_the_active_hub_at_its_own_host(tmp_path: Path) -> None:
     nginx = Nginx(NginxConfig(), tmp_path)
-    text = nginx.render(HubInstance(name="b", host="10.77.0.12"), generation=2)
-    assert "upstream hub_public   { server 10.77.0.12:8001; }" in text
-    assert "upstream hub_internal { server 10.77.0.12:8003; }" in text
+    text = nginx.render(HubInstance(name="b", host="192.0.2.12"), generation=2)
+    assert "upstream hub_public   { server 192.0.2.12:8001; }" in text
+    assert "upstream hub_internal { server 192.0.2.12:8003; }" in text

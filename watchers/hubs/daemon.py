@@ -46,10 +46,6 @@ def watch_hubs(config: Config, args: argparse.Namespace) -> int:
     """On one machine, act only while holding the file lock: a second watcher waits as a
     hot spare. On several hosts, every watcher runs and the lease says which one acts."""
     section = config.watcher
-    remote = config.nginx.agents or any(hub.agent for hub in config.jupyterhub.instances)
-    if remote and not section.lease_database_url:
-        log.error("config_invalid", key="watcher.lease_database_url", reason="agents need a lease")
-        return 2
     registry = CollectorRegistry()
     lock = None
     if section.lease_database_url:
