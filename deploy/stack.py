@@ -44,7 +44,7 @@ from hubkeeper.config import (
     WatcherConfig,
 )
 from hubkeeper.deploy import hubctl
-from hubkeeper.deploy.supervise import Supervisor
+from hubkeeper.deploy.supervise import Supervisor, unit_watchdog_sec
 from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE, SINGLEUSER_IMAGE, ensure_images
 from hubkeeper.hub.settings import SERVICE_SCOPES
 from hubkeeper.hubapi import HubClient
@@ -405,15 +405,19 @@ class Stack:
         name: str,
         command: list[str],
         env: dict[str, str] | None = None,
-        supervise: bool = False,
+        supervise: str | None = None,
     ) -> ManagedProcess:
         """Start ``command``, its output appended to ``logs/NAME.log``; with ``supervise``
-        (hubkeeper's daemons), restarted on failure as their systemd units say."""
+        (the hubkeeper command of a daemon), restarted on failure and watched by the
+        watchdog as its systemd unit says."""
+        if supervise is not None:
+            watchdog_sec = unit_watchdog_sec(supervise)
+            env = {**(env or {}), **self.supervisor.notify_env(name, watchdog_sec)}
         launch = functools.partial(self._popen, name, command, env)
         process = ManagedProcess(name, launch(), relaunch=launch if supervise else None)
         self.processes.append(process)
-        if supervise:
-            self.supervisor.watch(process)
+        if supervise is not None:
+            self.supervisor.watch(process, watchdog_sec)
         return process
 
     def _popen(
@@ -527,7 +531,7 @@ class Stack:
         """``hubkeeper COMMAND`` on the stack's config, ready once its /healthz answers."""
         section, _ = DAEMONS[command]
         name = "watcher" if command == "watch-hubs" else command
-        process = self.spawn(name, self.hubkeeper_argv(command), supervise=True)
+        process = self.spawn(name, self.hubkeeper_argv(command), supervise=command)
         endpoint = getattr(self.config, section).endpoint
         return self.until_ready(process, f"http://127.0.0.1:{endpoint.port}/healthz", 60)
 
@@ -608,7 +612,7 @@ class Stack:
             process = self.spawn(
                 f"exporter-{node.name}",
                 ["nsenter", f"--net=/run/netns/{node.name}",
-                 *self.hubkeeper_argv("export-containers", path)], supervise=True,
+                 *self.hubkeeper_argv("export-containers", path)], supervise="export-containers",
             )  # fmt: skip
             self.until_ready(process, f"http://{swarm.reachable(node.address)}:{port}/healthz", 60)
             if "ship-logs" in self.daemons:
@@ -627,7 +631,7 @@ class Stack:
             f"ship-logs-{node.name}", {"docker": {"url": node.url}, "shipper": shipper}
         )
         argv = self.hubkeeper_argv("ship-logs", path)
-        process = self.spawn(f"ship-logs-{node.name}", argv, supervise=True)
+        process = self.spawn(f"ship-logs-{node.name}", argv, supervise="ship-logs")
         self.until_ready(process, f"http://127.0.0.1:{port}/healthz", 60)
         self.node_shippers[node.name] = port
 

@@ -12,7 +12,11 @@ JSON lines whose clock runs backwards), each line carrying a unique id, reach th
 through NGINX as a browser would, go idle (the culler takes them), come back and stop.
 A request loop asks the hub API through NGINX ten times a second. Faults, from the seed,
 may overlap: ``hub_kill`` (SIGKILL of the active hub), ``hub_stop`` (SIGSTOP of it),
-``daemon_kill`` (SIGKILL of a supervised daemon, the watcher included, even mid-failover),
+``proxy_kill`` and ``proxy_stop`` (the same to the active hub's proxy),
+``failover_watcher_kill`` (the active hub, then the watcher once the failover began),
+``daemon_kill``
+(SIGKILL of a supervised daemon, the watcher included, even mid-failover), ``daemon_stop``
+(SIGSTOP of a daemon with a watchdog: the supervisor aborts and restarts it),
 ``elasticsearch_stop`` (stopped, started again ``es_down`` s later), ``oom`` (a process of a
 user's server allocating past the limit), ``orphan`` (a container with the hub's labels
 that no server owns).
@@ -57,22 +61,43 @@ from hubkeeper.deploy.elasticsearch import (  # noqa: E402
     running_elasticsearch,
 )
 from hubkeeper.deploy.stack import DAEMONS, Stack, running_stack, wait_for  # noqa: E402
+from hubkeeper.deploy.supervise import unit_watchdog_sec  # noqa: E402
 from hubkeeper.hub.images import ALT_IMAGE  # noqa: E402
 from hubkeeper.hubapi import HubAPIError, HubClient  # noqa: E402
 from tests.integration.alerting import Receiver, webhooks_section  # noqa: E402
 from tests.integration.helpers import HubCensus, Load  # noqa: E402
 from tests.integration.shipping import search, user_process  # noqa: E402
 
-FAULT_KINDS = ("hub_kill", "hub_stop", "daemon_kill", "elasticsearch_stop", "oom", "orphan")
+#: faults that end in a failover
+HUB_FAULTS = ("hub_kill", "hub_stop", "proxy_kill", "proxy_stop", "failover_watcher_kill")
+FAULT_KINDS = (
+    *HUB_FAULTS, "daemon_kill", "daemon_stop", "elasticsearch_stop", "oom", "orphan",
+)  # fmt: skip
 #: the alert each fault must bring to on-call (None: none is due, e.g. a restart in seconds)
 EXPECTED_ALERT = {
     "hub_kill": "HubkeeperFailover",
     "hub_stop": "HubkeeperFailover",
+    "proxy_kill": "HubkeeperFailover",  # the probes go through the proxy too
+    "proxy_stop": "HubkeeperFailover",
+    "failover_watcher_kill": "HubkeeperFailover",
     "daemon_kill": None,
+    "daemon_stop": None,  # the watchdog restarts it before its target has been down 5m
     "elasticsearch_stop": None,
     "oom": "UserServerOOMKilled",
     "orphan": None,  # the culler removes it after ORPHAN_GRACE, long before the alert's 30m
 }
+#: the daemons a daemon_stop may freeze: those whose unit has a watchdog to notice it
+WATCHDOGGED = tuple(sorted(c for c in DAEMONS if unit_watchdog_sec(c) is not None))
+
+
+def expected_alert(kind: str, target: str) -> str | None:
+    """The alert due for a fault; a frozen watcher pages itself (HubkeeperWatcherDown after
+    1m, before its 2m watchdog restarts it)."""
+    if kind == "daemon_stop" and target == "watch-hubs":
+        return "HubkeeperWatcherDown"
+    return EXPECTED_ALERT[kind]
+
+
 IDLE_TIMEOUT = 40.0  # the culler's, seconds
 ACTIVITY_INTERVAL = 5  # the hub's last_activity_interval: how late it learns of a request
 ORPHAN_GRACE = 30.0  # the culler's, seconds
@@ -97,11 +122,12 @@ def plan(seed: int, seconds: float, kinds: tuple[str, ...] = FAULT_KINDS) -> lis
     count = max(len(kinds), int(seconds / 60))
     chosen = list(kinds) + [rng.choice(kinds) for _ in range(count - len(kinds))]
     rng.shuffle(chosen)
-    daemons = sorted(DAEMONS)
+    targets = {"daemon_kill": sorted(DAEMONS), "daemon_stop": WATCHDOGGED}
     faults = []
     for kind in chosen:
         at = round(rng.uniform(0.1, 0.8) * seconds, 1)
-        faults.append(Fault(kind, at, rng.choice(daemons) if kind == "daemon_kill" else ""))
+        target = rng.choice(targets[kind]) if kind in targets else ""
+        faults.append(Fault(kind, at, target))
     return sorted(faults, key=lambda fault: fault.at)
 
 
@@ -229,27 +255,28 @@ class Soak:
         )  # fmt: skip
         return found[0] if found else None
 
+    def watcher_state(self) -> dict[str, Any]:
+        return json.loads(Path(self.stack.config.watcher.state_file).read_text())
+
     def active_hub(self) -> str:
-        return json.loads(Path(self.stack.config.watcher.state_file).read_text())["active"]
+        return self.watcher_state()["active"]
 
     # -- faults --------------------------------------------------------------------------
 
     def cause(self, fault: Fault) -> dict[str, Any]:
         """Cause ``fault``; return its record (when, what) with when it healed."""
         record: dict[str, Any] = {"kind": fault.kind, "target": fault.target, "at": time.time()}
-        if fault.kind in ("hub_kill", "hub_stop"):
+        if fault.kind in HUB_FAULTS:
             active = self.active_hub()
-            pid = hubctl.launched_pid(self.stack.config, active)
             record["target"] = active
-            if pid is not None:
-                signum = signal.SIGKILL if fault.kind == "hub_kill" else signal.SIGSTOP
-                signal_process(pid, signum, group=fault.kind == "hub_kill")
-            wait_for(lambda: self.active_hub() != active, 90, "the failover")
-        elif fault.kind == "daemon_kill":
-            process = next(p for p in self.stack.processes if p.name == daemon_name(fault.target))
+            self.hit_hub(fault.kind, active)
+            # a frozen watcher (daemon_stop) fails over only once its watchdog restarted it
+            wait_for(lambda: self.active_hub() != active, 200, "the failover")
+        elif fault.kind in ("daemon_kill", "daemon_stop"):
+            process = self.daemon(fault.target)
             old = process.pid
-            signal_process(old, signal.SIGKILL)
-            wait_for(lambda: process.running() and process.pid != old, 60, "the restart")
+            signal_process(old, signal.SIGKILL if fault.kind == "daemon_kill" else signal.SIGSTOP)
+            wait_for(lambda: process.running() and process.pid != old, 180, "the restart")
         elif fault.kind == "elasticsearch_stop":
             self.elasticsearch.stop()
             time.sleep(self.es_down)
@@ -272,6 +299,23 @@ class Soak:
             wait_for(gone, ORPHAN_GRACE + 120, "the culler to remove the orphan")
         record["healed_s"] = round(time.time() - record["at"], 2)
         return record
+
+    def hit_hub(self, kind: str, active: str) -> None:
+        """SIGKILL (its process group) or SIGSTOP the active hub or its proxy; for
+        ``failover_watcher_kill``, SIGKILL the watcher too once the failover has begun."""
+        part = hubctl.proxy_pid if kind.startswith("proxy") else hubctl.launched_pid
+        pid = part(self.stack.config, active)
+        if pid is None:
+            return
+        killing = not kind.endswith("stop")
+        signal_process(pid, signal.SIGKILL if killing else signal.SIGSTOP, group=killing)
+        if kind == "failover_watcher_kill":
+            begun = lambda: self.watcher_state().get("step") is not None  # noqa: E731
+            wait_for(begun, 60, "the failover's first phase", interval=0.01)
+            signal_process(self.daemon("watch-hubs").pid, signal.SIGKILL)
+
+    def daemon(self, command: str) -> Any:
+        return next(p for p in self.stack.processes if p.name == daemon_name(command))
 
     @property
     def hub_label(self) -> str:
@@ -343,7 +387,7 @@ def alert_books(records: list[dict[str, Any]], receiver: Receiver) -> list[dict[
     notes = receiver.notifications()
     books = []
     for record in records:
-        due = EXPECTED_ALERT[record["kind"]]
+        due = expected_alert(record["kind"], record["target"])
         after = [n for n in notes if n.alertname == due and n.at >= record["at"]]
         firing = [n for n in after if n.status == "firing"]
         resolved = [n.at for n in after if firing and n.status == "resolved"

@@ -3,7 +3,16 @@ print, and the books of lines written against lines found."""
 
 import json
 
-from tests.bench.soak import FAULT_KINDS, active_culls, balance, browses, line_text, plan
+from tests.bench.soak import (
+    FAULT_KINDS,
+    WATCHDOGGED,
+    active_culls,
+    balance,
+    browses,
+    expected_alert,
+    line_text,
+    plan,
+)
 
 
 def test_the_same_seed_gives_the_same_faults_and_another_seed_others() -> None:
@@ -16,7 +25,15 @@ def test_every_kind_is_caused_at_least_once_within_the_first_80_percent() -> Non
     assert {fault.kind for fault in faults} == set(FAULT_KINDS)
     assert all(0.1 * 180 <= fault.at <= 0.8 * 180 for fault in faults)
     assert [f.at for f in faults] == sorted(f.at for f in faults)
-    assert all(bool(fault.target) == (fault.kind == "daemon_kill") for fault in faults)
+    assert all(bool(f.target) == f.kind.startswith("daemon") for f in faults)
+
+
+def test_only_a_daemon_with_a_watchdog_is_frozen_and_a_frozen_watcher_pages() -> None:
+    stopped = {f.target for seed in range(20) for f in plan(seed, 1800) if f.kind == "daemon_stop"}
+    assert stopped == set(WATCHDOGGED) and "cull" not in stopped
+    assert expected_alert("daemon_stop", "watch-hubs") == "HubkeeperWatcherDown"
+    assert expected_alert("daemon_stop", "ship-logs") is None
+    assert expected_alert("proxy_kill", "a") == "HubkeeperFailover"
 
 
 def test_a_long_run_has_about_one_fault_a_minute() -> None:

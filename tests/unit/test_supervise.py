@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,8 @@ from hubkeeper.deploy.supervise import (
     Supervisor,
     decide,
     describe_exit,
+    unit_watchdog_sec,
+    watchdog_expired,
 )
 from hubkeeper.status import render_supervised, supervised
 
@@ -63,13 +67,82 @@ def test_exits_are_described_by_code_or_signal_name() -> None:
     assert describe_exit(-signal.SIGKILL) == "SIGKILL"
 
 
-def launch(code: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+def test_the_watchdog_is_the_units_watchdog_sec() -> None:
+    assert unit_watchdog_sec("ship-logs") == 60
+    assert unit_watchdog_sec("watch-hubs") == 120
+    assert unit_watchdog_sec("cull") is None  # no unit: the hub may manage it
 
 
-def daemon(code: str = "import time; time.sleep(60)") -> ManagedProcess:
-    start = functools.partial(launch, code)
+def test_a_daemon_silent_longer_than_its_watchdog_allows_has_expired() -> None:
+    assert not watchdog_expired(100.0, 160.0, 60.0)
+    assert watchdog_expired(100.0, 160.1, 60.0)
+    assert not watchdog_expired(100.0, 1e9, None)
+
+
+def launch(code: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", code], start_new_session=True, env={**os.environ, **(env or {})}
+    )
+
+
+def daemon(
+    code: str = "import time; time.sleep(60)", env: dict[str, str] | None = None
+) -> ManagedProcess:
+    start = functools.partial(launch, code, env)
     return ManagedProcess("export-containers", start(), relaunch=start)
+
+
+PINGING = """
+import os, socket, time
+with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+    sock.connect(os.environ["NOTIFY_SOCKET"])
+    for _ in range(600):
+        sock.send(b"WATCHDOG=1")
+        time.sleep(0.1)
+"""
+
+
+def supervise_until(supervisor: Supervisor, done: Callable[[Record], bool]) -> Record:
+    """Let ``supervisor`` receive and step on the real clock until ``done`` (at most 15 s)."""
+    record = supervisor.records["export-containers"]
+    deadline = time.monotonic() + 15
+    while not done(record):
+        assert time.monotonic() < deadline, record.view()
+        supervisor.receive(0.1)
+        record.step(time.time())
+    return record
+
+
+def test_a_daemon_that_stops_pinging_is_aborted_and_restarted(tmp_path: Path) -> None:
+    """As systemd's WatchdogSec: a daemon frozen (SIGSTOP) is aborted, counted as failed
+    and started again; pings move its deadline on, so a live one is left alone."""
+    supervisor = Supervisor(tmp_path, clock=time.time)
+    env = supervisor.notify_env("export-containers", 1.0)
+    assert env["WATCHDOG_USEC"] == "1000000"
+    process = daemon(PINGING, env)
+    supervisor.watch(process, 1.0)
+    try:
+        started = time.time()
+        record = supervise_until(supervisor, lambda _: time.time() - started > 2.5)
+        assert (record.state, record.restarts) == ("running", 0)  # 2.5 s, pinged all along
+        first = process.pid
+        os.kill(first, signal.SIGSTOP)
+        record = supervise_until(supervisor, lambda r: r.restarts == 1)
+        assert record.last_exit == "SIGABRT (watchdog timeout)"
+        assert process.pid != first and process.running()
+        record = supervise_until(supervisor, lambda r: time.time() - r.last_ping < 0.5)
+        assert record.state == "running"  # the new process pings
+    finally:
+        process.stop()
+        supervisor.stop()
+
+
+def test_a_daemon_without_a_watchdog_is_never_aborted_for_silence() -> None:
+    record = Record(daemon(), watchdog_sec=None, last_ping=0.0)
+    try:
+        assert not record.step(1e9) and record.state == "running"
+    finally:
+        record.process.stop()
 
 
 def exited(record: Record, now: float) -> bool:
@@ -134,7 +207,7 @@ def test_the_record_beside_the_config_shows_each_daemon_in_status(tmp_path: Path
         assert view["source"] == f"the local stack's supervisor, process {os.getpid()}"
         assert view["daemons"]["export-containers"] == {
             "pid": killed.pid, "state": "running", "restarts": 1, "last_exit": "SIGKILL",
-            "last_exit_at": 100.0, "last_restart_at": 102.0,
+            "last_exit_at": 100.0, "last_restart_at": 102.0, "watchdog_sec": None,
         }  # fmt: skip
         assert render_supervised(view, now=110.0) == [
             f"daemons (restarted on failure by {view['source']})",
