@@ -240,7 +240,7 @@ class Soak:
     run_id: str
     halt: threading.Event = field(default_factory=threading.Event)
     users: tuple[str, ...] = ()
-    es_down: float = 30.0
+    es_down: float = 60.0
 
     def __post_init__(self) -> None:
         self.client: HubClient = self.stack.client()
@@ -438,7 +438,7 @@ def run(
     seed: int,
     kinds: tuple[str, ...] = FAULT_KINDS,
     grace: float = 60.0,
-    es_down: float = 30.0,
+    es_down: float = 60.0,
 ) -> dict:
     """The soak; ``grace`` seconds after the load for the service to heal, ship and cull."""
     run_id = f"s{seed}x{os.getpid()}"
