@@ -1,7 +1,9 @@
 """NGINX in front of the hubs: render the config, validate it, swap it in, reload.
 
 A new config is written next to the live one, checked with ``nginx -t``, then renamed
-over it; the previous file is kept as ``nginx.conf.previous`` for rollback.
+over it; the previous file is kept as ``nginx.conf.previous`` for rollback. A live file that
+``nginx -t`` refuses (edited by hand) is replaced by :meth:`Nginx.repair`, which keeps it as
+``nginx.conf.rejected``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import requests
 
 from hubkeeper.config import HubInstance, NginxConfig
+from hubkeeper.files import write_atomically
 
 TEMPLATE = Path(str(files("hubkeeper.deploy") / "nginx.conf.template"))
 GENERATION_HEADER = "X-Hubkeeper-Generation"
@@ -83,6 +86,21 @@ class Nginx:
     @property
     def previous_path(self) -> Path:
         return self.prefix / "nginx.conf.previous"
+
+    @property
+    def rejected_path(self) -> Path:
+        return self.prefix / "nginx.conf.rejected"
+
+    def live_error(self) -> str | None:
+        """Why ``nginx -t`` refuses the live config file (its first line), None if it passes.
+
+        NGINX keeps serving its old config when a reload finds the file broken, so only
+        this tells that the next restart (a reboot, an upgrade) would fail."""
+        result = self._run("-t", "-q")
+        if result.returncode == 0:
+            return None
+        lines = result.stderr.strip().splitlines()
+        return lines[0] if lines else f"nginx -t exited with {result.returncode}"
 
     def validate(self, text: str) -> Path:
         """Write ``text`` beside the live config and check it with ``nginx -t``."""
@@ -158,6 +176,13 @@ class Nginx:
             self.rollback()
             raise
         return time.monotonic() - reloaded
+
+    def repair(self, active: HubInstance, generation: int, confirm_timeout: float) -> float:
+        """Replace a live config NGINX refuses by the one it serves (``active`` at
+        ``generation``), keeping the refused file as ``nginx.conf.rejected``; as :meth:`switch`."""
+        if self.conf_path.exists():
+            write_atomically(self.rejected_path, self.conf_path.read_bytes())
+        return self.switch(active, generation, confirm_timeout)
 
     def rollback(self) -> None:
         """Put the previous config back and reload it."""

@@ -21,6 +21,7 @@ from hubkeeper.nginx import Nginx, NginxError
 from hubkeeper.redact import Secret
 from hubkeeper.watchers.hubs.commands import run_command
 from hubkeeper.watchers.hubs.lease import LeaseLost
+from hubkeeper.watchers.hubs.logic import NginxConfigCheck
 
 log = get_logger(__name__)
 Live = tuple[str, int]
@@ -136,6 +137,18 @@ class Hands:
         refused = [str(r) for r in results.values() if isinstance(r, AgentError) and r.status]
         if refused or all(isinstance(r, Exception) for r in results.values()):
             raise NginxError("; ".join(refused) or "no NGINX host answered")
+
+    def nginx_config(self, hub: HubInstance, generation: int) -> NginxConfigCheck | None:
+        """Whether the live config file passes ``nginx -t`` and is the generated one (None:
+        NGINX runs on the agents' hosts, not checked from here)."""
+        if self.nginx_agents:
+            return None
+        error = self.nginx.live_error()
+        try:
+            text = self.nginx.conf_path.read_text(encoding="utf-8")
+        except OSError:
+            text = None
+        return NginxConfigCheck(error, text == self.nginx.render(hub, generation))
 
     def live(self) -> Live | None:
         """What NGINX serves: the newest generation among the NGINX hosts that answer."""
