@@ -100,7 +100,10 @@ class Nginx:
         if result.returncode == 0:
             return None
         lines = result.stderr.strip().splitlines()
-        return lines[0] if lines else f"nginx -t exited with {result.returncode}"
+        if not lines:
+            return f"nginx -t exited with {result.returncode}"
+        # without its time and process ids: the same error reads the same at every check
+        return re.sub(r"^[\d/]+ [\d:]+ (\[\w+\]) \d+#\d+: ", r"\1 ", lines[0])
 
     def validate(self, text: str) -> Path:
         """Write ``text`` beside the live config and check it with ``nginx -t``."""
