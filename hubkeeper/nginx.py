@@ -105,6 +105,15 @@ class Nginx:
         # without its time and process ids: the same error reads the same at every check
         return re.sub(r"^[\d/]+ [\d:]+ (\[\w+\]) \d+#\d+: ", r"\1 ", lines[0])
 
+    def check_live(self, active: HubInstance, generation: int) -> tuple[str | None, bool]:
+        """Why ``nginx -t`` refuses the live file (None: it passes), and whether the file is
+        the config rendered for ``active`` at ``generation``."""
+        try:
+            text = self.conf_path.read_text(encoding="utf-8")
+        except OSError:
+            text = None
+        return self.live_error(), text == self.render(active, generation)
+
     def validate(self, text: str) -> Path:
         """Write ``text`` beside the live config and check it with ``nginx -t``."""
         for folder in ("logs", "tmp"):
@@ -180,12 +189,14 @@ class Nginx:
             raise
         return time.monotonic() - reloaded
 
-    def repair(self, active: HubInstance, generation: int, confirm_timeout: float) -> float:
+    def repair(self, active: HubInstance, generation: int, confirm_timeout: float) -> str:
         """Replace a live config NGINX refuses by the one it serves (``active`` at
-        ``generation``), keeping the refused file as ``nginx.conf.rejected``; as :meth:`switch`."""
+        ``generation``) as :meth:`switch` does, keeping the refused file as
+        ``nginx.conf.rejected``, whose path is returned."""
         if self.conf_path.exists():
             write_atomically(self.rejected_path, self.conf_path.read_bytes())
-        return self.switch(active, generation, confirm_timeout)
+        self.switch(active, generation, confirm_timeout)
+        return str(self.rejected_path)
 
     def rollback(self) -> None:
         """Put the previous config back and reload it."""

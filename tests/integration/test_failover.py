@@ -310,7 +310,7 @@ def test_a_config_broken_by_hand_keeps_users_served_and_the_watcher_replaces_it(
 ) -> None:
     nginx, hub_a = stack.nginx, stack.config.jupyterhub.instance("a")
     error_log = nginx.prefix / "logs" / "error.log"
-    healed = lambda: nginx_config_healed(stack)  # noqa: E731
+    healed = lambda: nginx_config_healed(nginx)  # noqa: E731
     labels = {"hub": "a", "team": "platform"}
 
     def metric(name: str, **wanted: str) -> list[float]:
@@ -321,7 +321,7 @@ def test_a_config_broken_by_hand_keeps_users_served_and_the_watcher_replaces_it(
     try:
         # an unknown directive: NGINX refuses the reload and serves on; the watcher replaces
         # the file with the generated one and keeps the refused one
-        broken = break_nginx_config(stack)
+        broken = break_nginx_config(nginx)
         refused = lambda: UNKNOWN_DIRECTIVE.split()[0] in error_log.read_text()  # noqa: E731
         wait_for(refused, 10, "NGINX to refuse the reload")
         assert nginx.served_generation() == 1
@@ -339,12 +339,12 @@ def test_a_config_broken_by_hand_keeps_users_served_and_the_watcher_replaces_it(
         # checks go on, logged once
         good = template.read_text()
         template.write_text(good.replace("worker_processes 1;", "worker_processes;"))
-        break_nginx_config(stack, "server {")
+        break_nginx_config(nginx, "server {")
         alert = wait_for_alert(stack, "HubkeeperNginxConfigInvalid")
         assert alert["labels"] == {"alertname": "HubkeeperNginxConfigInvalid",
                                    "severity": "critical", **labels}  # fmt: skip
         time.sleep(2 * NGINX_CHECK)  # two more checks find it refused
-        found = watcher_get(stack, "/status").json()["nginx_config"]
+        found = watcher_get(stack, "/status").json()["nginx_config"]["local"]
         assert found["error"].startswith('[emerg] "server" directive is not allowed'), found
         assert "worker_processes" in found["repair_error"], found
         assert metric("hubkeeper_watcher_nginx_config_valid", nginx="local") == [0.0]
@@ -359,7 +359,7 @@ def test_a_config_broken_by_hand_keeps_users_served_and_the_watcher_replaces_it(
         # a failover while the file is broken (just after a check, so the failover comes
         # first): the switch renders the whole file, nginx -t passes, NGINX serves b
         StateStore(Path(stack.config.watcher.state_file)).request_switch("b")
-        broken = break_nginx_config(stack)
+        broken = break_nginx_config(nginx)
         wait_for(lambda: state(stack)["active"] == "b", 60, "the switch to hub b")
         assert nginx.live() == ("b", 2) and nginx.served_generation() == 2
         assert nginx.live_error() is None

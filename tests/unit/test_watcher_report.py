@@ -56,7 +56,7 @@ def every_pushed_alert() -> list:
     down = facts(
         state=state, health={"a": "down", "b": "down"}, standbys=(),
         decision=Decision("wait", "no standby"), canary_error="spawn timed out",
-        nginx_config=NginxConfigCheck(REFUSED, generated=False, repair_error="template"),
+        nginx_configs={"local": NginxConfigCheck(REFUSED, generated=False, repair_error="t")},
     )  # fmt: skip
     failed = [
         report.failover_failed(name, "a", "b", "boom", "a")
@@ -183,20 +183,31 @@ def test_a_refused_nginx_config_that_was_replaced_is_a_warning_about_the_hub_the
     assert REFUSED in alert.description and "/p/nginx.conf.rejected" in alert.description
     assert "generation 3" in alert.description
     # the event, not a condition: a clean check after the repair raises nothing more
-    assert report.alerts(facts(nginx_config=NginxConfigCheck())) == []
+    assert report.alerts(facts(nginx_configs={"local": NginxConfigCheck()})) == []
 
 
-def test_a_refused_nginx_config_that_could_not_be_replaced_pages_while_it_lasts() -> None:
+def test_a_refused_nginx_config_that_could_not_be_replaced_pages_once_for_every_host() -> None:
     stuck = NginxConfigCheck(REFUSED, generated=False, repair_error="nginx -t rejected the new")
-    (alert,) = report.alerts(facts(nginx_config=stuck))
+    hosts = {
+        "http://192.0.2.5:9105": stuck,
+        "http://192.0.2.6:9105": NginxConfigCheck(),
+        "http://192.0.2.7:9105": replace(stuck, error="[emerg] unexpected end of file"),
+    }
+    (alert,) = report.alerts(facts(nginx_configs=hosts))
     assert (alert.name, alert.severity, alert.labels["hub"]) == (
         "HubkeeperNginxConfigInvalid", "critical", "a",
     )  # fmt: skip
-    assert REFUSED in alert.description and "nginx -t rejected the new" in alert.description
-    # a hand edit NGINX accepts is the operator's: shown in /status, no alert
-    edited = facts(nginx_config=NginxConfigCheck(generated=False))
+    assert f"http://192.0.2.5:9105: {REFUSED} (replacing it failed: nginx -t rejected the new)" in (
+        alert.description
+    )
+    assert "192.0.2.7:9105: [emerg] unexpected end of file" in alert.description
+    assert "192.0.2.6" not in alert.description
+
+
+def test_a_hand_edit_nginx_accepts_is_shown_in_the_status_and_raises_nothing() -> None:
+    edited = facts(nginx_configs={"local": NginxConfigCheck(generated=False)})
     assert report.alerts(edited) == []
     assert report.status(edited, [])["nginx_config"] == {
-        "error": None, "generated": False, "repair_error": None,
+        "local": {"error": None, "generated": False, "repair_error": None},
     }  # fmt: skip
-    assert report.status(facts(), [])["nginx_config"] is None  # not checked (yet)
+    assert report.status(facts(), [])["nginx_config"] == {}  # not checked (yet)

@@ -13,7 +13,7 @@ hub NGINX kept serving for a switch that failed, the hub that would not stop for
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hubkeeper import prtg
@@ -49,7 +49,7 @@ class Facts:
     canary_error: str | None  # why the last spawn canary failed; None: it passed or never ran
     now: float
     leadership: Leadership | None = None  # None: one watcher, on one machine
-    nginx_config: NginxConfigCheck | None = None  # None: not checked (yet, or not here)
+    nginx_configs: Mapping[str, NginxConfigCheck] = field(default_factory=dict)  # by host
 
 
 def recent(times: Sequence[float], now: float) -> list[float]:
@@ -153,16 +153,20 @@ def alerts(facts: Facts) -> list[Alert]:
             f"Active hub {active} has no standby left to fail over to.",
             active,
         ))  # fmt: skip
-    check = facts.nginx_config
-    if check is not None and check.error is not None:
+    stuck = {host: check for host, check in facts.nginx_configs.items() if check.error}
+    if stuck:
+        refused = "; ".join(
+            f"{host}: {check.error} (replacing it failed: {check.repair_error})"
+            for host, check in sorted(stuck.items())
+        )
         found.append(hub_alert(
             "HubkeeperNginxConfigInvalid",
             "critical",
             "NGINX's live config fails nginx -t and could not be replaced",
-            f"{check.error}. Replacing it with the generated config failed: "
-            f"{check.repair_error}. NGINX still serves hub {active} from the config it loaded, "
-            "but it would not start again (a reboot, an upgrade), and the same cause may stop a "
-            "failover.",
+            f"NGINX's live config fails nginx -t and the watcher could not replace it with "
+            f"the generated one: {refused}. NGINX still serves hub {active} from the config "
+            "it loaded, but would not start again (a reboot, an upgrade), and the same cause "
+            "may stop a failover.",
             active,
         ))  # fmt: skip
     decision = facts.decision
@@ -217,7 +221,7 @@ def status(facts: Facts, firing: Sequence[str]) -> dict[str, Any]:
         },
         "alerts": list(firing),
         "leadership": None if facts.leadership is None else vars(facts.leadership),
-        "nginx_config": None if facts.nginx_config is None else vars(facts.nginx_config),
+        "nginx_config": {host: vars(check) for host, check in facts.nginx_configs.items()},
     }
 
 

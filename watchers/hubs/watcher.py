@@ -205,7 +205,7 @@ class HubWatcher:
         self.follow_state()  # a lease database that does not answer yet: paged, not fatal
         self.led_generation: int | None = None  # the lease generation take_over ran for
         self.last_align = 0.0
-        self.nginx_config: NginxConfigCheck | None = None
+        self.nginx_configs: dict[str, NginxConfigCheck] = {}  # by NGINX host, as last checked
         self.nginx_checked: float | None = None  # monotonic
         # Before the first scrape: a generation that jumped from 0 would read as a failover.
         self.metrics.generation.set(self.state.generation)
@@ -573,34 +573,33 @@ class HubWatcher:
             return
         self.nginx_checked = now
         active, generation = self.hubs[self.state.active], self.state.generation
-        found = self.hands.nginx_config(active, generation)
-        if found is None:
-            return
-        if nginx_config_needs_repair(found):
-            found = self._repair_nginx(active, generation, found)
-        news, path = nginx_config_news(self.nginx_config, found), str(self.hands.nginx.conf_path)
-        if news == "nginx_config_invalid":
-            log.error(news, error=found.error, repair_error=found.repair_error, path=path)
-        elif news is not None:  # accepted by NGINX, but not what the template renders
-            log.warning(news, path=path)
-        self.nginx_config = found
-        self.metrics.config_valid.labels("local").set(0 if found.error else 1)
+        for host, found in self.hands.nginx_configs(active, generation).items():
+            if nginx_config_needs_repair(found):
+                found = self._repair_nginx(host, active, generation, found)
+            news = nginx_config_news(self.nginx_configs.get(host), found)
+            if news == "nginx_config_invalid":
+                log.error(news, host=host, error=found.error, repair_error=found.repair_error)
+            elif news is not None:  # accepted by NGINX, but not what the template renders
+                log.warning(news, host=host)
+            self.nginx_configs[host] = found
+            self.metrics.config_valid.labels(host).set(0 if found.error else 1)
 
     def _repair_nginx(
-        self, active: HubInstance, generation: int, found: NginxConfigCheck
+        self, host: str, active: HubInstance, generation: int, found: NginxConfigCheck
     ) -> NginxConfigCheck:
         """The check after replacing a refused file: clean, or why the replacement failed."""
-        nginx = self.hands.nginx
         try:
-            nginx.repair(active, generation, self.section.confirm_timeout)
+            kept = self.hands.repair_nginx(host, active, generation, self.section.confirm_timeout)
         except NginxError as error:
             return replace(found, repair_error=str(error))
         self.metrics.config_repairs.labels(active.name).inc()
-        kept = str(nginx.rejected_path)
-        repaired = report.nginx_config_repaired(active.name, generation, str(found.error), kept)
-        self.events.append((repaired, time.time()))
+        error = str(found.error)
+        self.events.append(
+            (report.nginx_config_repaired(active.name, generation, error, kept), time.time())
+        )
         log.warning(
             "nginx_config_repaired",
+            host=host,
             error=found.error,
             active=active.name,
             generation=generation,
@@ -638,7 +637,7 @@ class HubWatcher:
             canary_error=canary.error if canary is not None and not canary.ok else None,
             now=time.time(),
             leadership=self.leadership(),
-            nginx_config=self.nginx_config,
+            nginx_configs=self.nginx_configs,
         )
 
     def leadership(self) -> report.Leadership | None:
