@@ -285,7 +285,9 @@ def render_hubs(view: Section) -> list[str]:
             lines.append(f"  NGINX config ({host}) REFUSED by nginx -t: {check['error']}"
                          + (f"; not replaced: {failed}" if failed else ""))  # fmt: skip
         elif not check["generated"]:
-            lines.append(f"  NGINX config ({host}) edited by hand (gone at the next switch)")
+            lines.append(
+                f"  NGINX config ({host}) differs from the template's (until the next switch)"
+            )
     last = view.get("last_failover")
     if last:
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))

@@ -52,7 +52,10 @@ def test_render_one_screen() -> None:
         "NGINX config (local) REFUSED by nginx -t: [emerg] unknown directive; not replaced: "
         "template refused" in screen
     )
-    assert "NGINX config (http://192.0.2.9:9109) edited by hand (gone at the next switch)" in screen
+    assert (
+        "NGINX config (http://192.0.2.9:9109) differs from the template's (until the next switch)"
+        in (screen)
+    )
     assert "containers 3" in screen and "orphans 1" in screen and "docker up" in screen
     assert "log shipping (unavailable)" in screen
     assert "last cycle 10 s ago" in screen and "culled 4" in screen

@@ -112,7 +112,7 @@ def test_no_failover_while_the_lease_database_does_not_answer() -> None:
 # -- NGINX's live config file ---------------------------------------------------------------
 
 GENERATED = NginxConfigCheck()
-EDITED = NginxConfigCheck(generated=False)  # a hand edit NGINX accepts
+EDITED = NginxConfigCheck(generated=False)  # a hand edit NGINX accepts, a newer template
 REFUSED = NginxConfigCheck('unknown directive "bogus"', generated=False)
 STUCK = NginxConfigCheck('unknown directive "bogus"', generated=False, repair_error="template")
 
@@ -138,8 +138,8 @@ def test_a_refused_file_that_stays_refused_is_logged_once_per_episode() -> None:
 
 
 def test_a_hand_edit_nginx_accepts_is_logged_once_and_the_generated_file_never() -> None:
-    assert nginx_config_news(GENERATED, EDITED) == "nginx_config_edited"
-    assert nginx_config_news(None, EDITED) == "nginx_config_edited"
+    assert nginx_config_news(GENERATED, EDITED) == "nginx_config_differs"
+    assert nginx_config_news(None, EDITED) == "nginx_config_differs"
     assert nginx_config_news(EDITED, EDITED) is None
     assert nginx_config_news(None, GENERATED) is None
     assert nginx_config_news(EDITED, GENERATED) is None

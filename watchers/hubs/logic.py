@@ -133,10 +133,11 @@ def nginx_config_needs_repair(check: NginxConfigCheck) -> bool:
 
 
 def nginx_config_news(before: NginxConfigCheck | None, now: NginxConfigCheck) -> str | None:
-    """The event to log once when the live file stays refused (its repair failed) or turns
-    accepted but hand-edited; a repair that worked is an event of its own."""
+    """The event to log once when the live file stays refused (its repair failed), or
+    turns accepted but other than the template renders (a hand edit, or a template changed
+    since the last switch); a repair that worked is an event of its own."""
     if now.error is not None:
         return "nginx_config_invalid" if before is None or before.error is None else None
     if not now.generated:
-        return None if before is not None and not before.generated else "nginx_config_edited"
+        return None if before is not None and not before.generated else "nginx_config_differs"
     return None

@@ -579,7 +579,7 @@ class HubWatcher:
             news = nginx_config_news(self.nginx_configs.get(host), found)
             if news == "nginx_config_invalid":
                 log.error(news, host=host, error=found.error, repair_error=found.repair_error)
-            elif news is not None:  # accepted by NGINX, but not what the template renders
+            elif news is not None:  # accepted by NGINX: a hand edit, or a newer template
                 log.warning(news, host=host)
             self.nginx_configs[host] = found
             self.metrics.config_valid.labels(host).set(0 if found.error else 1)
