@@ -561,6 +561,12 @@ class WatcherConfig:
     confirm_timeout: float = positive_seconds(
         5.0, help="seconds to confirm through NGINX that the new generation is served"
     )
+    nginx_check_interval: float = positive_seconds(
+        15.0,
+        help="seconds between checks (`nginx -t`, a process each) that NGINX's live config "
+        "file still passes; one that does not (edited by hand) is replaced by the generated "
+        "config of the live generation and kept as `nginx.conf.rejected`",
+    )
     route_timeout: float = positive_seconds(
         10.0,
         help="most seconds the switch waits for the standby's proxy to hold every user route "

@@ -1,7 +1,9 @@
 """NGINX in front of the hubs: render the config, validate it, swap it in, reload.
 
 A new config is written next to the live one, checked with ``nginx -t``, then renamed
-over it; the previous file is kept as ``nginx.conf.previous`` for rollback.
+over it; the previous file is kept as ``nginx.conf.previous`` for rollback. A live file that
+``nginx -t`` refuses (edited by hand) is replaced by :meth:`Nginx.repair`, which keeps it as
+``nginx.conf.rejected``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import requests
 
 from hubkeeper.config import HubInstance, NginxConfig
+from hubkeeper.files import write_atomically
 
 TEMPLATE = Path(str(files("hubkeeper.deploy") / "nginx.conf.template"))
 GENERATION_HEADER = "X-Hubkeeper-Generation"
@@ -83,6 +86,33 @@ class Nginx:
     @property
     def previous_path(self) -> Path:
         return self.prefix / "nginx.conf.previous"
+
+    @property
+    def rejected_path(self) -> Path:
+        return self.prefix / "nginx.conf.rejected"
+
+    def live_error(self) -> str | None:
+        """Why ``nginx -t`` refuses the live config file (its first line), None if it passes.
+
+        NGINX keeps serving its old config when a reload finds the file broken, so only
+        this tells that the next restart (a reboot, an upgrade) would fail."""
+        result = self._run("-t", "-q")
+        if result.returncode == 0:
+            return None
+        lines = result.stderr.strip().splitlines()
+        if not lines:
+            return f"nginx -t exited with {result.returncode}"
+        # without its time and process ids: the same error reads the same at every check
+        return re.sub(r"^[\d/]+ [\d:]+ (\[\w+\]) \d+#\d+: ", r"\1 ", lines[0])
+
+    def check_live(self, active: HubInstance, generation: int) -> tuple[str | None, bool]:
+        """Why ``nginx -t`` refuses the live file (None: it passes), and whether the file is
+        the config rendered for ``active`` at ``generation``."""
+        try:
+            text = self.conf_path.read_text(encoding="utf-8")
+        except OSError:
+            text = None
+        return self.live_error(), text == self.render(active, generation)
 
     def validate(self, text: str) -> Path:
         """Write ``text`` beside the live config and check it with ``nginx -t``."""
@@ -158,6 +188,15 @@ class Nginx:
             self.rollback()
             raise
         return time.monotonic() - reloaded
+
+    def repair(self, active: HubInstance, generation: int, confirm_timeout: float) -> str:
+        """Replace a live config NGINX refuses by the one it serves (``active`` at
+        ``generation``) as :meth:`switch` does, keeping the refused file as
+        ``nginx.conf.rejected``, whose path is returned."""
+        if self.conf_path.exists():
+            write_atomically(self.rejected_path, self.conf_path.read_bytes())
+        self.switch(active, generation, confirm_timeout)
+        return str(self.rejected_path)
 
     def rollback(self) -> None:
         """Put the previous config back and reload it."""

@@ -279,6 +279,15 @@ def render_hubs(view: Section) -> list[str]:
         detail = "" if probe.get("ok", True) else f" (failed {probe.get('failed_check')})"
         marker = "*" if name == view["active"] else " "
         lines.append(f"  {marker} {name:<10} {hub['state']}{detail}")
+    for host, check in (view.get("nginx_config") or {}).items():
+        if check["error"]:
+            failed = check["repair_error"]
+            lines.append(f"  NGINX config ({host}) REFUSED by nginx -t: {check['error']}"
+                         + (f"; not replaced: {failed}" if failed else ""))  # fmt: skip
+        elif not check["generated"]:
+            lines.append(
+                f"  NGINX config ({host}) differs from the template's (until the next switch)"
+            )
     last = view.get("last_failover")
     if last:
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))

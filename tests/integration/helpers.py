@@ -5,6 +5,7 @@ import functools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ import requests
 from hubkeeper.deploy.stack import Stack, to_toml, wait_for
 from hubkeeper.hubapi import HubAPIError, HubClient
 from hubkeeper.loader import load
-from hubkeeper.nginx import GENERATION_HEADER
+from hubkeeper.nginx import GENERATION_HEADER, Nginx
 
 
 def series(text: str, metric: str, /, **labels: str) -> list[float]:
@@ -208,6 +209,34 @@ class Load(threading.Thread):
             s for s in self.samples
             if not s.ok and s.at >= since and ("/hub/api/" in s.url) == hub_api
         ]  # fmt: skip
+
+
+# --- NGINX's config broken by hand -------------------------------------------------------------
+
+#: an unknown directive, as an operator's typo or a module NGINX was not built with
+UNKNOWN_DIRECTIVE = "hubkeeper_broken_by_hand on;"
+
+
+def break_nginx_config(nginx: Nginx, line: str = UNKNOWN_DIRECTIVE) -> str:
+    """Edit NGINX's live config in place as a bad hand edit would (``line`` added at the
+    top level: by default an unknown directive; ``"server {"`` is a syntax error), then
+    reload NGINX as `systemctl reload nginx` does, by SIGHUP to its master. NGINX refuses
+    the file, logs an ``[emerg]`` line in its error.log and keeps serving the config it had
+    loaded. Returns the broken text. For a stack: ``break_nginx_config(stack.nginx)``.
+
+    The watcher replaces the file within ``watcher.nginx_check_interval`` (then
+    :func:`nginx_config_healed`), or a failover's switch does, whichever comes first; put
+    nothing back by hand: after a failover an old copy would point NGINX at the old hub."""
+    broken = nginx.conf_path.read_text().replace("events {", f"{line}\nevents {{", 1)
+    nginx.conf_path.write_text(broken)
+    os.kill(int(nginx.pid_path.read_text().strip()), signal.SIGHUP)
+    return broken
+
+
+def nginx_config_healed(nginx: Nginx) -> bool:
+    """The live config passes ``nginx -t`` again and names the generation NGINX serves."""
+    live = nginx.live()
+    return nginx.live_error() is None and live is not None and live[1] == nginx.served_generation()
 
 
 # --- running the culler -----------------------------------------------------------------------

@@ -19,10 +19,15 @@ from hubkeeper import prtg
 from hubkeeper.deploy import hubctl
 from hubkeeper.deploy.stack import Stack, running_stack, wait_for
 from hubkeeper.nginx import TEMPLATE, NginxError
+from hubkeeper.watchers.hubs.state import StateStore
 from tests.integration.helpers import (
+    UNKNOWN_DIRECTIVE,
     HubCensus,
     Load,
+    break_nginx_config,
+    nginx_config_healed,
     running_hubs,
+    series,
     server_status,
     start_and_wait,
     user_containers,
@@ -69,6 +74,11 @@ def alert_names(stack: Stack) -> set[str]:
 def wait_for_alert(stack: Stack, name: str, timeout: float = 30) -> dict:
     wait_for(lambda: name in alert_names(stack), timeout, f"alert {name}")
     return next(a for a in stack.firing_alerts() if a["labels"]["alertname"] == name)
+
+
+def watcher_get(stack: Stack, path: str) -> requests.Response:
+    port = stack.config.watcher.endpoint.port
+    return requests.get(f"http://127.0.0.1:{port}{path}", timeout=5)
 
 
 def hub_pid(stack: Stack, name: str) -> int:
@@ -291,6 +301,74 @@ def test_a_reload_nginx_silently_ignores_is_rolled_back(stack: Stack) -> None:
     assert nginx.served_generation() == 1
 
 
+NGINX_CHECK = 2.0  # seconds between the watcher's checks of the live config
+
+
+@pytest.mark.parametrize("stack", [{"nginx_check_interval": NGINX_CHECK}], indirect=True)
+def test_a_config_broken_by_hand_keeps_users_served_and_the_watcher_replaces_it(
+    stack: Stack, template: Path
+) -> None:
+    nginx, hub_a = stack.nginx, stack.config.jupyterhub.instance("a")
+    error_log = nginx.prefix / "logs" / "error.log"
+    healed = lambda: nginx_config_healed(nginx)  # noqa: E731
+    labels = {"hub": "a", "team": "platform"}
+
+    def metric(name: str, **wanted: str) -> list[float]:
+        return series(watcher_get(stack, "/metrics").text, name, **wanted)
+
+    load = Load(stack, users=(), rate=10.0)  # through NGINX to the hub API
+    load.start()
+    try:
+        # an unknown directive: NGINX refuses the reload and serves on; the watcher replaces
+        # the file with the generated one and keeps the refused one
+        broken = break_nginx_config(nginx)
+        refused = lambda: UNKNOWN_DIRECTIVE.split()[0] in error_log.read_text()  # noqa: E731
+        wait_for(refused, 10, "NGINX to refuse the reload")
+        assert nginx.served_generation() == 1
+        wait_for(healed, 3 * NGINX_CHECK + 10, "the watcher to replace the refused file")
+        assert nginx.rejected_path.read_text() == broken
+        assert nginx.conf_path.read_text() == nginx.render(hub_a, 1)
+        alert = wait_for_alert(stack, "HubkeeperNginxConfigRepaired")
+        assert alert["labels"] == {"alertname": "HubkeeperNginxConfigRepaired",
+                                   "severity": "warning", **labels}  # fmt: skip
+        assert metric("hubkeeper_watcher_nginx_config_repairs_total", hub="a") == [1.0]
+        assert metric("hubkeeper_watcher_nginx_config_valid", nginx="local") == [1.0]
+        assert len(watcher_events(stack, "nginx_config_repaired")) == 1
+
+        # a syntax error while the template is broken too: the repair fails and pages, the
+        # checks go on, logged once
+        good = template.read_text()
+        template.write_text(good.replace("worker_processes 1;", "worker_processes;"))
+        break_nginx_config(nginx, "server {")
+        alert = wait_for_alert(stack, "HubkeeperNginxConfigInvalid")
+        assert alert["labels"] == {"alertname": "HubkeeperNginxConfigInvalid",
+                                   "severity": "critical", **labels}  # fmt: skip
+        time.sleep(2 * NGINX_CHECK)  # two more checks find it refused
+        found = watcher_get(stack, "/status").json()["nginx_config"]["local"]
+        assert found["error"].startswith('[emerg] "server" directive is not allowed'), found
+        assert "worker_processes" in found["repair_error"], found
+        assert metric("hubkeeper_watcher_nginx_config_valid", nginx="local") == [0.0]
+        assert len(watcher_events(stack, "nginx_config_invalid")) == 1
+        assert nginx.served_generation() == 1
+        template.write_text(good)
+        repaired = lambda: metric("hubkeeper_watcher_nginx_config_repairs_total", hub="a") == [2.0]  # noqa: E731
+        wait_for(repaired, 3 * NGINX_CHECK + 10, "the watcher to replace the refused file")
+        assert healed()
+        assert load.failed(hub_api=True) == []  # users were served all along
+
+        # a failover while the file is broken (just after a check, so the failover comes
+        # first): the switch renders the whole file, nginx -t passes, NGINX serves b
+        StateStore(Path(stack.config.watcher.state_file)).request_switch("b")
+        broken = break_nginx_config(nginx)
+        wait_for(lambda: state(stack)["active"] == "b", 60, "the switch to hub b")
+        assert nginx.live() == ("b", 2) and nginx.served_generation() == 2
+        assert nginx.live_error() is None
+        assert nginx.previous_path.read_text() == broken  # the switch replaced the broken file
+        assert metric("hubkeeper_watcher_nginx_config_repairs_total", hub="a") == [2.0]
+    finally:
+        load.stop()
+
+
 def test_no_automatic_fail_back_and_no_second_failover_within_the_hold_time(
     stack: Stack,
 ) -> None:
@@ -327,18 +405,20 @@ def test_a_watcher_killed_mid_failover_finishes_it_on_restart(stack: Stack) -> N
     assert state(stack)["step"] is None
 
 
-def canary_events(stack: Stack) -> list[dict]:
+def watcher_events(stack: Stack, name: str) -> list[dict]:
     lines = (stack.logs / "watcher.log").read_text().splitlines()
     events = [json.loads(line) for line in lines if line.startswith("{")]
-    return [event for event in events if event.get("event") == "spawn_canary"]
+    return [event for event in events if event.get("event") == name]
+
+
+def canary_events(stack: Stack) -> list[dict]:
+    return watcher_events(stack, "spawn_canary")
 
 
 @pytest.mark.parametrize("stack", [{"canary_interval": 3.0, "canary_timeout": 60.0}], indirect=True)
 def test_spawn_canary_starts_and_stops_a_real_server(stack: Stack) -> None:
     wait_for(lambda: any(e["ok"] for e in canary_events(stack)), 60, "a spawn canary")
-    port = stack.config.watcher.endpoint.port
-    metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    assert "hubkeeper_watcher_canary_success 1.0" in metrics
+    assert "hubkeeper_watcher_canary_success 1.0" in watcher_get(stack, "/metrics").text
     # stopped again (the next canary may start one 3 s later: wait for the gap between them)
     wait_for(lambda: user_containers(stack, stack.config.watcher.canary_user) == [], 30,
              "the canary's server to be stopped and removed")  # fmt: skip

@@ -31,6 +31,10 @@ def test_render_one_screen() -> None:
             "hubs": {"a": {"state": "down", "last_probe": {"ok": False, "failed_check": "tcp"}},
                      "b": {"state": "up", "last_probe": {"ok": True}}},
             "last_failover": None,
+            "nginx_config": {"local": {"error": "[emerg] unknown directive", "generated": False,
+                                       "repair_error": "template refused"},
+                             "http://192.0.2.9:9109": {"error": None, "generated": False,
+                                                       "repair_error": None}},
         },  # fmt: skip
         "containers": {"source": "daemon", "hubkeeper_containers_seen": 3.0,
                        "hubkeeper_containers_orphans": 1.0, "hubkeeper_containers_docker_up": 1.0},
@@ -44,6 +48,14 @@ def test_render_one_screen() -> None:
     screen = render(view, now=1000.0)
     assert "active hub   b   generation 2" in screen
     assert "a          down (failed tcp)" in screen
+    assert (
+        "NGINX config (local) REFUSED by nginx -t: [emerg] unknown directive; not replaced: "
+        "template refused" in screen
+    )
+    assert (
+        "NGINX config (http://192.0.2.9:9109) differs from the template's (until the next switch)"
+        in (screen)
+    )
     assert "containers 3" in screen and "orphans 1" in screen and "docker up" in screen
     assert "log shipping (unavailable)" in screen
     assert "last cycle 10 s ago" in screen and "culled 4" in screen

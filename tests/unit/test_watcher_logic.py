@@ -1,9 +1,13 @@
 from hubkeeper.watchers.hubs.logic import (
     HubHealth,
     Limits,
+    NginxConfigCheck,
     View,
     after_failover,
     decide,
+    nginx_check_due,
+    nginx_config_needs_repair,
+    nginx_config_news,
     observe,
     standbys,
 )
@@ -103,3 +107,39 @@ def test_no_failover_while_the_lease_database_does_not_answer() -> None:
     decision = decide(view(store_reachable=False), LIMITS)
     assert (decision.kind, decision.reason) == ("wait", "lease_store_unreachable")
     assert decide(view(store_reachable=True), LIMITS).kind == "failover"
+
+
+# -- NGINX's live config file ---------------------------------------------------------------
+
+GENERATED = NginxConfigCheck()
+EDITED = NginxConfigCheck(generated=False)  # a hand edit NGINX accepts, a newer template
+REFUSED = NginxConfigCheck('unknown directive "bogus"', generated=False)
+STUCK = NginxConfigCheck('unknown directive "bogus"', generated=False, repair_error="template")
+
+
+def test_nginx_t_runs_at_once_then_at_most_every_check_interval() -> None:
+    assert nginx_check_due(now=100.0, last=None, interval=15.0)
+    assert not nginx_check_due(now=114.9, last=100.0, interval=15.0)
+    assert nginx_check_due(now=115.0, last=100.0, interval=15.0)
+
+
+def test_only_a_file_nginx_refuses_is_replaced_never_a_hand_edit_it_accepts() -> None:
+    assert nginx_config_needs_repair(REFUSED)
+    assert not nginx_config_needs_repair(EDITED)
+    assert not nginx_config_needs_repair(GENERATED)
+
+
+def test_a_refused_file_that_stays_refused_is_logged_once_per_episode() -> None:
+    assert nginx_config_news(None, STUCK) == "nginx_config_invalid"  # on start
+    assert nginx_config_news(GENERATED, STUCK) == "nginx_config_invalid"
+    assert nginx_config_news(STUCK, STUCK) is None  # every later check that fails
+    assert nginx_config_news(STUCK, GENERATED) is None  # healed: the repair logs itself
+    assert nginx_config_news(GENERATED, STUCK) == "nginx_config_invalid"  # a new episode
+
+
+def test_a_hand_edit_nginx_accepts_is_logged_once_and_the_generated_file_never() -> None:
+    assert nginx_config_news(GENERATED, EDITED) == "nginx_config_differs"
+    assert nginx_config_news(None, EDITED) == "nginx_config_differs"
+    assert nginx_config_news(EDITED, EDITED) is None
+    assert nginx_config_news(None, GENERATED) is None
+    assert nginx_config_news(EDITED, GENERATED) is None

@@ -9,11 +9,12 @@ import yaml
 
 from hubkeeper.prtg import check
 from hubkeeper.watchers.hubs import report
-from hubkeeper.watchers.hubs.logic import HOUR, Decision
+from hubkeeper.watchers.hubs.logic import HOUR, Decision, NginxConfigCheck
 from hubkeeper.watchers.hubs.state import WatcherState
 
 NOW = 100_000.0
 RULES = Path(__file__).resolve().parents[2] / "alerts" / "rules" / "hubs.yml"
+REFUSED = 'nginx: [emerg] unknown directive "bogus" in /p/nginx.conf:2'
 FAILOVER = {"from": "a", "to": "b", "reason": "hub a down", "at": NOW - 60, "duration_seconds": 4.2}
 
 
@@ -55,12 +56,14 @@ def every_pushed_alert() -> list:
     down = facts(
         state=state, health={"a": "down", "b": "down"}, standbys=(),
         decision=Decision("wait", "no standby"), canary_error="spawn timed out",
+        nginx_configs={"local": NginxConfigCheck(REFUSED, generated=False, repair_error="t")},
     )  # fmt: skip
     failed = [
         report.failover_failed(name, "a", "b", "boom", "a")
         for name in ("HubkeeperStandbyStartFailed", "HubkeeperNginxReloadFailed")
     ]
-    return [*report.alerts(down), *failed, report.stray_fenced("c", "a")]
+    repaired = report.nginx_config_repaired("a", 3, REFUSED, "/p/nginx.conf.rejected")
+    return [*report.alerts(down), *failed, report.stray_fenced("c", "a"), repaired]
 
 
 def test_a_healthy_pair_raises_nothing() -> None:
@@ -73,7 +76,8 @@ def test_a_pushed_alert_and_its_rule_carry_the_same_labels() -> None:
     both = [alert for alert in every_pushed_alert() if alert.name in rules]
     assert {a.name for a in both} >= {"HubkeeperFailover", "HubkeeperFenceFailed",
                                       "HubkeeperFailoverFrozen", "HubkeeperNginxReloadFailed",
-                                      "HubkeeperSpawnCanaryFailed"}  # fmt: skip
+                                      "HubkeeperSpawnCanaryFailed", "HubkeeperNginxConfigInvalid",
+                                      "HubkeeperNginxConfigRepaired"}  # fmt: skip
     for alert in both:
         keys, fixed = rules[alert.name]
         labels = alert.payload(NOW, NOW, "x")["labels"]
@@ -169,3 +173,41 @@ def test_the_leader_pages_for_the_lease_store_beside_the_hub_alerts() -> None:
     assert "HubkeeperAllHubsDown" in found
     status = report.status(facts(leadership=leader), [])
     assert status["leadership"]["generation"] == 4
+
+
+def test_a_refused_nginx_config_that_was_replaced_is_a_warning_about_the_hub_then_served() -> None:
+    alert = report.nginx_config_repaired("a", 3, REFUSED, "/p/nginx.conf.rejected")
+    assert (alert.name, alert.severity, alert.labels["hub"]) == (
+        "HubkeeperNginxConfigRepaired", "warning", "a",
+    )  # fmt: skip
+    assert REFUSED in alert.description and "/p/nginx.conf.rejected" in alert.description
+    assert "generation 3" in alert.description
+    # the event, not a condition: a clean check after the repair raises nothing more
+    assert report.alerts(facts(nginx_configs={"local": NginxConfigCheck()})) == []
+
+
+def test_a_refused_nginx_config_that_could_not_be_replaced_pages_once_for_every_host() -> None:
+    stuck = NginxConfigCheck(REFUSED, generated=False, repair_error="nginx -t rejected the new")
+    hosts = {
+        "http://192.0.2.5:9105": stuck,
+        "http://192.0.2.6:9105": NginxConfigCheck(),
+        "http://192.0.2.7:9105": replace(stuck, error="[emerg] unexpected end of file"),
+    }
+    (alert,) = report.alerts(facts(nginx_configs=hosts))
+    assert (alert.name, alert.severity, alert.labels["hub"]) == (
+        "HubkeeperNginxConfigInvalid", "critical", "a",
+    )  # fmt: skip
+    assert f"http://192.0.2.5:9105: {REFUSED} (replacing it failed: nginx -t rejected the new)" in (
+        alert.description
+    )
+    assert "192.0.2.7:9105: [emerg] unexpected end of file" in alert.description
+    assert "192.0.2.6" not in alert.description
+
+
+def test_a_hand_edit_nginx_accepts_is_shown_in_the_status_and_raises_nothing() -> None:
+    edited = facts(nginx_configs={"local": NginxConfigCheck(generated=False)})
+    assert report.alerts(edited) == []
+    assert report.status(edited, [])["nginx_config"] == {
+        "local": {"error": None, "generated": False, "repair_error": None},
+    }  # fmt: skip
+    assert report.status(facts(), [])["nginx_config"] == {}  # not checked (yet)

@@ -12,8 +12,11 @@ Requests (POST, JSON body, bearer token of ``[agent.endpoint]``):
 ``/v1/token`` ``{"token"}`` (a new leader announces itself);
 ``/v1/hubs/NAME/ACTION`` ``{"token"}``;
 ``/v1/nginx/check`` and ``/v1/nginx/switch`` ``{"token", "hub", "generation"}``;
-``/v1/nginx/rollback`` ``{"token"}``. ``GET /v1/nginx`` tells what NGINX serves and the
-highest token.
+``/v1/nginx/repair`` ``{"token", "hub", "generation"}`` (a live config ``nginx -t``
+refuses, replaced by the generated one); ``/v1/nginx/rollback`` ``{"token"}``.
+``GET /v1/nginx`` tells what NGINX serves and the highest token; with ``?hub=NAME&
+generation=N`` also whether the live config passes ``nginx -t`` and is the one rendered for
+them (``config``: ``error``, ``generated``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hubkeeper.config import Config
+from hubkeeper.config import Config, ConfigError
 from hubkeeper.endpoint import Response
 from hubkeeper.files import write_atomically
 from hubkeeper.log import get_logger
@@ -128,6 +131,10 @@ class Agent:
                 nginx.check_new_listens(candidate)
                 nginx.validate(candidate).unlink()
                 return answer(200, {"ok": True})
+            if step == "repair":
+                kept = nginx.repair(hub, generation, self.config.watcher.confirm_timeout)
+                log.warning("nginx_config_repaired", active=hub.name, generation=generation)
+                return answer(200, {"kept": kept})
             if step == "switch":
                 seconds = nginx.switch(hub, generation, self.config.watcher.confirm_timeout)
                 log.warning("nginx_switched", active=hub.name, generation=generation)
@@ -136,9 +143,18 @@ class Agent:
             return answer(502, {"error": str(error)})
         return answer(404, {"error": f"no NGINX step {step!r}"})
 
-    def live(self, _path: str, _query: dict[str, list[str]]) -> Response:
+    def live(self, _path: str, query: dict[str, list[str]]) -> Response:
         live = self.nginx.live() if self.nginx is not None else None
-        return answer(200, {"nginx": live, "token": self.gate.highest()})
+        document: dict[str, Any] = {"nginx": live, "token": self.gate.highest()}
+        if self.nginx is not None and "hub" in query:
+            try:
+                hub = self.config.jupyterhub.instance(query["hub"][0])
+                generation = int(query["generation"][0])
+            except (KeyError, ValueError, ConfigError):
+                return answer(400, {"error": "expected hub=NAME (configured) and generation=N"})
+            error, generated = self.nginx.check_live(hub, generation)
+            document["config"] = {"error": error, "generated": generated}
+        return answer(200, document)
 
     def healthz(self) -> tuple[bool, str]:
         return True, f"fencing token {self.gate.highest()}"

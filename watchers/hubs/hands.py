@@ -21,9 +21,11 @@ from hubkeeper.nginx import Nginx, NginxError
 from hubkeeper.redact import Secret
 from hubkeeper.watchers.hubs.commands import run_command
 from hubkeeper.watchers.hubs.lease import LeaseLost
+from hubkeeper.watchers.hubs.logic import NginxConfigCheck
 
 log = get_logger(__name__)
 Live = tuple[str, int]
+LOCAL = "local"  # the NGINX host of the watcher itself (no agents)
 CONNECT_TIMEOUT = 0.5  # seconds: agents are on the hubs' own network
 
 
@@ -136,6 +138,36 @@ class Hands:
         refused = [str(r) for r in results.values() if isinstance(r, AgentError) and r.status]
         if refused or all(isinstance(r, Exception) for r in results.values()):
             raise NginxError("; ".join(refused) or "no NGINX host answered")
+
+    def nginx_configs(self, hub: HubInstance, generation: int) -> dict[str, NginxConfigCheck]:
+        """Each NGINX host's live config file: does it pass ``nginx -t``, is it the config
+        rendered for ``hub`` at ``generation``? By host: ``local`` (the watcher's own NGINX)
+        or the agent's URL; an agent that does not answer is left out."""
+        if not self.nginx_agents:
+            return {LOCAL: NginxConfigCheck(*self.nginx.check_live(hub, generation))}
+        path = f"/v1/nginx?hub={hub.name}&generation={generation}"
+        found = {}
+        for agent in self.nginx_agents:
+            try:
+                config = agent.call(path)["config"]
+            except (AgentError, KeyError, TypeError):
+                continue
+            found[agent.url] = NginxConfigCheck(config["error"], bool(config["generated"]))
+        return found
+
+    def repair_nginx(
+        self, host: str, hub: HubInstance, generation: int, confirm_timeout: float
+    ) -> str:
+        """Replace the refused live config of ``host`` by the generated one; the path of
+        the refused file, kept on that host. NginxError when it failed."""
+        if host == LOCAL:
+            return self.nginx.repair(hub, generation, confirm_timeout)
+        agent = next(agent for agent in self.nginx_agents if agent.url == host)
+        document = {"token": self.token(), "hub": hub.name, "generation": generation}
+        try:
+            return f"{host}: {agent.call('/v1/nginx/repair', document)['kept']}"
+        except AgentError as error:
+            raise NginxError(str(error)) from None
 
     def live(self) -> Live | None:
         """What NGINX serves: the newest generation among the NGINX hosts that answer."""

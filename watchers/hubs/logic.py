@@ -105,3 +105,39 @@ def decide(view: View, limits: Limits) -> Decision:
 def after_failover(health: dict[str, HubHealth], old: str, new: str) -> dict[str, HubHealth]:
     """Health once ``new`` passed its probes and ``old`` was fenced."""
     return {**health, old: HubHealth("down"), new: replace(health[new], state="up")}
+
+
+# -- NGINX's live config file ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NginxConfigCheck:
+    """NGINX's live config file as last checked. NGINX keeps serving the config it loaded
+    when a reload finds the file broken: a file ``nginx -t`` refuses is no outage yet, but
+    the next start of NGINX (a reboot, an upgrade) would fail."""
+
+    error: str | None = None  # why ``nginx -t`` refuses it; None: it passes
+    generated: bool = True  # it is what the template renders for the live hub and generation
+    repair_error: str | None = None  # why replacing a refused file failed
+
+
+def nginx_check_due(now: float, last: float | None, interval: float) -> bool:
+    """``nginx -t`` is a process: at most once per ``interval`` (and at once on start)."""
+    return last is None or now - last >= interval
+
+
+def nginx_config_needs_repair(check: NginxConfigCheck) -> bool:
+    """Only a file NGINX refuses is replaced. A hand edit NGINX accepts is the operator's
+    (reported, and gone at the next switch, which renders the whole file)."""
+    return check.error is not None
+
+
+def nginx_config_news(before: NginxConfigCheck | None, now: NginxConfigCheck) -> str | None:
+    """The event to log once when the live file stays refused (its repair failed), or
+    turns accepted but other than the template renders (a hand edit, or a template changed
+    since the last switch); a repair that worked is an event of its own."""
+    if now.error is not None:
+        return "nginx_config_invalid" if before is None or before.error is None else None
+    if not now.generated:
+        return None if before is not None and not before.generated else "nginx_config_differs"
+    return None

@@ -13,12 +13,12 @@ hub NGINX kept serving for a switch that failed, the hub that would not stop for
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hubkeeper import prtg
 from hubkeeper.alertmanager import Alert
-from hubkeeper.watchers.hubs.logic import HOUR, Decision
+from hubkeeper.watchers.hubs.logic import HOUR, Decision, NginxConfigCheck
 from hubkeeper.watchers.hubs.state import WatcherState
 
 TEAM = "platform"  # the team of every rule in alerts/rules/hubs.yml
@@ -49,6 +49,7 @@ class Facts:
     canary_error: str | None  # why the last spawn canary failed; None: it passed or never ran
     now: float
     leadership: Leadership | None = None  # None: one watcher, on one machine
+    nginx_configs: Mapping[str, NginxConfigCheck] = field(default_factory=dict)  # by host
 
 
 def recent(times: Sequence[float], now: float) -> list[float]:
@@ -83,6 +84,20 @@ def failover_failed(
         summary = f"NGINX could not be switched to hub {target}"
         return hub_alert(alert, "critical", summary, story, active)
     return None
+
+
+def nginx_config_repaired(active: str, generation: int, error: str, kept: str) -> Alert:
+    """The event of a live NGINX config that ``nginx -t`` refused, replaced by the watcher."""
+    return hub_alert(
+        "HubkeeperNginxConfigRepaired",
+        "warning",
+        "NGINX's live config was broken by hand and replaced",
+        f"NGINX's live config failed nginx -t ({error}). NGINX kept serving the config it had "
+        f"loaded, so users saw nothing; the watcher replaced the file with the generated config "
+        f"of hub {active} (generation {generation}) and kept the refused one as {kept}. The "
+        "file is generated: change the template instead.",
+        active,
+    )
 
 
 def lease_alerts(facts: Facts) -> list[Alert]:
@@ -138,6 +153,22 @@ def alerts(facts: Facts) -> list[Alert]:
             f"Active hub {active} has no standby left to fail over to.",
             active,
         ))  # fmt: skip
+    stuck = {host: check for host, check in facts.nginx_configs.items() if check.error}
+    if stuck:
+        refused = "; ".join(
+            f"{host}: {check.error} (replacing it failed: {check.repair_error})"
+            for host, check in sorted(stuck.items())
+        )
+        found.append(hub_alert(
+            "HubkeeperNginxConfigInvalid",
+            "critical",
+            "NGINX's live config fails nginx -t and could not be replaced",
+            f"NGINX's live config fails nginx -t and the watcher could not replace it with "
+            f"the generated one: {refused}. NGINX still serves hub {active} from the config "
+            "it loaded, but would not start again (a reboot, an upgrade), and the same cause "
+            "may stop a failover.",
+            active,
+        ))  # fmt: skip
     decision = facts.decision
     if facts.health[active] == "down" and decision is not None and decision.kind in (
         "wait", "freeze"
@@ -190,6 +221,7 @@ def status(facts: Facts, firing: Sequence[str]) -> dict[str, Any]:
         },
         "alerts": list(firing),
         "leadership": None if facts.leadership is None else vars(facts.leadership),
+        "nginx_config": {host: vars(check) for host, check in facts.nginx_configs.items()},
     }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,13 @@ from hubkeeper.watchers.hubs.logic import (
     Decision,
     HubHealth,
     Limits,
+    NginxConfigCheck,
     View,
     after_failover,
     decide,
+    nginx_check_due,
+    nginx_config_needs_repair,
+    nginx_config_news,
     observe,
     standbys,
 )
@@ -114,6 +119,20 @@ class Metrics:
             ["hub"],
             registry=registry,
         )
+        self.config_valid = Gauge(
+            "hubkeeper_watcher_nginx_config_valid",
+            "1 while NGINX's live config file passes nginx -t (checked every "
+            "nginx_check_interval), by NGINX host (`local`: the watcher's own)",
+            ["nginx"],
+            registry=registry,
+        )
+        self.config_repairs = Counter(
+            "hubkeeper_watcher_nginx_config_repairs_total",
+            "Live NGINX config files that nginx -t refused, replaced by the generated one, by "
+            "the hub NGINX served",
+            ["hub"],
+            registry=registry,
+        )
         self.leader = Gauge(
             "hubkeeper_watcher_leader",
             "1 while this watcher may act (holds the lease, or the lock on one machine)",
@@ -186,6 +205,8 @@ class HubWatcher:
         self.follow_state()  # a lease database that does not answer yet: paged, not fatal
         self.led_generation: int | None = None  # the lease generation take_over ran for
         self.last_align = 0.0
+        self.nginx_configs: dict[str, NginxConfigCheck] = {}  # by NGINX host, as last checked
+        self.nginx_checked: float | None = None  # monotonic
         # Before the first scrape: a generation that jumped from 0 would read as a failover.
         self.metrics.generation.set(self.state.generation)
         self.canary = (
@@ -277,6 +298,7 @@ class HubWatcher:
             log.info("decision", kind=decision.kind, reason=decision.reason, target=decision.target)
             self.last_decision = decision
         self.act(decision)
+        self.check_nginx()
         if requested is not None:
             self.state.last_request = {
                 "target": requested,
@@ -542,6 +564,49 @@ class HubWatcher:
         log.info("nginx_switched", active=target, generation=generation)
         return confirming
 
+    def check_nginx(self) -> None:
+        """Every ``nginx_check_interval``: a live config file NGINX refuses (edited by hand)
+        is replaced by the generated config of the live hub and generation, which NGINX
+        already serves; the refused file is kept beside it. Logged once per episode."""
+        now = time.monotonic()
+        if not nginx_check_due(now, self.nginx_checked, self.section.nginx_check_interval):
+            return
+        self.nginx_checked = now
+        active, generation = self.hubs[self.state.active], self.state.generation
+        for host, found in self.hands.nginx_configs(active, generation).items():
+            if nginx_config_needs_repair(found):
+                found = self._repair_nginx(host, active, generation, found)
+            news = nginx_config_news(self.nginx_configs.get(host), found)
+            if news == "nginx_config_invalid":
+                log.error(news, host=host, error=found.error, repair_error=found.repair_error)
+            elif news is not None:  # accepted by NGINX: a hand edit, or a newer template
+                log.warning(news, host=host)
+            self.nginx_configs[host] = found
+            self.metrics.config_valid.labels(host).set(0 if found.error else 1)
+
+    def _repair_nginx(
+        self, host: str, active: HubInstance, generation: int, found: NginxConfigCheck
+    ) -> NginxConfigCheck:
+        """The check after replacing a refused file: clean, or why the replacement failed."""
+        try:
+            kept = self.hands.repair_nginx(host, active, generation, self.section.confirm_timeout)
+        except NginxError as error:
+            return replace(found, repair_error=str(error))
+        self.metrics.config_repairs.labels(active.name).inc()
+        error = str(found.error)
+        self.events.append(
+            (report.nginx_config_repaired(active.name, generation, error, kept), time.time())
+        )
+        log.warning(
+            "nginx_config_repaired",
+            host=host,
+            error=found.error,
+            active=active.name,
+            generation=generation,
+            kept=kept,
+        )
+        return NginxConfigCheck()
+
     def run_canary(self) -> None:
         """A spawn canary through NGINX while the active hub is up (never a failover)."""
         if self.canary is not None and self.health[self.state.active].state == "up":
@@ -572,6 +637,7 @@ class HubWatcher:
             canary_error=canary.error if canary is not None and not canary.ok else None,
             now=time.time(),
             leadership=self.leadership(),
+            nginx_configs=self.nginx_configs,
         )
 
     def leadership(self) -> report.Leadership | None:
