@@ -19,7 +19,7 @@ may overlap: ``hub_kill`` (SIGKILL of the active hub), ``hub_stop`` (SIGSTOP of 
 (SIGSTOP of a daemon with a watchdog: the supervisor aborts and restarts it),
 ``elasticsearch_stop`` (stopped, started again ``es_down`` s later), ``oom`` (a process of a
 user's server allocating past the limit), ``orphan`` (a container with the hub's labels
-that no server owns).
+that no server owns), ``nginx_broken`` (NGINX's live config broken by hand, then reloaded).
 
 The books, in the last line (JSON): log lines written, lost and duplicated in
 Elasticsearch; requests failed, in each fault's window; moments with two hubs on the
@@ -65,13 +65,19 @@ from hubkeeper.deploy.supervise import unit_watchdog_sec  # noqa: E402
 from hubkeeper.hub.images import ALT_IMAGE  # noqa: E402
 from hubkeeper.hubapi import HubAPIError, HubClient  # noqa: E402
 from tests.integration.alerting import Receiver, webhooks_section  # noqa: E402
-from tests.integration.helpers import HubCensus, Load  # noqa: E402
+from tests.integration.helpers import (  # noqa: E402
+    HubCensus,
+    Load,
+    break_nginx_config,
+    nginx_config_healed,
+)
 from tests.integration.shipping import search, user_process  # noqa: E402
 
 #: faults that end in a failover
 HUB_FAULTS = ("hub_kill", "hub_stop", "proxy_kill", "proxy_stop", "failover_watcher_kill")
 FAULT_KINDS = (
     *HUB_FAULTS, "daemon_kill", "daemon_stop", "elasticsearch_stop", "oom", "orphan",
+    "nginx_broken",
 )  # fmt: skip
 #: the alert each fault must bring to on-call (None: none is due, e.g. a restart in seconds)
 EXPECTED_ALERT = {
@@ -85,6 +91,7 @@ EXPECTED_ALERT = {
     "elasticsearch_stop": None,
     "oom": "UserServerOOMKilled",
     "orphan": None,  # the culler removes it after ORPHAN_GRACE, long before the alert's 30m
+    "nginx_broken": "HubkeeperNginxConfigRepaired",
 }
 #: the daemons a daemon_stop may freeze: those whose unit has a watchdog to notice it
 WATCHDOGGED = tuple(sorted(c for c in DAEMONS if unit_watchdog_sec(c) is not None))
@@ -297,6 +304,9 @@ class Soak:
             record["target"] = orphan.short_id
             gone = lambda: not self.docker.containers.list(filters={"id": orphan.id})  # noqa: E731
             wait_for(gone, ORPHAN_GRACE + 120, "the culler to remove the orphan")
+        elif fault.kind == "nginx_broken":  # healed when the watcher replaced the file
+            break_nginx_config(self.stack.nginx)
+            wait_for(lambda: nginx_config_healed(self.stack.nginx), 120, "the NGINX config")
         record["healed_s"] = round(time.time() - record["at"], 2)
         return record
 
