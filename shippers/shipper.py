@@ -174,6 +174,7 @@ class Shipper:
         self.last_ack: float | None = None
         self._committed_at = 0.0
         self.unavailable_since: float | None = None
+        self.blocked = False  # the last answer had items refused by an index block
         self._threads: list[threading.Thread] = []
 
     # --- threads -------------------------------------------------------------------------
@@ -285,6 +286,12 @@ class Shipper:
 
     def _answered(self, settled: Settled) -> None:
         self.unavailable_since = None
+        if bool(settled.blocked) != self.blocked:  # logged when it starts and ends
+            self.blocked = bool(settled.blocked)
+            if self.blocked:
+                log.warning("index_blocked", blocks=sorted(settled.blocked), retried=True)
+            else:
+                log.info("index_block_lifted")
         for record, reason in settled.refused:
             self.metrics.dead_letter_failures.inc()
             log.error("dead_letter_refused", id=record.id, error=reason)

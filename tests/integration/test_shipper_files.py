@@ -100,6 +100,8 @@ def test_elasticsearch_past_its_flood_stage_loses_dead_letters_and_duplicates_no
     run.stop()
     assert_exactly_once(run.docs(), writer.expected())
     assert run.dead_letters() == []
+    events = [(e["event"], e.get("blocks")) for e in run.log() if "block" in e["event"]]
+    assert events == [("index_blocked", ["flood_stage"]), ("index_block_lifted", None)]
 
 
 def test_rotation_by_rename_and_copytruncate_while_writing(
