@@ -48,8 +48,10 @@ def outcome(status: int, error: dict[str, Any] | None = None) -> Outcome:
 
 
 #: The block Elasticsearch puts on every index of a node past its flood-stage disk
-#: watermark (``index.blocks.read_only_allow_delete``, id 12): 429 TOO_MANY_REQUESTS/12
-#: since 8.0, 403 FORBIDDEN/12 on 7.x. It is lifted by itself below the high watermark.
+#: watermark (``index.blocks.read_only_allow_delete``, id 12): 429 TOO_MANY_REQUESTS/12 on
+#: 8.19 and 9.2 here, 403 FORBIDDEN/12 on older versions (elastic/elasticsearch#49393:
+#: clients took the 403 for a refusal and dropped data). Lifted by itself below the high
+#: watermark.
 FLOOD_STAGE_BLOCK = 12
 _BLOCK_IDS = re.compile(r"\b[A-Z_]+/(\d+)/")  # "blocked by: [TOO_MANY_REQUESTS/12/disk ..."
 
@@ -59,7 +61,7 @@ def block(error: dict[str, Any] | None) -> str | None:
     ``flood_stage`` for the flood-stage disk watermark's, ``other`` for another (a write or
     read-only block an operator set); None when no block refused it.
 
-    A block refuses the index, not the document, whatever its status (403 on 7.x, and for
+    A block refuses the index, not the document, whatever its status (403 on older versions, and for
     an operator's block): the item is sent again until the block is lifted, never
     dead-lettered (the dead-letter index is just as blocked, so the event would be lost).
     """

@@ -114,7 +114,7 @@ FLOOD_STAGE_429 = blocked(
     429, "TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has "
     "read-only-allow-delete block; for more information, see https://www.elastic.co/docs/",
 )  # fmt: skip
-FLOOD_STAGE_403 = blocked(403, "FORBIDDEN/12/index read-only / allow delete (api)")  # 7.x
+FLOOD_STAGE_403 = blocked(403, "FORBIDDEN/12/index read-only / allow delete (api)")  # up to #49393
 WRITE_BLOCK_403 = blocked(403, "FORBIDDEN/8/index write (api)")  # index.blocks.write
 
 
