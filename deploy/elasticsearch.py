@@ -28,6 +28,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -273,17 +274,27 @@ FLOOD_STAGE_BLOCK = "12"  # index.blocks.read_only_allow_delete, in GET _cluster
 FLOOD_PROBE_INDEX = "hubkeeper-flood-stage-probe"  # an index to see the block put on
 
 
-def blocked_indices(url: str, block: str = FLOOD_STAGE_BLOCK) -> set[str]:
-    """The indices that carry ``block`` (by id) now."""
-    response = requests.get(f"{url}/_cluster/state/blocks", timeout=10)
+def _answer(method: str, url: str, **options: Any) -> requests.Response | None:
+    """The answer to a request; None while Elasticsearch does not answer (stopped,
+    starting: 5xx). Any other error is raised."""
+    try:
+        response = requests.request(method, url, timeout=30, **options)
+    except (requests.ConnectionError, requests.Timeout):
+        return None
+    if response.status_code >= 500:
+        return None
     response.raise_for_status()
+    return response
+
+
+def blocked_indices(url: str, block: str = FLOOD_STAGE_BLOCK) -> set[str] | None:
+    """The indices that carry ``block`` (by id) now; None while Elasticsearch does not
+    answer."""
+    response = _answer("GET", f"{url}/_cluster/state/blocks")
+    if response is None:
+        return None
     indices = response.json().get("blocks", {}).get("indices", {})
     return {name for name, blocks in indices.items() if block in blocks}
-
-
-def _persistent(url: str, settings: dict[str, object]) -> None:
-    response = requests.put(f"{url}/_cluster/settings", json={"persistent": settings}, timeout=30)
-    response.raise_for_status()
 
 
 @contextlib.contextmanager
@@ -294,9 +305,12 @@ def flood_stage(url: str, timeout: float = 120.0) -> Iterator[None]:
     the block lifted from every index, which Elasticsearch does by itself once the node is
     below the high watermark again. Writes to existing indices are answered 429
     ``cluster_block_exception``; a new index is created but its shard stays unassigned
-    (cluster red, writes 503 after the bulk ``timeout``) until the block is lifted."""
-    current = requests.get(f"{url}/_cluster/settings?flat_settings=true", timeout=10)
-    current.raise_for_status()
+    (cluster red, writes 503 after the bulk ``timeout``) until the block is lifted. The
+    settings are persistent: Elasticsearch stopped meanwhile is waited for."""
+    settings = f"{url}/_cluster/settings"
+    current = _answer("GET", f"{settings}?flat_settings=true")
+    if current is None:
+        raise RuntimeError(f"Elasticsearch at {url} does not answer")
     before = {key: current.json()["persistent"].get(key) for key in FLOOD_STAGE_SETTINGS}
     probe = requests.put(
         f"{url}/{FLOOD_PROBE_INDEX}", json={"settings": {"number_of_replicas": 0}}, timeout=30
@@ -304,16 +318,18 @@ def flood_stage(url: str, timeout: float = 120.0) -> Iterator[None]:
     if probe.status_code != 400 or "already_exists" not in probe.text:
         probe.raise_for_status()
     try:
-        _persistent(url, FLOOD_STAGE_SETTINGS)
+        flood = {"persistent": FLOOD_STAGE_SETTINGS}
+        wait_for(lambda: _answer("PUT", settings, json=flood) is not None, timeout, url)
         wait_for(
-            lambda: FLOOD_PROBE_INDEX in blocked_indices(url), timeout,
+            lambda: FLOOD_PROBE_INDEX in (blocked_indices(url) or ()), timeout,
             "Elasticsearch to block writes past the flood stage", interval=0.5,
         )  # fmt: skip
         yield
     finally:
-        _persistent(url, before)
+        restore = {"persistent": before}
+        wait_for(lambda: _answer("PUT", settings, json=restore) is not None, timeout, url)
         wait_for(
-            lambda: not blocked_indices(url), timeout,
+            lambda: blocked_indices(url) == set(), timeout,
             "Elasticsearch to lift the flood-stage block", interval=0.5,
         )  # fmt: skip
         requests.delete(f"{url}/{FLOOD_PROBE_INDEX}", timeout=30).raise_for_status()
