@@ -28,6 +28,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -134,6 +135,12 @@ def ensure_user(name: str = ES_USER) -> str | None:
     return name
 
 
+#: How often the node checks its disk usage against the watermarks: Elasticsearch's least
+#: (its default, 30 s, set again at run time, only takes effect after the next check), so
+#: that :func:`flood_stage` takes effect within seconds.
+DISK_CHECK_INTERVAL = "10s"
+
+
 @dataclass
 class Elasticsearch:
     """One single-node instance with its own folder (config, data, logs) and ports."""
@@ -199,6 +206,7 @@ class Elasticsearch:
             "-E", "network.host=127.0.0.1", "-E", f"http.port={self.port}",
             "-E", f"transport.port={self.transport_port}",
             "-E", f"path.data={self.root / 'data'}", "-E", f"path.logs={self.root / 'logs'}",
+            "-E", f"cluster.info.update.interval={DISK_CHECK_INTERVAL}",
         ]  # fmt: skip
         if self.user is not None:
             command = ["runuser", "-u", self.user, "--", *command]
@@ -248,6 +256,83 @@ def running_elasticsearch(
         yield instance
     finally:
         instance.remove()
+
+
+# --- the flood-stage disk watermark, as a fault -----------------------------------------
+
+#: Cluster settings that put every node past its flood-stage disk watermark: free-space
+#: watermarks (absolute values are free space) larger than any disk, with the disk checked
+#: as often as Elasticsearch allows (``cluster.info.update.interval``, at least 10 s).
+FLOOD_STAGE_SETTINGS: dict[str, object] = {
+    "cluster.routing.allocation.disk.threshold_enabled": True,
+    "cluster.routing.allocation.disk.watermark.low": "999tb",
+    "cluster.routing.allocation.disk.watermark.high": "998tb",
+    "cluster.routing.allocation.disk.watermark.flood_stage": "997tb",
+    "cluster.info.update.interval": DISK_CHECK_INTERVAL,
+}
+FLOOD_STAGE_BLOCK = "12"  # index.blocks.read_only_allow_delete, in GET _cluster/state/blocks
+FLOOD_PROBE_INDEX = "hubkeeper-flood-stage-probe"  # an index to see the block put on
+
+
+def _answer(method: str, url: str, **options: Any) -> requests.Response | None:
+    """The answer to a request; None while Elasticsearch does not answer (stopped,
+    starting: 5xx). Any other error is raised."""
+    try:
+        response = requests.request(method, url, timeout=30, **options)
+    except (requests.ConnectionError, requests.Timeout):
+        return None
+    if response.status_code >= 500:
+        return None
+    response.raise_for_status()
+    return response
+
+
+def blocked_indices(url: str, block: str = FLOOD_STAGE_BLOCK) -> set[str] | None:
+    """The indices that carry ``block`` (by id) now; None while Elasticsearch does not
+    answer."""
+    response = _answer("GET", f"{url}/_cluster/state/blocks")
+    if response is None:
+        return None
+    indices = response.json().get("blocks", {}).get("indices", {})
+    return {name for name, blocks in indices.items() if block in blocks}
+
+
+@contextlib.contextmanager
+def flood_stage(url: str, timeout: float = 120.0) -> Iterator[None]:
+    """The node at ``url`` past its flood-stage disk watermark, the real way (the disk
+    watermarks): on entry, once Elasticsearch has put its read-only-allow-delete block on
+    an index (a probe index made for that); on exit, the cluster settings as they were and
+    the block lifted from every index, which Elasticsearch does by itself once the node is
+    below the high watermark again. Writes to existing indices are answered 429
+    ``cluster_block_exception``; a new index is created but its shard stays unassigned
+    (cluster red, writes 503 after the bulk ``timeout``) until the block is lifted. The
+    settings are persistent: Elasticsearch stopped meanwhile is waited for."""
+    settings = f"{url}/_cluster/settings"
+    current = _answer("GET", f"{settings}?flat_settings=true")
+    if current is None:
+        raise RuntimeError(f"Elasticsearch at {url} does not answer")
+    before = {key: current.json()["persistent"].get(key) for key in FLOOD_STAGE_SETTINGS}
+    probe = requests.put(
+        f"{url}/{FLOOD_PROBE_INDEX}", json={"settings": {"number_of_replicas": 0}}, timeout=30
+    )
+    if probe.status_code != 400 or "already_exists" not in probe.text:
+        probe.raise_for_status()
+    try:
+        flood = {"persistent": FLOOD_STAGE_SETTINGS}
+        wait_for(lambda: _answer("PUT", settings, json=flood) is not None, timeout, url)
+        wait_for(
+            lambda: FLOOD_PROBE_INDEX in (blocked_indices(url) or ()), timeout,
+            "Elasticsearch to block writes past the flood stage", interval=0.5,
+        )  # fmt: skip
+        yield
+    finally:
+        restore = {"persistent": before}
+        wait_for(lambda: _answer("PUT", settings, json=restore) is not None, timeout, url)
+        wait_for(
+            lambda: blocked_indices(url) == set(), timeout,
+            "Elasticsearch to lift the flood-stage block", interval=0.5,
+        )  # fmt: skip
+        requests.delete(f"{url}/{FLOOD_PROBE_INDEX}", timeout=30).raise_for_status()
 
 
 #: hubkeeper's own JSON logs in the local stack (not the shipper's: it would ship itself)

@@ -2,9 +2,10 @@
 one settle-and-retry loop above it, used by the log pipeline and the document indexer.
 
 An output sends a batch and answers a result per record. Each result is done (2xx, 409),
-to be sent again (429, 5xx), or a permanent refusal (other 4xx) that becomes a dead
-letter: a record for the dead-letter index of the same day, carrying the original
-document and the error. A request that fails as a whole raises :class:`Unavailable`.
+to be sent again (429, 5xx, an index block such as the flood-stage disk watermark's), or a
+permanent refusal (other 4xx) that becomes a dead letter: a record for the dead-letter
+index of the same day, carrying the original document and the error. A request that fails
+as a whole raises :class:`Unavailable`.
 """
 
 from __future__ import annotations
@@ -34,16 +35,40 @@ class Outcome(enum.Enum):
     DEAD = "dead_lettered"
 
 
-def outcome(status: int) -> Outcome:
-    """What one bulk item's status means: done (2xx, 409), try again (429, 5xx), or a
-    permanent refusal (other 4xx) that goes to the dead-letter index."""
+def outcome(status: int, error: dict[str, Any] | None = None) -> Outcome:
+    """What one bulk item's answer means: done (2xx, 409), try again (429, 5xx, an index
+    block), or a permanent refusal (other 4xx) that goes to the dead-letter index."""
     if 200 <= status < 300:
         return Outcome.INDEXED
     if status == 409:
         return Outcome.DUPLICATE
-    if status == 429 or status >= 500:
+    if status == 429 or status >= 500 or block(error) is not None:
         return Outcome.RETRY
     return Outcome.DEAD
+
+
+#: The block Elasticsearch puts on every index of a node past its flood-stage disk
+#: watermark (``index.blocks.read_only_allow_delete``, id 12): 429 TOO_MANY_REQUESTS/12 on
+#: 8.19 and 9.2 here, 403 FORBIDDEN/12 on older versions (elastic/elasticsearch#49393:
+#: clients took the 403 for a refusal and dropped data). Lifted by itself below the high
+#: watermark.
+FLOOD_STAGE_BLOCK = 12
+_BLOCK_IDS = re.compile(r"\b[A-Z_]+/(\d+)/")  # "blocked by: [TOO_MANY_REQUESTS/12/disk ..."
+
+
+def block(error: dict[str, Any] | None) -> str | None:
+    """The index or cluster block that refused an item (``cluster_block_exception``):
+    ``flood_stage`` for the flood-stage disk watermark's, ``other`` for another (a write or
+    read-only block an operator set); None when no block refused it.
+
+    A block refuses the index, not the document, whatever its status (403 on older versions, and for
+    an operator's block): the item is sent again until the block is lifted, never
+    dead-lettered (the dead-letter index is just as blocked, so the event would be lost).
+    """
+    if not error or error.get("type") != "cluster_block_exception":
+        return None
+    ids = _BLOCK_IDS.findall(str(error.get("reason", "")))
+    return "flood_stage" if str(FLOOD_STAGE_BLOCK) in ids else "other"
 
 
 class Unavailable(Exception):
@@ -138,7 +163,8 @@ class Settled:
 
     again: list[Record] = field(default_factory=list)  # retried records and new dead letters
     done: Counts[Outcome] = field(default_factory=Counts)  # acknowledged, by outcome
-    retried: int = 0  # records answered 429/5xx (in ``again``)
+    retried: int = 0  # records answered 429/5xx or refused by a block (in ``again``)
+    blocked: Counts[str] = field(default_factory=Counts)  # of those, refused by a block
     dead_lettered: list[tuple[Record, str]] = field(default_factory=list)  # (record, reason)
     refused: list[tuple[Record, str]] = field(default_factory=list)  # dead letters refused too
 
@@ -147,7 +173,8 @@ def settle(
     records: Sequence[Record], results: Sequence[ItemResult], config: ShipperElasticsearchConfig
 ) -> Settled:
     """Sort a bulk answer: done (indexed, duplicate, dead-lettered), to send again (429/5xx,
-    and a dead letter for each permanent refusal), or given up (a refused dead letter)."""
+    a block, and a dead letter for each permanent refusal), or given up (a refused dead
+    letter)."""
     settled = Settled()
     dead_prefix = f"{config.dead_letter_index}-"
     if len(results) == len(records) == results.count(CREATED) and not _dead_letters_in(
@@ -156,11 +183,13 @@ def settle(
         settled.done[Outcome.INDEXED] += len(records)
         return settled
     for record, result in zip(records, results, strict=True):
-        kind = outcome(result.status)
+        kind = outcome(result.status, result.error)
         to_dead_letters = record.index.startswith(dead_prefix)
         if kind is Outcome.RETRY:
             settled.again.append(record)
             settled.retried += 1
+            if (blocked := block(result.error)) is not None:
+                settled.blocked[blocked] += 1
         elif kind is Outcome.DEAD and to_dead_letters:
             settled.refused.append((record, error_reason(result.error)))
         elif kind is Outcome.DEAD:

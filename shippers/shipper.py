@@ -62,7 +62,7 @@ class Metrics:
         self.events = Counter(
             "hubkeeper_shipper_events_total",
             "Events by delivery outcome (indexed, duplicate, dead_lettered; retried: answered "
-            "429/5xx and sent again, counted each time).",
+            "429/5xx or refused by an index block and sent again, counted each time).",
             ["outcome"],
             registry=registry,
         )
@@ -91,6 +91,16 @@ class Metrics:
             "Bulk requests that failed as a whole (no answer, 429, 5xx).",
             registry=registry,
         )
+        self.blocked = Counter(
+            "hubkeeper_shipper_events_blocked_total",
+            "Events Elasticsearch refused because of an index block and that are sent again "
+            "(also counted as retried), by block: flood_stage (a node past its flood-stage "
+            "disk watermark), other (a block an operator set).",
+            ["block"],
+            registry=registry,
+        )
+        for name in ("flood_stage", "other"):
+            self.blocked.labels(name)
         self.dead_letter_failures = Counter(
             "hubkeeper_shipper_dead_letter_failures_total",
             "Events the dead-letter index refused too (logged, then given up).",
@@ -108,6 +118,8 @@ class Metrics:
         for kind, number in (*settled.done.items(), (Outcome.RETRY, settled.retried)):
             self.events.labels(kind.value).inc(number)
             self.counts[kind] += number
+        for name, number in settled.blocked.items():
+            self.blocked.labels(name).inc(number)
 
 
 class Shipper:
@@ -162,6 +174,7 @@ class Shipper:
         self.last_ack: float | None = None
         self._committed_at = 0.0
         self.unavailable_since: float | None = None
+        self.blocked = False  # the last answer had items refused by an index block
         self._threads: list[threading.Thread] = []
 
     # --- threads -------------------------------------------------------------------------
@@ -273,6 +286,12 @@ class Shipper:
 
     def _answered(self, settled: Settled) -> None:
         self.unavailable_since = None
+        if bool(settled.blocked) != self.blocked:  # logged when it starts and ends
+            self.blocked = bool(settled.blocked)
+            if self.blocked:
+                log.warning("index_blocked", blocks=sorted(settled.blocked), retried=True)
+            else:
+                log.info("index_block_lifted")
         for record, reason in settled.refused:
             self.metrics.dead_letter_failures.inc()
             log.error("dead_letter_refused", id=record.id, error=reason)

@@ -487,9 +487,10 @@ def indexed(es: Elasticsearch, pattern: str) -> int:
 
 def test_shipper_alerts(firing: Firing) -> None:
     """A mapping conflict (dead letter); Elasticsearch answering items 429 (the flood-stage
-    block); Elasticsearch stopped (SIGSTOP) while lines keep coming until the spool is full:
-    the lines wait over 5 s (5 minutes on the rules' clock), and the shipper's status
-    documents, one a second, overflow their buffer of FIGURES."""
+    block: a page at once, a warning later); Elasticsearch stopped (SIGSTOP) while lines
+    keep coming until the spool is full: the lines wait over 5 s (5 minutes on the rules'
+    clock), and the shipper's status documents, one a second, overflow their buffer of
+    FIGURES."""
     es, prefix = firing.es, f"{NAME}-logs"
     dynamic_json_keys(es, prefix, "conflict")
     append(firing.source("conflict"), '{"event": "probe", "probe_value": 1}',
@@ -502,11 +503,14 @@ def test_shipper_alerts(firing: Firing) -> None:
     flood = FloodStage(es, f"{prefix}-blocked-*", firing.source("blocked"))
     flood.start()
     try:
+        fires_once(firing, "HubkeeperElasticsearchFloodStage", PAGER, 30, "critical",
+                   team="logging", instance=firing.instance("shipper"))  # fmt: skip
         fires_once(firing, "HubkeeperShipperRejected", WARNINGS, 60, team="logging",
                    instance=firing.instance("shipper"))  # fmt: skip
     finally:
         refused = flood.stop()
     wait_for(lambda: indexed(es, f"{prefix}-blocked-*") == 1 + refused, 30, "the refused lines")
+    resolves(firing, "HubkeeperElasticsearchFloodStage", PAGER, 40, "critical")
     resolves(firing, "HubkeeperShipperRejected", WARNINGS, 40)
     resolves(firing, "HubkeeperShipperDeadLetters", WARNINGS, 40)
 

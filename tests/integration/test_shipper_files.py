@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from hubkeeper import prtg
-from hubkeeper.deploy.elasticsearch import Elasticsearch
+from hubkeeper.deploy.elasticsearch import Elasticsearch, flood_stage
 from hubkeeper.deploy.stack import wait_for
 from tests.integration.shipping import (
     ShipperRun,
@@ -71,6 +71,37 @@ def test_elasticsearch_outage_loses_and_duplicates_nothing(
     assert run.metric("hubkeeper_shipper_output_up") == 1
     run.stop()
     assert_exactly_once(run.docs(), writer.expected())
+
+
+def test_elasticsearch_past_its_flood_stage_loses_dead_letters_and_duplicates_nothing(
+    tmp_path: Path, elasticsearch: Elasticsearch
+) -> None:
+    """While the node is past its flood-stage disk watermark, the index answers 429 (its
+    read-only-allow-delete block) and nothing gets through; once Elasticsearch lifts the
+    block, every line arrives once and none was dead-lettered."""
+    log = tmp_path / "app.log"
+    run = ShipperRun(tmp_path / "shipper", elasticsearch, "flood", [file_source("app", log)])
+    writer = Writer(log, count=4000, rate=150)  # about 27 s of lines
+    writer.start()
+    run.start()
+    wait_for(lambda: run.acked(log) > 0, 30, "the first acknowledgement")
+    blocked = lambda: run.metric(  # noqa: E731
+        "hubkeeper_shipper_events_blocked_total", 'block="flood_stage"'
+    )
+    with flood_stage(elasticsearch.url):
+        wait_for(lambda: blocked() > 0, 30, "items refused by the flood-stage block")
+        acked = run.acked(log)
+        time.sleep(3)
+        assert run.acked(log) == acked  # nothing got through the block
+        assert run.metric("hubkeeper_shipper_output_up") == 1  # it answers: items refused
+    writer.join()
+    run.wait_shipped(log)
+    assert run.metric("hubkeeper_shipper_events_total", 'outcome="retried"') >= blocked() > 0
+    run.stop()
+    assert_exactly_once(run.docs(), writer.expected())
+    assert run.dead_letters() == []
+    events = [(e["event"], e.get("blocks")) for e in run.log() if "block" in e["event"]]
+    assert events == [("index_blocked", ["flood_stage"]), ("index_block_lifted", None)]
 
 
 def test_rotation_by_rename_and_copytruncate_while_writing(

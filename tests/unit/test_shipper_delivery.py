@@ -19,6 +19,7 @@ from hubkeeper.shippers.delivery import (
     Outcome,
     Settled,
     Unavailable,
+    block,
     dead_letter,
     dead_letter_index,
     next_round,
@@ -100,6 +101,60 @@ def test_registry_commits_offsets_and_cursor_together(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_item_outcomes(status: int, expected: Outcome) -> None:
     assert outcome(status) is expected
+
+
+def blocked(status: int, blocks: str) -> ItemResult:
+    """A bulk item refused by index blocks, as Elasticsearch words it."""
+    reason = f"index [hubkeeper-logs-raw-2026.11.25] blocked by: [{blocks}];"
+    return ItemResult(status, {"type": "cluster_block_exception", "reason": reason})
+
+
+#: What 9.2.0 and 8.19.21 answered here past the flood stage (the docs' link cut off).
+FLOOD_STAGE_429 = blocked(
+    429, "TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has "
+    "read-only-allow-delete block; for more information, see https://www.elastic.co/docs/",
+)  # fmt: skip
+FLOOD_STAGE_403 = blocked(403, "FORBIDDEN/12/index read-only / allow delete (api)")  # up to #49393
+WRITE_BLOCK_403 = blocked(403, "FORBIDDEN/8/index write (api)")  # index.blocks.write
+
+
+@pytest.mark.parametrize(
+    ("item", "kind"),
+    [(FLOOD_STAGE_429, "flood_stage"), (FLOOD_STAGE_403, "flood_stage"),
+     (WRITE_BLOCK_403, "other"),
+     (blocked(403, "FORBIDDEN/8/index write (api), FORBIDDEN/12/index read-only"), "flood_stage")],
+)  # fmt: skip
+def test_an_item_an_index_block_refused_is_sent_again_whatever_its_status(
+    item: ItemResult, kind: str
+) -> None:
+    assert outcome(item.status, item.error) is Outcome.RETRY
+    assert block(item.error) == kind
+
+
+@pytest.mark.parametrize(
+    "error",
+    [None, {"type": "document_parsing_exception", "reason": "failed to parse field [x]"},
+     {"type": "security_exception", "reason": "action [indices:data/write/bulk] is unauthorized"}],
+)  # fmt: skip
+def test_a_refusal_of_the_document_is_no_block_and_goes_to_the_dead_letters(
+    error: dict | None,
+) -> None:
+    assert block(error) is None
+    assert outcome(403 if error and "security" in error["type"] else 400, error) is Outcome.DEAD
+
+
+def test_a_flood_stage_block_never_dead_letters_an_event_and_is_counted_by_kind() -> None:
+    records = [record(n) for n in range(3)]
+    output = ScriptedOutput(
+        [FLOOD_STAGE_403, FLOOD_STAGE_429, WRITE_BLOCK_403], [FLOOD_STAGE_429] * 3, [201] * 3
+    )
+    reports: list = []
+    assert delivery(output, lambda _attempt: True, reports).send(records) == []
+    first, second, third = reports
+    assert first.retried == 3 and first.blocked == {"flood_stage": 2, "other": 1}
+    assert second.blocked == {"flood_stage": 3} and not first.done and not second.done
+    assert third.done == {Outcome.INDEXED: 3} and not third.blocked
+    assert all(r.index == records[0].index for batch in output.batches for r in batch)
 
 
 def test_backoff_is_jittered_and_capped() -> None:
@@ -198,7 +253,7 @@ def test_lumberjack_v2_window_frames() -> None:
 class ScriptedOutput:
     """An output answering each request from a script: an exception, or a status per record."""
 
-    def __init__(self, *answers: Unavailable | list[int]) -> None:
+    def __init__(self, *answers: Unavailable | list[int | ItemResult]) -> None:
         self.answers = list(answers)
         self.batches: list[list[Record]] = []
 
@@ -211,8 +266,10 @@ class ScriptedOutput:
         if isinstance(answer, Unavailable):
             raise answer
         return [
-            ItemResult(status, {"type": "refused"} if status == 400 else None) for status in answer
-        ]
+            item if isinstance(item, ItemResult)
+            else ItemResult(item, {"type": "refused"} if item == 400 else None)
+            for item in answer
+        ]  # fmt: skip
 
     def delete_expired(self, _today: date) -> list[str]:
         return []
@@ -254,7 +311,7 @@ def test_delivery_hands_back_what_is_left_when_told_to_stop() -> None:
     assert failed.send(records) == records
 
 
-def test_items_answered_429_or_5xx_are_counted_as_retried(tmp_path: Path) -> None:
+def test_items_answered_429_or_5xx_or_blocked_are_counted_as_retried(tmp_path: Path) -> None:
     config = from_dict(
         {
             "shipper": {
@@ -266,11 +323,13 @@ def test_items_answered_429_or_5xx_are_counted_as_retried(tmp_path: Path) -> Non
         }
     )
     shipper = Shipper(config)
-    shipper.delivery.output = ScriptedOutput([201, 503, 429], [503, 201], [201])
+    shipper.delivery.output = ScriptedOutput([201, 503, 429], [FLOOD_STAGE_429, 201], [201])
     try:
         assert shipper.delivery.send([record(n) for n in range(3)]) == []
         metric = shipper.metrics_registry.get_sample_value
         assert metric("hubkeeper_shipper_events_total", {"outcome": "retried"}) == 3
+        assert metric("hubkeeper_shipper_events_blocked_total", {"block": "flood_stage"}) == 1
+        assert metric("hubkeeper_shipper_events_blocked_total", {"block": "other"}) == 0
         assert metric("hubkeeper_shipper_events_total", {"outcome": "indexed"}) == 3
         _status, _type, body = shipper.prtg_route("/prtg/shipper", {})
         channels = {c["channel"]: c["value"] for c in json.loads(body)["prtg"]["result"]}
