@@ -14,12 +14,13 @@ A request loop asks the hub API through NGINX ten times a second. Faults, from t
 may overlap: ``hub_kill`` (SIGKILL of the active hub), ``hub_stop`` (SIGSTOP of it),
 ``proxy_kill`` and ``proxy_stop`` (the same to the active hub's proxy),
 ``failover_watcher_kill`` (the active hub, then the watcher once the failover began),
-``daemon_kill``
-(SIGKILL of a supervised daemon, the watcher included, even mid-failover), ``daemon_stop``
-(SIGSTOP of a daemon with a watchdog: the supervisor aborts and restarts it),
-``elasticsearch_stop`` (stopped, started again ``es_down`` s later), ``oom`` (a process of a
-user's server allocating past the limit), ``orphan`` (a container with the hub's labels
-that no server owns), ``nginx_broken`` (NGINX's live config broken by hand, then reloaded).
+``daemon_kill`` (SIGKILL of a supervised daemon, the watcher included, even mid-failover),
+``daemon_stop`` (SIGSTOP of a daemon with a watchdog: the supervisor aborts and restarts
+it), ``elasticsearch_stop`` (stopped, started again ``es_down`` s later),
+``elasticsearch_flood`` (past its flood-stage disk watermark ``es_down`` s: writes refused
+429), ``oom`` (a process of a user's server allocating past the limit), ``orphan`` (a
+container with the hub's labels that no server owns), ``nginx_broken`` (NGINX's live
+config broken by hand, then reloaded).
 
 The books, in the last line (JSON): log lines written, lost and duplicated in
 Elasticsearch; requests failed, in each fault's window; moments with two hubs on the
@@ -57,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 from hubkeeper.deploy import hubctl  # noqa: E402
 from hubkeeper.deploy.elasticsearch import (  # noqa: E402
     Elasticsearch,
+    flood_stage,
     log_store_overrides,
     running_elasticsearch,
 )
@@ -77,7 +79,7 @@ from tests.integration.shipping import search, user_process  # noqa: E402
 HUB_FAULTS = ("hub_kill", "hub_stop", "proxy_kill", "proxy_stop", "failover_watcher_kill")
 FAULT_KINDS = (
     *HUB_FAULTS, "daemon_kill", "daemon_stop", "elasticsearch_stop", "oom", "orphan",
-    "nginx_broken",
+    "nginx_broken", "elasticsearch_flood",
 )  # fmt: skip
 #: the alert each fault must bring to on-call (None: none is due, e.g. a restart in seconds)
 EXPECTED_ALERT = {
@@ -89,6 +91,7 @@ EXPECTED_ALERT = {
     "daemon_kill": None,
     "daemon_stop": None,  # the watchdog restarts it before its target has been down 5m
     "elasticsearch_stop": None,
+    "elasticsearch_flood": "HubkeeperElasticsearchFloodStage",
     "oom": "UserServerOOMKilled",
     "orphan": None,  # the culler removes it after ORPHAN_GRACE, long before the alert's 30m
     "nginx_broken": "HubkeeperNginxConfigRepaired",
@@ -288,6 +291,9 @@ class Soak:
             self.elasticsearch.stop()
             time.sleep(self.es_down)
             self.elasticsearch.start()
+        elif fault.kind == "elasticsearch_flood":  # healed when the block is lifted
+            with flood_stage(self.elasticsearch.url):
+                time.sleep(self.es_down)
         elif fault.kind == "oom":
             user_label = self.stack.config.labels.user
             running = [
