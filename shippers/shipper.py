@@ -229,9 +229,8 @@ class Shipper:
                     self.stopping.wait(self.section.poll_interval)
                     continue
                 records, moves = self.files.read(min(READ_BUDGET, room))
-                if records:
-                    self.spool.append([record.line() for record in records])
-                    self._wrote("spool")
+                self.spool.append([record.line() for record in records])
+                self._wrote("spool")  # or nothing left to write (a file gone meanwhile)
                 self.files.advance(moves)
                 self._count_read(records)
                 if not records:
@@ -292,8 +291,9 @@ class Shipper:
     def _commit(self) -> None:
         """Write the acknowledged offsets and cursor (one atomic write), then delete the
         spool segments behind the cursor. Done at most every COMMIT_INTERVAL while busy:
-        a crash in between only sends acknowledged events again (answered 409)."""
-        if self.registry.dirty:
+        a crash in between only sends acknowledged events again (answered 409). While
+        registry writes fail, every commit tries one (its success ends the episode)."""
+        if self.registry.dirty or "registry" in self.write_trouble.failing:
             try:
                 cursor = self.registry.save()
             except Unwritable as error:  # still dirty: written at the next commit

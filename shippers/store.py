@@ -41,8 +41,8 @@ class Unwritable(OSError):
 Cursor = tuple[int, int]  # spool segment number, byte position in it
 READ_BLOCK = 64 << 10  # the least the sender reads from a segment at once
 RECORD_GUESS = 1024  # bytes of a usual record: the block read for a batch is sized by it
-CAUGHT_UP_ROLL = 1 << 20  # a segment this big is closed once wholly acknowledged (its space
-# comes back at the next commit, not only at ``segment_bytes``: a small filesystem stays free)
+CAUGHT_UP_ROLL = 1 << 20  # a segment this big is closed once the sender is in it (freed when
+# the sender has passed it, not only after ``segment_bytes``: a small filesystem stays free)
 
 
 @dataclass
@@ -318,10 +318,10 @@ class Spool:
             self.changed.notify_all()
 
     def _roll(self) -> bool:
-        """Whether to start a new segment: the current one is full, or big and wholly
-        acknowledged."""
+        """Whether to start a new segment: the current one is full, or big and the sender
+        has acknowledged everything before it."""
         size = self._sizes[self._write_seq]
-        caught_up = self._released == (self._write_seq, size)
+        caught_up = self._released[0] == self._write_seq
         return size >= self.segment_bytes or (caught_up and size >= CAUGHT_UP_ROLL)
 
     def _write(self, data: bytes) -> None:

@@ -108,3 +108,25 @@ def test_a_write_trouble_episode_starts_with_the_first_failure_and_ends_with_a_s
     assert trouble.succeeded("spool", 15.0) == (5.0, 2)
     assert trouble.succeeded("spool", 16.0) is None
     assert list(trouble.failing) == ["registry"]
+
+
+def test_a_big_segment_is_closed_once_the_sender_is_in_it_and_freed_once_it_passed(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path, 10 << 20, (0, 0))
+    spool.append([record(n) for n in range(1200)])  # over CAUGHT_UP_ROLL, under 16 MiB
+    _batch, after = spool.read((0, 0), 10, 64 << 20)
+    spool.release(after)
+    spool.append([record(1200)])
+    batch, end = spool.read(after, 10000, 64 << 20)
+    assert [r.id for r in batch] == [f"id{n}" for n in range(10, 1201)] and end[0] == 1
+    spool.release(end)
+    assert [p.name for p in tmp_path.iterdir()] == ["segment-000000000001.spool"]
+
+
+def test_a_big_segment_the_sender_has_not_reached_is_kept_open(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 10 << 20, (0, 0))
+    spool.append([record(n) for n in range(1200)])
+    spool.append([record(n) for n in range(1200, 2400)])  # the sender is in 0: a new one
+    spool.append([record(2400)])  # the sender is still in 0: 1 goes on
+    assert spool.end()[0] == 1
