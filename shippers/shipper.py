@@ -39,7 +39,14 @@ from hubkeeper.shippers.delivery import (
 )
 from hubkeeper.shippers.parsers import now_iso
 from hubkeeper.shippers.sources import ContainerInfo, Files, Settings, make_sources
-from hubkeeper.shippers.store import Record, Registry, Spool, Unwritable, upgrade_spool
+from hubkeeper.shippers.store import (
+    Record,
+    Registry,
+    Spool,
+    Unwritable,
+    commit,
+    upgrade_spool,
+)
 
 log = get_logger(__name__)
 READ_BUDGET = 256 << 10  # input bytes per reader cycle (its records stay in the caches)
@@ -295,12 +302,11 @@ class Shipper:
         registry writes fail, every commit tries one (its success ends the episode)."""
         if self.registry.dirty or "registry" in self.write_trouble.failing:
             try:
-                cursor = self.registry.save()
+                commit(self.registry, self.spool)
             except Unwritable as error:  # still dirty: written at the next commit
                 self._write_failed(error)
             else:
                 self._wrote("registry")
-                self.spool.release(cursor)
         self._committed_at = time.monotonic()
 
     def _write_failed(self, error: Unwritable) -> None:

@@ -43,6 +43,7 @@ READ_BLOCK = 64 << 10  # the least the sender reads from a segment at once
 RECORD_GUESS = 1024  # bytes of a usual record: the block read for a batch is sized by it
 CAUGHT_UP_ROLL = 1 << 20  # a segment this big is closed once the sender is in it (freed when
 # the sender has passed it, not only after ``segment_bytes``: a small filesystem stays free)
+RESERVE_BYTES = 256 << 10  # kept beside the spool, given up when the registry cannot be saved
 
 
 @dataclass
@@ -408,6 +409,42 @@ class Spool:
     def close(self) -> None:
         with self.changed:
             os.close(self._writer)
+
+    def keep_reserve(self) -> None:
+        """Take :data:`RESERVE_BYTES` of disk in a file beside the segments if they are
+        not taken already (nothing if there is no room)."""
+        path = self.folder / "reserve"
+        if path.exists():
+            return
+        try:
+            with path.open("wb") as handle:
+                handle.write(bytes(RESERVE_BYTES))
+        except OSError:
+            path.unlink(missing_ok=True)
+
+    def give_up_reserve(self) -> bool:
+        """Free the reserve's space; whether there was any."""
+        try:
+            (self.folder / "reserve").unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+
+def commit(registry: Registry, spool: Spool) -> Cursor:
+    """Save the registry, then delete the spool's segments behind its cursor. If the save
+    fails, once more with the spool's reserve given up: a spool that has filled its own
+    filesystem frees space only after a save. Raises :class:`Unwritable` if that fails too."""
+    try:
+        cursor = registry.save()
+    except Unwritable:
+        with spool.changed:  # no append takes the space meanwhile
+            if not spool.give_up_reserve():
+                raise
+            cursor = registry.save()
+    spool.release(cursor)
+    spool.keep_reserve()
+    return cursor
 
 
 def upgrade_spool(folder: Path, registry: Registry) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hubkeeper.shippers.shipper import WriteTrouble
-from hubkeeper.shippers.store import Entry, Record, Registry, Spool, Unwritable
+from hubkeeper.shippers.store import Entry, Record, Registry, Spool, Unwritable, commit
 from tests.integration.smallfs import SmallFS, can_mount, small_tmpfs
 
 
@@ -16,7 +16,7 @@ from tests.integration.smallfs import SmallFS, can_mount, small_tmpfs
 def fs(tmp_path: Path) -> Iterator[SmallFS]:
     if not can_mount():
         pytest.skip("mounting a tmpfs needs root")
-    with small_tmpfs(tmp_path / "fs", "256k") as mounted:
+    with small_tmpfs(tmp_path / "fs", "2m") as mounted:
         yield mounted
 
 
@@ -97,6 +97,42 @@ def test_a_new_registry_entry_that_cannot_be_saved_is_dropped_a_change_is_kept(
     fs.free()
     registry.save()
     assert Registry(fs.path / "registry.json").entries["a"].path == "/a.log.1"
+
+
+def test_a_spool_that_filled_its_own_filesystem_frees_it_with_its_reserve(
+    fs: SmallFS,
+) -> None:
+    registry = Registry(fs.path / "registry.json")
+    spool = Spool(fs.path / "spool", 10 << 20, registry.cursor)
+    commit(registry, spool)  # takes the reserve
+    written = append_until_full(spool)  # 1 MiB in segment 0, the rest in 1
+    fs.fill()  # the last few KiB (smaller records would take them)
+    batch, end = spool.read((0, 0), 100000, 64 << 20)
+    assert len(batch) == written and end[0] == 1
+    registry.acknowledge({}, end)
+    with pytest.raises(Unwritable):
+        registry.save()
+    assert commit(registry, spool) == end  # with the reserve's room
+    assert [p.name for p in (fs.path / "spool").glob("segment-*")] == ["segment-000000000001.spool"]
+    spool.append([record(written + i) for i in range(20)])
+    assert [r.id for r in spool.records(end)] == [f"id{n}" for n in range(written, written + 20)]
+    spool.close()
+
+
+def test_without_a_reserve_a_full_filesystem_keeps_the_registry_dirty_and_the_segments(
+    fs: SmallFS,
+) -> None:
+    registry = Registry(fs.path / "registry.json")
+    spool = Spool(fs.path / "spool", 10 << 20, registry.cursor)
+    written = append_until_full(spool)
+    fs.fill()
+    _batch, end = spool.read((0, 0), 100000, 64 << 20)
+    registry.acknowledge({}, end)
+    with pytest.raises(Unwritable):
+        commit(registry, spool)
+    assert registry.dirty and len(list((fs.path / "spool").glob("segment-*"))) == 2
+    assert len(list(spool.records((0, 0)))) == written
+    spool.close()
 
 
 def test_a_write_trouble_episode_starts_with_the_first_failure_and_ends_with_a_success() -> None:
