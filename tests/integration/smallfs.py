@@ -1,6 +1,8 @@
 """A real, size-limited tmpfs that a test fills up and frees again: a full filesystem
 (ENOSPC) for the shipper's spool, the chaos soak's "spool filesystem full" fault.
-Mounting needs root (:func:`can_mount`).
+Mounting needs root (:func:`can_mount`). Mount before the program using the folder
+starts: a mount hides what the folder held, and a program keeps files it has open on the
+filesystem below.
 
     with small_tmpfs(folder, "2m") as fs:
         fs.fill()   # every free byte taken by a filler file
