@@ -11,14 +11,19 @@ from typing import IO
 def write_atomically(path: Path, data: bytes, mode: int = 0o666) -> None:
     """Write a temporary file, fsync it, rename it over ``path``, fsync the folder: after
     a crash the file holds either the old or the new content, never a mix. ``mode`` (less
-    the umask) is the new file's from its creation on: a secret is never readable by others."""
+    the umask) is the new file's from its creation on: a secret is never readable by others.
+    A failed write (a full filesystem) removes the temporary file, and its space with it."""
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.unlink(missing_ok=True)  # a left-over one would keep its own mode
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    with os.fdopen(os.open(temporary, flags, mode), "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with os.fdopen(os.open(temporary, flags, mode), "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, path)
     fsync_dir(path.parent)
 

@@ -1,9 +1,9 @@
 """``hubkeeper ship-logs``: read sources into the spool, deliver the spool, report.
 
 Two threads: the reader scans and reads files into the spool (it stops reading while the
-spool is full); the sender delivers spooled records in batches and commits offsets after
-acknowledgement. Metrics ``hubkeeper_shipper_*`` on ``/metrics``, a PRTG sensor on
-``/prtg/shipper``, JSON logs on stdout.
+spool is full, or its filesystem); the sender delivers spooled records in batches and
+commits offsets after acknowledgement. Metrics ``hubkeeper_shipper_*`` on ``/metrics``,
+a PRTG sensor on ``/prtg/shipper``, JSON logs on stdout.
 """
 
 from __future__ import annotations
@@ -39,7 +39,14 @@ from hubkeeper.shippers.delivery import (
 )
 from hubkeeper.shippers.parsers import now_iso
 from hubkeeper.shippers.sources import ContainerInfo, Files, Settings, make_sources
-from hubkeeper.shippers.store import Record, Registry, Spool, upgrade_spool
+from hubkeeper.shippers.store import (
+    Record,
+    Registry,
+    Spool,
+    Unwritable,
+    commit,
+    upgrade_spool,
+)
 
 log = get_logger(__name__)
 READ_BUDGET = 256 << 10  # input bytes per reader cycle (its records stay in the caches)
@@ -55,6 +62,28 @@ def collect_less() -> None:
     exists already (modules, configuration) is frozen out of the collector's sight."""
     gc.freeze()
     gc.set_threshold(GC_YOUNG, 10, 10)
+
+
+class WriteTrouble:
+    """Which writes to the state folder (``spool``, ``registry``) fail, since when and why:
+    a failure starts an episode, the next success of the same write ends it."""
+
+    def __init__(self) -> None:
+        self.failing: dict[str, tuple[float, str, int]] = {}  # since, last error, failures
+        self.lock = threading.Lock()
+
+    def failed(self, what: str, error: str, now: float) -> bool:
+        """Record a failure; True if it starts an episode."""
+        with self.lock:
+            since, _error, count = self.failing.get(what, (now, "", 0))
+            self.failing[what] = (since, error, count + 1)
+            return count == 0
+
+    def succeeded(self, what: str, now: float) -> tuple[float, int] | None:
+        """Record a success; the episode's seconds and failures if it ends one."""
+        with self.lock:
+            episode = self.failing.pop(what, None)
+        return None if episode is None else (now - episode[0], episode[2])
 
 
 class Metrics:
@@ -101,6 +130,16 @@ class Metrics:
         )
         for name in ("flood_stage", "other"):
             self.blocked.labels(name)
+        self.write_failures = Counter(
+            "hubkeeper_shipper_spool_write_failures_total",
+            "Failed writes to the state folder (filesystem full, over quota, I/O error), by "
+            "what (spool: reading pauses; registry: offsets and spool space wait). Each is "
+            "made again later, nothing is lost unless a file is rotated away meanwhile.",
+            ["what"],
+            registry=registry,
+        )
+        for what in ("spool", "registry"):
+            self.write_failures.labels(what)
         self.dead_letter_failures = Counter(
             "hubkeeper_shipper_dead_letter_failures_total",
             "Events the dead-letter index refused too (logged, then given up).",
@@ -175,6 +214,7 @@ class Shipper:
         self._committed_at = 0.0
         self.unavailable_since: float | None = None
         self.blocked = False  # the last answer had items refused by an index block
+        self.write_trouble = WriteTrouble()
         self._threads: list[threading.Thread] = []
 
     # --- threads -------------------------------------------------------------------------
@@ -210,10 +250,14 @@ class Shipper:
                     continue
                 records, moves = self.files.read(min(READ_BUDGET, room))
                 self.spool.append([record.line() for record in records])
+                self._wrote("spool")  # or nothing left to write (a file gone meanwhile)
                 self.files.advance(moves)
                 self._count_read(records)
                 if not records:
                     self.stopping.wait(self.section.poll_interval)
+            except Unwritable as error:  # not advanced: read again at the next try
+                self._write_failed(error)
+                self.stopping.wait(self.section.poll_interval)
             except Exception:
                 log.exception("reader_failed")
                 self.stopping.wait(1.0)
@@ -267,11 +311,30 @@ class Shipper:
     def _commit(self) -> None:
         """Write the acknowledged offsets and cursor (one atomic write), then delete the
         spool segments behind the cursor. Done at most every COMMIT_INTERVAL while busy:
-        a crash in between only sends acknowledged events again (answered 409)."""
-        if self.registry.dirty:
-            cursor = self.registry.save()
-            self.spool.release(cursor)
+        a crash in between only sends acknowledged events again (answered 409). While
+        registry writes fail, every commit tries one (its success ends the episode)."""
+        if self.registry.dirty or "registry" in self.write_trouble.failing:
+            try:
+                commit(self.registry, self.spool)
+            except Unwritable as error:  # still dirty: written at the next commit
+                self._write_failed(error)
+            else:
+                self._wrote("registry")
         self._committed_at = time.monotonic()
+
+    def _write_failed(self, error: Unwritable) -> None:
+        self.metrics.write_failures.labels(error.what).inc()
+        if self.write_trouble.failed(error.what, str(error)[:300], time.time()):
+            log.error(
+                "spool_unwritable", what=error.what, state_dir=self.section.state_dir,
+                error=str(error)[:300],
+            )  # fmt: skip
+
+    def _wrote(self, what: str) -> None:
+        ended = self.write_trouble.succeeded(what, time.time())
+        if ended is not None:
+            log.info("spool_writable_again", what=what, seconds=round(ended[0], 1),
+                     failures=ended[1])  # fmt: skip
 
     def _unavailable(self, error: Unavailable, attempt: int) -> None:
         self.metrics.request_failures.inc()
@@ -306,10 +369,14 @@ class Shipper:
 
     def health(self) -> tuple[bool, str]:
         """Unhealthy only when a thread stopped; degraded (still healthy: the rest ships)
-        while the output does not answer or a source has a file it cannot read."""
+        while the output does not answer, the state folder cannot be written or a source
+        has a file it cannot read."""
         if not self.alive():
             return False, "a shipper thread stopped\n"
         problems = [f"source {name}: {why}" for name, why in sorted(self.files.failing().items())]
+        now = time.time()
+        for what, (since, error, _count) in sorted(self.write_trouble.failing.copy().items()):
+            problems.insert(0, f"{what} not writable for {now - since:.0f}s ({error})")
         if self.unavailable_since is not None:
             down = time.time() - self.unavailable_since
             problems.insert(0, f"{self.section.output} unavailable for {down:.0f}s")
@@ -437,6 +504,11 @@ class _StateCollector(Collector):
         )
         up.add_metric([], 0 if self.shipper.unavailable_since else 1)
         yield up
+        yield GaugeMetricFamily(
+            "hubkeeper_shipper_spool_writable",
+            "0 while the last write to the spool or the registry failed (filesystem full).",
+            value=0 if self.shipper.write_trouble.failing else 1,
+        )
         if self.shipper.last_ack is not None:
             yield GaugeMetricFamily(
                 "hubkeeper_shipper_last_ack_timestamp_seconds",

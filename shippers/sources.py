@@ -373,7 +373,11 @@ class Files:
         )
         key = entry_key(source.name, *ident, gen, fp)
         entry = Entry(key, source.name, path, *ident, length, fp, gen=gen, meta=meta)
-        self.registry.put(entry)  # durable before any event carries its key
+        try:
+            self.registry.put(entry)  # durable before any event carries its key
+        except OSError:  # the state folder is full: opened again at a later scan
+            os.close(fd)
+            raise
         log.info("file_opened", source=source.name, path=path)
         self.tails[key] = Tail(entry, source, fd, 0)
 

@@ -15,6 +15,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -27,9 +28,22 @@ from hubkeeper.log import get_logger
 
 log = get_logger(__name__)
 
+
+class Unwritable(OSError):
+    """A write to the state folder failed (full, over quota, read-only, I/O error); nothing
+    half-written is kept: the write can be made again once the cause is gone."""
+
+    def __init__(self, what: str, error: OSError) -> None:
+        super().__init__(error.errno, f"{what}: {error.strerror or error}")
+        self.what = what
+
+
 Cursor = tuple[int, int]  # spool segment number, byte position in it
 READ_BLOCK = 64 << 10  # the least the sender reads from a segment at once
 RECORD_GUESS = 1024  # bytes of a usual record: the block read for a batch is sized by it
+CAUGHT_UP_ROLL = 1 << 20  # a segment this big is closed once the sender is in it (freed when
+# the sender has passed it, not only after ``segment_bytes``: a small filesystem stays free)
+RESERVE_BYTES = 256 << 10  # kept beside the spool, given up when the registry cannot be saved
 
 
 @dataclass
@@ -63,26 +77,44 @@ class Registry:
             self.cursor = (int(data["cursor"][0]), int(data["cursor"][1]))
 
     def save(self) -> Cursor:
-        """Write everything (atomically); returns the cursor written."""
+        """Write everything (atomically); returns the cursor written. A failed write
+        (:class:`Unwritable`) leaves the registry dirty, to be written at the next save."""
         with self.lock:
             data = {
                 "version": 1,
                 "cursor": list(self.cursor),
                 "entries": [asdict(entry) for entry in self.entries.values()],
             }
-            write_atomically(self.path, json.dumps(data, separators=(",", ":")).encode())
+            try:
+                write_atomically(self.path, json.dumps(data, separators=(",", ":")).encode())
+            except OSError as error:
+                raise Unwritable("registry", error) from error
             self.dirty = False
             return self.cursor
 
     def put(self, entry: Entry) -> None:
+        """Add or change an entry and write the registry. A new entry must be on disk
+        before any event carries its key: if the write fails, it is dropped again and the
+        error raised. A change that could not be written stays dirty, for the next save."""
         with self.lock:
+            new = entry.key not in self.entries
             self.entries[entry.key] = entry
-        self.save()
+            self.dirty = True
+        try:
+            self.save()
+        except Unwritable:
+            if new:
+                with self.lock:
+                    self.entries.pop(entry.key, None)
+                raise
 
     def forget(self, key: str) -> None:
+        """Drop an entry; written now, or (if that fails) at the next save."""
         with self.lock:
             self.entries.pop(key, None)
-        self.save()
+            self.dirty = True
+        with suppress(Unwritable):
+            self.save()
 
     def acknowledge(self, offsets: dict[str, int], cursor: Cursor) -> None:
         """Record acknowledged offsets and the cursor past them; :meth:`save` commits them
@@ -222,7 +254,9 @@ class Spool:
 
     The reader appends (and fsyncs); the sender reads from a cursor and, once a batch is
     acknowledged, moves the cursor on; segments wholly behind it are deleted. A torn last
-    record (a crash while writing) is cut off when the spool is opened.
+    record (a crash while writing) is cut off when the spool is opened; one left by a
+    failed write (a full filesystem) is cut off at once, and the next write goes where the
+    last whole record ends.
     """
 
     def __init__(
@@ -242,11 +276,15 @@ class Spool:
                 self._sizes[seq] = _repair(path)
         self._write_seq = max(self._sizes, default=cursor[0])
         self._sizes.setdefault(self._write_seq, 0)
-        self._writer = self._path(self._write_seq).open("ab")
+        self._writer = self._open(self._write_seq)
         self._released = cursor
 
     def _path(self, seq: int) -> Path:
         return self.folder / f"segment-{seq:012d}.spool"
+
+    def _open(self, seq: int) -> int:
+        """The segment's descriptor for writing: unbuffered, written at known positions."""
+        return os.open(self._path(seq), os.O_WRONLY | os.O_CREAT, 0o644)
 
     def used(self) -> int:
         """Bytes not yet acknowledged."""
@@ -261,22 +299,46 @@ class Spool:
             return self._write_seq, self._sizes[self._write_seq]
 
     def append(self, lines: list[bytes]) -> None:
-        """Write records durably (one fsync), then wake the sender."""
+        """Write records durably (one fsync), then wake the sender. All or nothing: a
+        failed write raises :class:`Unwritable` after cutting the segment back to its last
+        whole record."""
         if not lines:
             return
         with self.changed:
-            if self._sizes[self._write_seq] >= self.segment_bytes:
-                self._writer.close()
-                self._write_seq += 1
-                self._sizes[self._write_seq] = 0
-                self._writer = self._path(self._write_seq).open("ab")
-                fsync_dir(self.folder)
-            data = b"".join(lines)
-            self._writer.write(data)
-            self._writer.flush()
-            os.fsync(self._writer.fileno())
-            self._sizes[self._write_seq] += len(data)
+            try:
+                if self._roll():
+                    writer = self._open(self._write_seq + 1)
+                    os.close(self._writer)
+                    self._writer = writer
+                    self._write_seq += 1
+                    self._sizes[self._write_seq] = 0
+                    fsync_dir(self.folder)
+                self._write(b"".join(lines))
+            except OSError as error:
+                raise Unwritable("spool", error) from error
             self.changed.notify_all()
+
+    def _roll(self) -> bool:
+        """Whether to start a new segment: the current one is full, or big and the sender
+        has acknowledged everything before it."""
+        size = self._sizes[self._write_seq]
+        caught_up = self._released[0] == self._write_seq
+        return size >= self.segment_bytes or (caught_up and size >= CAUGHT_UP_ROLL)
+
+    def _write(self, data: bytes) -> None:
+        size = self._sizes[self._write_seq]
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.pwrite(self._writer, view, size + len(data) - len(view)) :]
+            os.fsync(self._writer)
+        except OSError:
+            try:
+                os.ftruncate(self._writer, size)  # frees the torn bytes' space
+            except OSError as error:  # the next write goes over them anyway
+                log.warning("spool_cut_failed", error=str(error))
+            raise
+        self._sizes[self._write_seq] = size + len(data)
 
     def read(self, cursor: Cursor, max_events: int, max_bytes: int) -> tuple[Batch, Cursor]:
         """Records from ``cursor`` on (at most ``max_events`` and about ``max_bytes``, at
@@ -346,7 +408,43 @@ class Spool:
 
     def close(self) -> None:
         with self.changed:
-            self._writer.close()
+            os.close(self._writer)
+
+    def keep_reserve(self) -> None:
+        """Take :data:`RESERVE_BYTES` of disk in a file beside the segments if they are
+        not taken already (nothing if there is no room)."""
+        path = self.folder / "reserve"
+        if path.exists():
+            return
+        try:
+            with path.open("wb") as handle:
+                handle.write(bytes(RESERVE_BYTES))
+        except OSError:
+            path.unlink(missing_ok=True)
+
+    def give_up_reserve(self) -> bool:
+        """Free the reserve's space; whether there was any."""
+        try:
+            (self.folder / "reserve").unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+
+def commit(registry: Registry, spool: Spool) -> Cursor:
+    """Save the registry, then delete the spool's segments behind its cursor. If the save
+    fails, once more with the spool's reserve given up: a spool that has filled its own
+    filesystem frees space only after a save. Raises :class:`Unwritable` if that fails too."""
+    try:
+        cursor = registry.save()
+    except Unwritable:
+        with spool.changed:  # no append takes the space meanwhile
+            if not spool.give_up_reserve():
+                raise
+            cursor = registry.save()
+    spool.release(cursor)
+    spool.keep_reserve()
+    return cursor
 
 
 def upgrade_spool(folder: Path, registry: Registry) -> None:

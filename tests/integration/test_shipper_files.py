@@ -20,6 +20,7 @@ from tests.integration.shipping import (
     dynamic_json_keys,
     stop_shippers,  # noqa: F401  (autouse)
 )
+from tests.integration.smallfs import can_mount, small_tmpfs
 
 
 def file_source(name: str, *patterns: Path, parser: str = "raw") -> dict:
@@ -102,6 +103,38 @@ def test_elasticsearch_past_its_flood_stage_loses_dead_letters_and_duplicates_no
     assert run.dead_letters() == []
     events = [(e["event"], e.get("blocks")) for e in run.log() if "block" in e["event"]]
     assert events == [("index_blocked", ["flood_stage"]), ("index_block_lifted", None)]
+
+
+def test_a_full_spool_filesystem_pauses_reading_and_loses_nothing(
+    tmp_path: Path, elasticsearch: Elasticsearch
+) -> None:
+    if not can_mount():
+        pytest.skip("mounting a tmpfs needs root")
+    log = tmp_path / "app.log"
+    run = ShipperRun(tmp_path / "shipper", elasticsearch, "spoolfs", [file_source("app", log)])
+    writer = Writer(log, count=3000, rate=200)  # 15 s of lines
+    with small_tmpfs(run.state, "2m") as fs:  # the state folder: spool and registry
+        writer.start()
+        run.start()
+        wait_for(lambda: run.acked(log) > 0, 30, "the first acknowledgement")
+        fs.fill()
+        wait_for(lambda: run.metric("hubkeeper_shipper_spool_writable") == 0, 10, "unwritable")
+        time.sleep(4)  # lines keep coming, the reader keeps trying
+        health = requests.get(f"http://127.0.0.1:{run.port}/healthz", timeout=5)
+        assert health.ok and health.text.startswith("degraded: ")
+        assert "No space left on device" in health.text
+        fs.free()
+        writer.join()
+        run.wait_shipped(log, timeout=60)
+        assert run.running()
+        assert run.metric("hubkeeper_shipper_spool_writable") == 1
+        failures = run.metric("hubkeeper_shipper_spool_write_failures_total", 'what="spool"')
+        run.stop()
+    events = [e for e in run.log() if e["event"].startswith("spool_")]
+    episodes = [(e["event"], e["what"]) for e in events if e.get("what") == "spool"]
+    assert episodes == [("spool_unwritable", "spool"), ("spool_writable_again", "spool")]
+    assert failures > 1  # tried again and again, logged once
+    assert_exactly_once(run.docs(), writer.expected())
 
 
 def test_rotation_by_rename_and_copytruncate_while_writing(
