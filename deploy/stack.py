@@ -54,7 +54,8 @@ from hubkeeper.nginx import Nginx
 if TYPE_CHECKING:
     from hubkeeper.deploy.swarm import Node, Swarm
 
-DOCKERD_FLAGS = ("--bridge=none", "--iptables=false", "--ip-masq=false")
+#: No bridge, no iptables rules: user containers use the host network.
+DOCKERD_FLAGS = ("--bridge=none", "--iptables=false", "--ip-masq=false", "--ip6tables=false")
 OPERATOR_SERVICE = "hubkeeper-operator"
 PORT_NAMES = (
     "public",
