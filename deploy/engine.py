@@ -229,7 +229,12 @@ class OwnEngine:
         return seconds
 
     def down(self) -> None:
-        """Remove its containers, stop it and its containerd by PID, remove its files."""
+        """Remove its containers, stop it and its containerd by PID, remove its files.
+        Stopped (a test failed while it was down), it is started again first: its
+        containers outlive it, and only it can remove them."""
+        if (self.popen is None or self.popen.poll() is not None) and self.data_root.exists():
+            with contextlib.suppress(RuntimeError, TimeoutError, OSError):
+                self.start()
         if self.popen is not None and self.popen.poll() is None:
             with contextlib.suppress(docker.errors.DockerException, OSError):
                 client = self.client(10)
