@@ -4,6 +4,8 @@ The stack runs on a Docker engine of the test's own (:mod:`hubkeeper.deploy.engi
 machine's shared engine is never stopped. While that engine is down, the hub is restarted
 too (a failover at that moment starts a hub just the same): a hub whose spawner took "no
 answer from the engine" for a stopped server forgot it and left its container an orphan.
+So is the log shipper (a crash restarted by systemd): one that could not ask the engine
+for its data root looked for container logs under /var/lib/docker for good.
 """
 
 import json
@@ -93,6 +95,8 @@ def test_an_engine_restart_leaves_servers_running_reachable_listed_and_their_lin
             assert server_status(stack, "alice").status_code == 200  # engine down
             hubctl.stop(stack.config, "a", timeout=10)
             stack.start_hub("a")  # it checks alice's server while the engine is down
+            next(p for p in stack.processes if p.name == "ship-logs" and p.running()).stop()
+            stack.start_daemon("ship-logs")  # it cannot ask the engine for its data root
             assert client.user("alice")["servers"][""]["ready"]
             assert server_status(stack, "alice").status_code == 200
             time.sleep(max(0.0, down_at + 8 - time.time()))  # down 8 s at least
@@ -119,6 +123,7 @@ def test_an_engine_restart_leaves_servers_running_reachable_listed_and_their_lin
             assert sorted(numbers(messages, tag, "tick")) == list(range(TICKS))
             assert sorted(numbers(messages, tag, "flood")) == list(range(FLOOD))
 
+            assert events(stack.logs / "ship-logs.log", "docker_root_found")
             hub_log = (stack.logs / "hub-a.log").read_text(errors="replace")
             assert "Docker engine did not answer a poll" in hub_log
             assert "alice still running" in hub_log
