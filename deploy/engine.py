@@ -210,16 +210,23 @@ class OwnEngine:
     def stop(self) -> None:
         """Stop ``dockerd`` by its PID (SIGTERM, wait); live-restore leaves the containers."""
         if self.popen is not None:
+            started = time.monotonic()
             end_process(self.popen)
+            self._timed("stop", started)
         self.popen = None
 
-    def restart(self, down_for: float = 0.0) -> float:
-        """Stop the engine, wait ``down_for`` seconds, start it again with the same flags;
-        the seconds from the stop until it answered again."""
+    def restart(
+        self, down_for: float = 0.0, while_down: Callable[[], object] | None = None
+    ) -> float:
+        """Stop the engine, call ``while_down`` (another fault at that moment), wait until
+        it has been down ``down_for`` seconds, start it again with the same flags; the
+        seconds from the stop until it answered again."""
         started = time.monotonic()
-        self.progress(f"engine: restarting (down for {down_for:.0f} s)")
+        self.progress(f"engine: restarting (down for {down_for:.0f} s at least)")
         self.stop()
-        time.sleep(down_for)
+        if while_down is not None:
+            while_down()
+        time.sleep(max(0.0, started + down_for - time.monotonic()))
         self.start()
         return self._timed("restart", started)
 
