@@ -22,9 +22,12 @@ from hubkeeper.deploy.elasticsearch import Elasticsearch
 from hubkeeper.deploy.engine import OwnEngine
 from hubkeeper.deploy.stack import running_stack, wait_for
 from hubkeeper.hub.images import BASE_IMAGE, ensure_images
+from tests.integration.alerting import alertmanager_alerts, prometheus_alerts
 from tests.integration.helpers import server_status, start_and_wait
 from tests.integration.shipping import search
 
+ALERT = "HubkeeperDockerEngineDown"
+SCALE = 1 / 60  # its 2 minutes are 2 s: the engine's 8 s down raise it here
 TICKS = 100  # one line every 0.2 s: before, during and after the engine is down
 FLOOD = 300  # 1 KB lines at once while it is down: past the 64 KiB pipe buffer
 
@@ -65,6 +68,7 @@ def test_an_engine_restart_leaves_servers_running_reachable_listed_and_their_lin
         overrides: dict[str, dict[str, object]] = {
             "docker": {"url": engine.url},
             "jupyterhub": {"poll_interval": 1},  # the hub polls while the engine is down
+            "alerts": {"rule_time_scale": SCALE},
             "culler": {"timeout": 3600.0, "cull_every": 2.0, "orphans": "remove",
                        "orphan_grace": 5.0},
             "shipper": {
@@ -78,6 +82,7 @@ def test_an_engine_restart_leaves_servers_running_reachable_listed_and_their_lin
             hub_name=f"engine-{secrets.token_hex(3)}",
             daemons=("export-containers", "cull", "ship-logs"),
             overrides=overrides,
+            prometheus=True,
         ) as stack:
             client = stack.client()
             client.create_users(["alice"])
@@ -98,10 +103,14 @@ def test_an_engine_restart_leaves_servers_running_reachable_listed_and_their_lin
                 stack.start_daemon("ship-logs")  # it cannot ask the engine for its data root
                 assert client.user("alice")["servers"][""]["ready"]
                 assert server_status(stack, "alice").status_code == 200
+                wait_for(
+                    lambda: alertmanager_alerts(stack.alertmanager_url, ALERT), 30, "the alert"
+                )
 
             engine.restart(down_for=8.0, while_down=meanwhile)
 
             after = engine.client().containers.get(container.id)
+            wait_for(lambda: not prometheus_alerts(stack.prometheus_url, ALERT), 30, "resolved")
             assert after.status == "running" and after.attrs["State"]["Pid"] == pid
             wait_for(lambda: f"{tag} tick {TICKS - 1}\n" in after.logs().decode(), 60, "ticks")
             assert server_status(stack, "alice").status_code == 200
