@@ -17,9 +17,7 @@ left under its roots and removes its folders.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -32,7 +30,7 @@ import docker.errors
 
 from hubkeeper.config import DockerConfig
 from hubkeeper.deploy.netns import run
-from hubkeeper.deploy.stack import DOCKERD_FLAGS, docker_client, wait_for
+from hubkeeper.deploy.stack import DOCKERD_FLAGS, docker_client, stop_pid, wait_for
 
 #: A Unix socket's path has at most 107 bytes: sockets and state go under /run.
 RUN_ROOT = Path("/run")
@@ -107,31 +105,6 @@ def end_process(popen: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -
         except subprocess.TimeoutExpired:
             popen.kill()
             popen.wait(10)
-
-
-def stop_pid(pid: int, timeout: float = STOP_TIMEOUT) -> bool:
-    """SIGTERM, wait up to ``timeout``, then SIGKILL; whether it ended on SIGTERM."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return True
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
-    return False
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie of this process counts as ended: it is reaped here)."""
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @dataclass

@@ -550,7 +550,7 @@ class Stack:
         nginx = Nginx(self.config.nginx, Path(self.config.nginx.prefix))
         nginx.install(nginx.render(self.config.jupyterhub.instance(active), generation=1))
         pid = nginx.start()
-        self.stop_callbacks.append(lambda: _stop_pid(pid))
+        self.stop_callbacks.append(lambda: stop_pid(pid))
         wait_for(lambda: nginx.served_generation() == 1, 20, "NGINX")
         return nginx
 
@@ -742,7 +742,7 @@ PRTG_SENSORS = {
 }
 
 
-def _stop_pid(pid: int, timeout: float = 10.0) -> None:
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
