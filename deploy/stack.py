@@ -54,7 +54,8 @@ from hubkeeper.nginx import Nginx
 if TYPE_CHECKING:
     from hubkeeper.deploy.swarm import Node, Swarm
 
-DOCKERD_FLAGS = ("--bridge=none", "--iptables=false", "--ip-masq=false")
+#: No bridge, no iptables rules: user containers use the host network.
+DOCKERD_FLAGS = ("--bridge=none", "--iptables=false", "--ip-masq=false", "--ip6tables=false")
 OPERATOR_SERVICE = "hubkeeper-operator"
 PORT_NAMES = (
     "public",
@@ -553,7 +554,7 @@ class Stack:
         nginx = Nginx(self.config.nginx, Path(self.config.nginx.prefix))
         nginx.install(nginx.render(self.config.jupyterhub.instance(active), generation=1))
         pid = nginx.start()
-        self.stop_callbacks.append(lambda: _stop_pid(pid))
+        self.stop_callbacks.append(lambda: stop_pid(pid))
         wait_for(lambda: nginx.served_generation() == 1, 20, "NGINX")
         return nginx
 
@@ -745,7 +746,7 @@ PRTG_SENSORS = {
 }
 
 
-def _stop_pid(pid: int, timeout: float = 10.0) -> None:
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout

@@ -10,7 +10,7 @@ node initialises the swarm, the others join it. Everything is removed on exit: t
 from __future__ import annotations
 
 import contextlib
-import shutil
+import shlex
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,15 +18,8 @@ from pathlib import Path
 
 import docker
 
-from hubkeeper.config import DockerConfig
-from hubkeeper.deploy.netns import (
-    ROOT_ADDRESS,
-    SUBNET,
-    NetworkError,
-    TestNetwork,
-    node_address,
-    run,
-)
+from hubkeeper.deploy.engine import copy_images, dockerd_flags, end_process, remove_engine_files
+from hubkeeper.deploy.netns import ROOT_ADDRESS, SUBNET, NetworkError, TestNetwork, node_address
 from hubkeeper.deploy.stack import docker_client, wait_for
 
 #: Address pools of the engines' own networks, inside the test range too.
@@ -118,23 +111,18 @@ class Swarm:
     def start_engine(self, node: Node) -> None:
         node.root.mkdir(parents=True, exist_ok=True)
         node.run_dir.mkdir(parents=True, exist_ok=True)
-        dockerd = " ".join(
+        dockerd = shlex.join(
             [
-                "exec dockerd",
-                f"--data-root {node.root / 'data'}",
-                f"--exec-root {node.run_dir / 'exec'}",
-                f"--pidfile {node.run_dir / 'docker.pid'}",
-                f"-H {node.url}",
-                "--bridge=none --iptables=false --ip-masq=false --ip6tables=false",
+                "dockerd",
+                *dockerd_flags(node.root / "data", node.run_dir, node.url),
                 f"--cgroup-parent=/{node.name}",
-                "--storage-driver=overlay2",
-                f"--default-address-pool base={POOL},size=24",
+                f"--default-address-pool=base={POOL},size=24",
             ]
         )
         log = (node.root / "dockerd.log").open("ab")
         self.engines[node.name] = self.net.popen(
             node.name,
-            ["unshare", "--uts", "sh", "-c", f"hostname {node.name}; {dockerd}"],
+            ["unshare", "--uts", "sh", "-c", f"hostname {node.name}; exec {dockerd}"],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -167,29 +155,8 @@ class Swarm:
         wait_for(all_ready, 60, "every node of the swarm to be ready")
 
     def load_images(self, tags: list[str]) -> None:
-        """Copy images of this machine's engine to every node (there is no registry): one
-        archive, shared layers once; nothing when every node has them already."""
-        root = docker.DockerClient(base_url=DockerConfig().url, timeout=60)
-        wanted = {tag: root.images.get(tag).id for tag in tags}
-        if all(self._has(node, wanted) for node in self.nodes):
-            return
-        self.progress(f"swarm: loading {', '.join(tags)} on {len(self.nodes)} nodes")
-        archive = self.workdir / "images.tar"
-        run("docker", "save", "-o", str(archive), *tags, timeout=600)
-        try:
-            for node in self.nodes:
-                run("docker", "-H", node.url, "load", "-q", "-i", str(archive), timeout=600)
-        finally:
-            archive.unlink()
-
-    @staticmethod
-    def _has(node: Node, images: dict[str, str]) -> bool:
-        """Whether the node has each tag as this image id."""
-        client = node.client()
-        try:
-            return all(client.images.get(tag).id == image for tag, image in images.items())
-        except docker.errors.ImageNotFound:
-            return False
+        """Copy images of this machine's engine to every node (there is no registry)."""
+        copy_images(tags, [node.url for node in self.nodes], self.workdir, self.progress)
 
     # -- teardown --------------------------------------------------------------------------
 
@@ -212,19 +179,5 @@ class Swarm:
     def _stop_engine(self, node: Node) -> None:
         engine = self.engines.pop(node.name, None)
         if engine is not None:  # nsenter, unshare and sh exec: the process is dockerd
-            engine.terminate()
-            try:
-                engine.wait(20)
-            except subprocess.TimeoutExpired:
-                engine.kill()
-                engine.wait(10)
-        roots = (str(node.root), str(node.run_dir))
-        mounts = [
-            line.split()[1]
-            for line in Path("/proc/mounts").read_text().splitlines()
-            if line.split()[1].startswith(roots)
-        ]
-        for mount in sorted(mounts, reverse=True):
-            run("umount", "-l", mount, check=False)
-        shutil.rmtree(node.run_dir, ignore_errors=True)
-        shutil.rmtree(node.root / "data", ignore_errors=True)  # its log stays
+            end_process(engine, 20)
+        remove_engine_files(node.run_dir, node.root / "data")  # its log stays

@@ -10,17 +10,33 @@ from __future__ import annotations
 
 from typing import Any
 
+import requests
 from docker.types import RestartPolicy
 from dockerspawner import DockerSpawner, SwarmSpawner
 from jupyterhub.utils import random_port
 from traitlets import Dict, List, Unicode, default
 
 
+def engine_unanswered(error: BaseException | None) -> bool:
+    """Whether a Docker call failed because the engine did not answer (down, restarting:
+    no socket, connection refused or cut, timed out), rather than with an answer; also when
+    the client wraps that failure (its first call asks the engine for its API version)."""
+    while error is not None:
+        if isinstance(error, requests.ConnectionError | requests.Timeout):
+            return True
+        error = error.__cause__
+    return False
+
+
 class HostNetwork:
-    """What both spawners share: the host network, a free port per server, ``raw_image``."""
+    """What both spawners share: the host network, a free port per server, ``raw_image``,
+    and a poll that outlives an engine restart."""
 
     image: str
     port: int
+    log: Any
+    _log_name: str
+    _engine_unanswered: bool = False
 
     @default("network_name")
     def _network_name_default(self) -> str:
@@ -38,6 +54,31 @@ class HostNetwork:
     async def start(self) -> Any:
         self.port = random_port()
         return await super().start()  # type: ignore[misc]
+
+    async def poll(self) -> int | str | None:
+        """The container's state; None (running) while the engine does not answer.
+
+        With live-restore the containers outlive the engine, so "no answer" is no news of
+        the server. DockerSpawner raises then, and a hub starting meanwhile (a failover)
+        takes such a server as stopped and forgets it: its container is left an orphan. A
+        hub that starts checks the server itself over HTTP after a None."""
+        try:
+            status = await super().poll()  # type: ignore[misc]
+        except Exception as error:
+            if not engine_unanswered(error):
+                raise
+            if not self._engine_unanswered:
+                self.log.warning(
+                    "Docker engine did not answer a poll of %s (%s): taken as still running",
+                    self._log_name,
+                    error,
+                )
+            self._engine_unanswered = True
+            return None
+        if self._engine_unanswered:
+            self.log.info("Docker engine answers again: %s polled", self._log_name)
+        self._engine_unanswered = False
+        return status  # type: ignore[no-any-return]
 
 
 class HostNetworkDockerSpawner(HostNetwork, DockerSpawner):

@@ -38,7 +38,14 @@ from hubkeeper.shippers.delivery import (
     retry_until,
 )
 from hubkeeper.shippers.parsers import now_iso
-from hubkeeper.shippers.sources import ContainerInfo, Files, Settings, make_sources
+from hubkeeper.shippers.sources import (
+    DEFAULT_DOCKER_ROOT,
+    ContainerInfo,
+    Files,
+    Settings,
+    make_sources,
+    use_docker_root,
+)
 from hubkeeper.shippers.store import (
     Record,
     Registry,
@@ -196,6 +203,11 @@ class Shipper:
             redactor=Redactor(config.logging.secret_words),
         )
         root = docker_root(config.docker.url) if docker_sources else None
+        # an engine restarting now answers later: its data root is asked again while reading
+        self._docker_root_unknown = docker_sources and root is None
+        self._docker_root_asked = time.monotonic()
+        if self._docker_root_unknown:
+            log.warning("docker_root_unknown", meanwhile=DEFAULT_DOCKER_ROOT)
         self.files = Files(
             make_sources(section.sources, root), self.registry, settings, spooled, container_info
         )
@@ -242,6 +254,7 @@ class Shipper:
         while not self.stopping.is_set():
             try:
                 if time.monotonic() >= next_scan:
+                    self._ask_docker_root()
                     self.files.scan()
                     next_scan = time.monotonic() + self.section.scan_interval
                 room = self.spool.max_bytes - self.spool.used()
@@ -261,6 +274,17 @@ class Shipper:
             except Exception:
                 log.exception("reader_failed")
                 self.stopping.wait(1.0)
+
+    def _ask_docker_root(self) -> None:
+        """The engine's data root, asked every few seconds until it answers."""
+        if not self._docker_root_unknown or time.monotonic() < self._docker_root_asked + 5:
+            return
+        self._docker_root_asked = time.monotonic()
+        root = docker_root(self.config.docker.url, timeout=2)
+        if root is not None:
+            use_docker_root(self.files.sources, root)
+            self._docker_root_unknown = False
+            log.info("docker_root_found", root=root)
 
     def _count_read(self, records: list[Record]) -> None:
         files = self.files
@@ -548,12 +572,14 @@ def docker_lookup(url: str, labels: LabelsConfig, hub: str) -> ContainerInfo:
     return look
 
 
-def docker_root(url: str) -> str | None:
+def docker_root(url: str, timeout: float = 10) -> str | None:
+    """The engine's data root (where its containers' logs are), None if it does not answer."""
     import docker
     import docker.errors
+    import requests
 
     try:
-        return str(docker.DockerClient(base_url=url, timeout=10).info()["DockerRootDir"])
-    except docker.errors.DockerException:
-        log.warning("docker_root_unknown", default="/var/lib/docker")
+        client = docker.DockerClient(base_url=url, timeout=timeout)
+        return str(client.info()["DockerRootDir"])
+    except (docker.errors.DockerException, requests.RequestException):
         return None

@@ -613,12 +613,27 @@ def _open(path: str, ident: tuple[int, int]) -> int | None:
     return fd
 
 
+DEFAULT_DOCKER_ROOT = "/var/lib/docker"
+
+
+def container_logs(docker_root: str | None) -> list[str]:
+    """Where an engine with this data root keeps its containers' json-file logs."""
+    return [f"{docker_root or DEFAULT_DOCKER_ROOT}/containers/*/*-json.log*"]
+
+
 def make_sources(configs: list[ShipperSource], docker_root: str | None) -> list[Source]:
     sources = []
     for config in configs:
         patterns = list(config.paths)
         if config.type == "docker" and not patterns:
-            root = docker_root or "/var/lib/docker"
-            patterns = [f"{root}/containers/*/*-json.log*"]
+            patterns = container_logs(docker_root)
         sources.append(Source(config, make_parser(config.parser, config.timezone), patterns))
     return sources
+
+
+def use_docker_root(sources: list[Source], docker_root: str) -> None:
+    """Point the container sources without paths of their own at this engine data root
+    (learnt late: the engine did not answer when the shipper started)."""
+    for source in sources:
+        if source.docker and not source.config.paths:
+            source.patterns = container_logs(docker_root)

@@ -20,7 +20,8 @@ it), ``elasticsearch_stop`` (stopped, started again ``es_down`` s later),
 ``elasticsearch_flood`` (past its flood-stage disk watermark ``es_down`` s: writes refused
 429), ``oom`` (a process of a user's server allocating past the limit), ``orphan`` (a
 container with the hub's labels that no server owns), ``nginx_broken`` (NGINX's live
-config broken by hand, then reloaded).
+config broken by hand, then reloaded), ``spool_full`` (the filesystem under the shipper's
+state folder, a small tmpfs, filled ``es_down`` s).
 
 The books, in the last line (JSON): log lines written, lost and duplicated in
 Elasticsearch; requests failed, in each fault's window; moments with two hubs on the
@@ -74,12 +75,13 @@ from tests.integration.helpers import (  # noqa: E402
     nginx_config_healed,
 )
 from tests.integration.shipping import search, user_process  # noqa: E402
+from tests.integration.smallfs import SmallFS, small_tmpfs  # noqa: E402
 
 #: faults that end in a failover
 HUB_FAULTS = ("hub_kill", "hub_stop", "proxy_kill", "proxy_stop", "failover_watcher_kill")
 FAULT_KINDS = (
     *HUB_FAULTS, "daemon_kill", "daemon_stop", "elasticsearch_stop", "oom", "orphan",
-    "nginx_broken", "elasticsearch_flood",
+    "nginx_broken", "elasticsearch_flood", "spool_full",
 )  # fmt: skip
 #: the alert each fault must bring to on-call (None: none is due, e.g. a restart in seconds)
 EXPECTED_ALERT = {
@@ -95,7 +97,10 @@ EXPECTED_ALERT = {
     "oom": "UserServerOOMKilled",
     "orphan": None,  # the culler removes it after ORPHAN_GRACE, long before the alert's 30m
     "nginx_broken": "HubkeeperNginxConfigRepaired",
+    "spool_full": "HubkeeperShipperSpoolUnwritable",
 }
+SPOOL_FS = "64m"  # the tmpfs under the shipper's state folder (spool_full)
+SPOOL_MAX = "32MiB"  # its spool's limit: room for it, the registry and a 16 MiB segment
 #: the daemons a daemon_stop may freeze: those whose unit has a watchdog to notice it
 WATCHDOGGED = tuple(sorted(c for c in DAEMONS if unit_watchdog_sec(c) is not None))
 
@@ -251,6 +256,7 @@ class Soak:
     halt: threading.Event = field(default_factory=threading.Event)
     users: tuple[str, ...] = ()
     es_down: float = 60.0
+    spool_fs: SmallFS | None = None  # the shipper's state folder, for spool_full
 
     def __post_init__(self) -> None:
         self.client: HubClient = self.stack.client()
@@ -264,6 +270,13 @@ class Soak:
                                f"{labels.hub}={self.stack.config.jupyterhub.name}"]}
         )  # fmt: skip
         return found[0] if found else None
+
+    def spool_writable(self) -> float | None:
+        """``hubkeeper_shipper_spool_writable`` from the shipper's endpoint."""
+        url = f"http://127.0.0.1:{self.stack.config.shipper.endpoint.port}/metrics"
+        found = re.search(r"^hubkeeper_shipper_spool_writable (\S+)$",
+                          requests.get(url, timeout=5).text, re.M)  # fmt: skip
+        return float(found.group(1)) if found else None
 
     def watcher_state(self) -> dict[str, Any]:
         return json.loads(Path(self.stack.config.watcher.state_file).read_text())
@@ -294,6 +307,12 @@ class Soak:
         elif fault.kind == "elasticsearch_flood":  # healed when the block is lifted
             with flood_stage(self.elasticsearch.url):
                 time.sleep(self.es_down)
+        elif fault.kind == "spool_full" and self.spool_fs is not None:
+            self.spool_fs.fill()  # healed when the shipper writes its spool again
+            wait_for(lambda: self.spool_writable() == 0, 60, "the shipper to find it full")
+            time.sleep(self.es_down)
+            self.spool_fs.free()
+            wait_for(lambda: self.spool_writable() == 1, 60, "the shipper to write again")
         elif fault.kind == "oom":
             user_label = self.stack.config.labels.user
             running = [
@@ -469,14 +488,26 @@ def run(
     watcher = {"hold_time": 20.0, "max_failovers_per_hour": 60, "startup_grace": 2.0}
     daemons = tuple(command for command in DAEMONS if command != "watch-hubs")
     try:
-        # a hub name of its own: another soak's culler would take this one's servers as orphans
-        with running_stack(workdir, hub_name=run_id, watcher=watcher, prometheus=True,
-                           daemons=daemons, overrides=overrides) as stack:  # fmt: skip
+        with contextlib.ExitStack() as scope:
+            spool_fs = None
+            if "spool_full" in kinds:  # mounted before the shipper starts
+                state = Path(str(overrides["shipper"]["state_dir"]))
+                spool_fs = scope.enter_context(small_tmpfs(state, SPOOL_FS))
+                overrides["shipper"]["spool_max_bytes"] = SPOOL_MAX
+            # a hub name of its own: another soak's culler would take this one's servers as
+            # orphans
+            stack = scope.enter_context(running_stack(
+                workdir, hub_name=run_id, watcher=watcher, prometheus=True, daemons=daemons,
+                overrides=overrides,
+            ))  # fmt: skip
             names = [f"soak{i}" for i in range(users)]
-            soak = Soak(
-                stack, elasticsearch, receiver, seed, run_id, users=tuple(names), es_down=es_down
-            )
-            soak.client.create_users(names)
+            soak = Soak(stack, elasticsearch, receiver, seed, run_id, users=tuple(names),
+                        es_down=es_down, spool_fs=spool_fs)  # fmt: skip
+            try:
+                soak.client.create_users(names)
+            except HubAPIError as error:  # a retried POST whose first try got through
+                if error.status != 409:
+                    raise
             census, load = HubCensus(stack.config_path), Load(stack, users=(), rate=10.0)
             census.start()
             load.start()

@@ -9,6 +9,7 @@ import pytest
 
 from hubkeeper.config import DockerConfig
 from hubkeeper.deploy.elasticsearch import Elasticsearch, running_elasticsearch
+from hubkeeper.deploy.netns import run
 from hubkeeper.deploy.stack import (
     Stack,
     docker_client,
@@ -16,7 +17,7 @@ from hubkeeper.deploy.stack import (
     start_docker_engine,
     wait_for_docker,
 )
-from hubkeeper.deploy.swarm import HOST_INTERFACE, Swarm, run
+from hubkeeper.deploy.swarm import HOST_INTERFACE, Swarm
 from hubkeeper.hub.images import BASE_IMAGE, ensure_images
 
 

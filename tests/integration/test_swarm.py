@@ -19,8 +19,9 @@ from docker.types import EndpointSpec
 
 from hubkeeper import prtg
 from hubkeeper.deploy.elasticsearch import Elasticsearch
+from hubkeeper.deploy.netns import run
 from hubkeeper.deploy.stack import Stack, http_ok, running_stack, wait_for
-from hubkeeper.deploy.swarm import Node, Swarm, SwarmError, run
+from hubkeeper.deploy.swarm import Node, Swarm, SwarmError
 from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE, SINGLEUSER_IMAGE
 from hubkeeper.redact import redact
 from hubkeeper.watchers.hubs.probe import proxy_routes

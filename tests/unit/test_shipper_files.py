@@ -14,6 +14,7 @@ from hubkeeper.shippers.sources import (
     entry_key,
     event_id,
     make_sources,
+    use_docker_root,
 )
 from hubkeeper.shippers.store import Registry
 
@@ -207,3 +208,22 @@ def test_lag_is_the_age_of_the_oldest_unacknowledged_line(tmp_path: Path) -> Non
     assert 0 <= tail.lag_seconds(now + 5) < 5  # the newer line is younger
     tail.entry.acked = log.stat().st_size
     assert tail.lag_seconds(now + 5) == 0
+
+
+def test_container_logs_are_read_where_the_engine_keeps_them_even_when_it_answers_late(
+    tmp_path: Path,
+) -> None:
+    """An engine restarting while the shipper starts tells its data root later; a docker
+    source with paths of its own and a file source keep theirs."""
+    own = ShipperSource(name="containers", type="docker")
+    pinned = ShipperSource(name="pinned", type="docker", paths=["/srv/docker/containers/*/*.log"])
+    plain = ShipperSource(name="app", paths=[str(tmp_path / "*.log")])
+    sources = make_sources([own, pinned, plain], None)  # the engine did not answer
+    assert sources[0].patterns == ["/var/lib/docker/containers/*/*-json.log*"]
+    use_docker_root(sources, "/data/engine")
+    assert [source.patterns for source in sources] == [
+        ["/data/engine/containers/*/*-json.log*"],
+        ["/srv/docker/containers/*/*.log"],
+        [str(tmp_path / "*.log")],
+    ]
+    assert make_sources([own], "/data/engine")[0].patterns == sources[0].patterns
