@@ -21,7 +21,8 @@ it), ``elasticsearch_stop`` (stopped, started again ``es_down`` s later),
 429), ``oom`` (a process of a user's server allocating past the limit), ``orphan`` (a
 container with the hub's labels that no server owns), ``nginx_broken`` (NGINX's live
 config broken by hand, then reloaded), ``spool_full`` (the filesystem under the shipper's
-state folder, a small tmpfs, filled ``es_down`` s).
+state folder, a small tmpfs, filled ``es_down`` s), ``docker_restart`` (the soak's own
+Docker engine, run with live-restore as the README advises, stopped 20 s and started).
 
 The books, in the last line (JSON): log lines written, lost and duplicated in
 Elasticsearch; requests failed, in each fault's window; moments with two hubs on the
@@ -56,6 +57,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from hubkeeper.config import DockerConfig  # noqa: E402
 from hubkeeper.deploy import hubctl  # noqa: E402
 from hubkeeper.deploy.elasticsearch import (  # noqa: E402
     Elasticsearch,
@@ -63,9 +65,10 @@ from hubkeeper.deploy.elasticsearch import (  # noqa: E402
     log_store_overrides,
     running_elasticsearch,
 )
+from hubkeeper.deploy.engine import OwnEngine  # noqa: E402
 from hubkeeper.deploy.stack import DAEMONS, Stack, running_stack, wait_for  # noqa: E402
 from hubkeeper.deploy.supervise import unit_watchdog_sec  # noqa: E402
-from hubkeeper.hub.images import ALT_IMAGE  # noqa: E402
+from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE, ensure_images  # noqa: E402
 from hubkeeper.hubapi import HubAPIError, HubClient  # noqa: E402
 from tests.integration.alerting import Receiver, webhooks_section  # noqa: E402
 from tests.integration.helpers import (  # noqa: E402
@@ -81,7 +84,7 @@ from tests.integration.smallfs import SmallFS, small_tmpfs  # noqa: E402
 HUB_FAULTS = ("hub_kill", "hub_stop", "proxy_kill", "proxy_stop", "failover_watcher_kill")
 FAULT_KINDS = (
     *HUB_FAULTS, "daemon_kill", "daemon_stop", "elasticsearch_stop", "oom", "orphan",
-    "nginx_broken", "elasticsearch_flood", "spool_full",
+    "nginx_broken", "elasticsearch_flood", "spool_full", "docker_restart",
 )  # fmt: skip
 #: the alert each fault must bring to on-call (None: none is due, e.g. a restart in seconds)
 EXPECTED_ALERT = {
@@ -98,9 +101,11 @@ EXPECTED_ALERT = {
     "orphan": None,  # the culler removes it after ORPHAN_GRACE, long before the alert's 30m
     "nginx_broken": "HubkeeperNginxConfigRepaired",
     "spool_full": "HubkeeperShipperSpoolUnwritable",
+    "docker_restart": None,  # HubkeeperDockerEngineDown waits 2m; live-restore keeps servers
 }
+ENGINE_DOWN = 20.0  # seconds the Docker engine stays down (docker_restart)
 SPOOL_FS = "64m"  # the tmpfs under the shipper's state folder (spool_full)
-SPOOL_MAX = "32MiB"  # its spool's limit: room for it, the registry and a 16 MiB segment
+SPOOL_MAX = "32M"  # its spool's limit: room for it, the registry and a 16 MiB segment
 #: the daemons a daemon_stop may freeze: those whose unit has a watchdog to notice it
 WATCHDOGGED = tuple(sorted(c for c in DAEMONS if unit_watchdog_sec(c) is not None))
 
@@ -257,11 +262,12 @@ class Soak:
     users: tuple[str, ...] = ()
     es_down: float = 60.0
     spool_fs: SmallFS | None = None  # the shipper's state folder, for spool_full
+    engine: OwnEngine | None = None  # the soak's own Docker engine, for docker_restart
 
     def __post_init__(self) -> None:
         self.client: HubClient = self.stack.client()
         self.headers = {"Authorization": f"token {self.client.config.token.reveal()}"}
-        self.docker = docker.from_env()
+        self.docker = self.stack.docker  # the machine's engine, or the soak's own
 
     def container(self, user: str, server: str) -> Any:
         labels = self.stack.config.labels
@@ -313,6 +319,8 @@ class Soak:
             time.sleep(self.es_down)
             self.spool_fs.free()
             wait_for(lambda: self.spool_writable() == 1, 60, "the shipper to write again")
+        elif fault.kind == "docker_restart" and self.engine is not None:
+            record["down_s"] = self.engine.restart(down_for=ENGINE_DOWN)
         elif fault.kind == "oom":
             user_label = self.stack.config.labels.user
             running = [
@@ -494,6 +502,12 @@ def run(
                 state = Path(str(overrides["shipper"]["state_dir"]))
                 spool_fs = scope.enter_context(small_tmpfs(state, SPOOL_FS))
                 overrides["shipper"]["spool_max_bytes"] = SPOOL_MAX
+            engine = None
+            if "docker_restart" in kinds:  # an engine of its own: the machine's is not ours
+                machine = docker.DockerClient(base_url=DockerConfig().url, timeout=300)
+                images = (BASE_IMAGE, *ensure_images(machine, print))
+                engine = scope.enter_context(OwnEngine(workdir / "engine", images))
+                overrides["docker"] = {"url": engine.url}
             # a hub name of its own: another soak's culler would take this one's servers as
             # orphans
             stack = scope.enter_context(running_stack(
@@ -502,7 +516,7 @@ def run(
             ))  # fmt: skip
             names = [f"soak{i}" for i in range(users)]
             soak = Soak(stack, elasticsearch, receiver, seed, run_id, users=tuple(names),
-                        es_down=es_down, spool_fs=spool_fs)  # fmt: skip
+                        es_down=es_down, spool_fs=spool_fs, engine=engine)  # fmt: skip
             try:
                 soak.client.create_users(names)
             except HubAPIError as error:  # a retried POST whose first try got through
