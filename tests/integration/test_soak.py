@@ -1,6 +1,7 @@
 """The chaos soak's short run (tests/bench/soak.py; the long one is the benchmark): the
 whole local service under simulated users while the active hub is killed, a daemon is
-killed, Elasticsearch stops and an orphan appears; then the books must balance."""
+killed, Elasticsearch stops, an orphan appears and NGINX's config is broken by hand;
+then the books must balance."""
 
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from tests.bench.soak import run
 def test_a_short_soak_loses_no_line_and_leaves_the_books_balanced(
     tmp_path: Path, elasticsearch: Elasticsearch
 ) -> None:
-    kinds = ("hub_kill", "daemon_kill", "elasticsearch_stop", "orphan")
+    kinds = ("hub_kill", "daemon_kill", "elasticsearch_stop", "orphan", "nginx_broken")
     books = run(tmp_path / "soak", elasticsearch, 75.0, 3, 11, kinds, grace=30.0, es_down=15.0)
     print(books)
     assert books["lines"]["written"] > 20
