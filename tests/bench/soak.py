@@ -66,7 +66,13 @@ from hubkeeper.deploy.elasticsearch import (  # noqa: E402
     running_elasticsearch,
 )
 from hubkeeper.deploy.engine import OwnEngine  # noqa: E402
-from hubkeeper.deploy.stack import DAEMONS, Stack, running_stack, wait_for  # noqa: E402
+from hubkeeper.deploy.stack import (  # noqa: E402
+    DAEMONS,
+    Stack,
+    docker_client,
+    running_stack,
+    wait_for,
+)
 from hubkeeper.deploy.supervise import unit_watchdog_sec  # noqa: E402
 from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE, ensure_images  # noqa: E402
 from hubkeeper.hubapi import HubAPIError, HubClient  # noqa: E402
@@ -322,6 +328,7 @@ class Soak:
         elif fault.kind == "docker_restart" and self.engine is not None:
             record["down_s"] = self.engine.restart(down_for=ENGINE_DOWN)
         elif fault.kind == "oom":
+            self.wait_for_engine()
             user_label = self.stack.config.labels.user
             running = [
                 c
@@ -333,6 +340,7 @@ class Soak:
                 running[0].exec_run(["python3", "-c", hog], detach=False)
                 record["target"] = running[0].labels[self.stack.config.labels.user]
         elif fault.kind == "orphan":  # healed when the culler has removed it
+            self.wait_for_engine()
             orphan = user_process(self.stack, "soak-orphan", ["sleep", "600"])
             record["target"] = orphan.short_id
             gone = lambda: not self.docker.containers.list(filters={"id": orphan.id})  # noqa: E731
@@ -342,6 +350,11 @@ class Soak:
             wait_for(lambda: nginx_config_healed(self.stack.nginx), 120, "the NGINX config")
         record["healed_s"] = round(time.time() - record["at"], 2)
         return record
+
+    def wait_for_engine(self) -> None:
+        """Until the Docker engine answers (a docker_restart may have it down)."""
+        url = self.stack.config.docker.url
+        wait_for(lambda: docker_client(url) is not None, 120, "the Docker engine")
 
     def hit_hub(self, kind: str, active: str) -> None:
         """SIGKILL (its process group) or SIGSTOP the active hub or its proxy; for
@@ -399,20 +412,30 @@ def browses(access_log: str) -> dict[tuple[str, str], list[float]]:
 
 
 def active_culls(
-    reached: dict[tuple[str, str], list[float]], culls: list[tuple[str, str, float]], bound: float
-) -> list[str]:
-    """Culls less than ``bound`` seconds after the server was last reached before them."""
-    found = []
+    reached: dict[tuple[str, str], list[float]],
+    culls: list[tuple[str, str, float]],
+    timeout: float,
+    lag: float,
+) -> tuple[list[str], list[str]]:
+    """Culls of servers in use, and culls of servers whose user came back just before.
+
+    A server culled at ``t`` was in use if it was reached in ``(t - timeout, t - lag]``:
+    the hub knew of that use (it learns of a request up to ``lag`` s late) and it was
+    within the idle timeout. A use only in ``(t - lag, t]``, after a longer idle spell, is
+    the race every idle culler has: the hub cannot know of it yet."""
+    active, returned = [], []
     for user, server, at in culls:
-        before = [t for t in reached.get((user, server), []) if t <= at]
-        if before and at - max(before) < bound:
-            found.append(f"{user}/{server} {at - max(before):.0f}s after use")
-    return found
+        uses = reached.get((user, server), [])
+        known = [u for u in uses if at - timeout < u <= at - lag]
+        if known:
+            active.append(f"{user}/{server} {at - max(known):.0f}s after use")
+        elif late := [u for u in uses if at - lag < u <= at]:
+            returned.append(f"{user}/{server} back {at - min(late):.0f}s before")
+    return active, returned
 
 
-def culled_while_active(stack: Stack) -> list[str]:
-    """Servers stopped as idle though used within the idle timeout, less the hub's activity
-    interval (how late the hub may learn of a request), by NGINX's and the culler's logs."""
+def culls_of_users(stack: Stack) -> tuple[list[str], list[str]]:
+    """:func:`active_culls` of the run, by NGINX's access log and the culler's audit."""
     culls = []
     for line in (stack.logs / "cull.log").read_text(errors="replace").splitlines():
         with contextlib.suppress(ValueError, KeyError):
@@ -422,7 +445,7 @@ def culled_while_active(stack: Stack) -> list[str]:
                 culls.append((event["user"], event.get("server") or "", at))
     logs = sorted(Path(stack.config.nginx.prefix, "logs").glob("access.log*"))
     reached = browses("".join(log.read_text(errors="replace") for log in logs))
-    return active_culls(reached, culls, IDLE_TIMEOUT - ACTIVITY_INTERVAL)
+    return active_culls(reached, culls, IDLE_TIMEOUT, ACTIVITY_INTERVAL)
 
 
 def alert_books(records: list[dict[str, Any]], receiver: Receiver) -> list[dict[str, Any]]:
@@ -435,11 +458,15 @@ def alert_books(records: list[dict[str, Any]], receiver: Receiver) -> list[dict[
         firing = [n for n in after if n.status == "firing"]
         resolved = [n.at for n in after if firing and n.status == "resolved"
                     and n.labels == firing[0].labels and n.at >= firing[0].at]  # fmt: skip
+        before = [n for n in notes if n.alertname == due and n.at < record["at"]]
+        # still firing from an earlier fault: on-call has it, no new notification comes
+        already = not firing and bool(before) and before[-1].status == "firing"
         books.append({
             **record,
             "alert": due,
             "reached_s": round(firing[0].at - record["at"], 1) if firing else None,
             "resolved_s": round(resolved[0] - record["at"], 1) if resolved else None,
+            **({"already_firing": True} if already else {}),
         })  # fmt: skip
     return books
 
@@ -546,6 +573,7 @@ def run(
             load.stop()
             census.stop()
             written = set().union(*(person.written for person in people))
+            culled = culls_of_users(stack)
             supervised = json.loads((stack.workdir / "supervised.json").read_text())
             return {
                 "benchmark": "soak",
@@ -557,7 +585,8 @@ def run(
                 "requests_failed": sum(1 for s in load.samples if not s.ok),
                 "two_hubs_on_database": int(census.most > 1),
                 "orphans_left": orphans_left(soak),
-                "active_users_culled": culled_while_active(stack),
+                "active_users_culled": culled[0],
+                "culled_as_users_came_back": culled[1],
                 "faults": alert_books(
                     with_failed_requests(load, sorted(records, key=lambda r: r["at"])), receiver
                 ),

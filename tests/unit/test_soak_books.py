@@ -69,7 +69,18 @@ def test_servers_reached_are_read_from_nginx_with_their_server_name() -> None:
     assert reached["soak0", ""] == [reached["soak0", "lab"][0] - 10]  # the 302 is no use
 
 
-def test_a_cull_counts_as_of_an_active_server_only_within_the_bound_of_its_last_use() -> None:
+def test_a_cull_is_of_an_active_server_when_the_hub_knew_of_a_use_within_the_timeout() -> None:
     reached = {("u", ""): [100.0, 150.0], ("u", "lab"): [100.0]}
-    culls = [("u", "", 180.0), ("u", "", 190.0), ("u", "lab", 120.0), ("v", "", 10.0)]
-    assert active_culls(reached, culls, 35.0) == ["u/ 30s after use", "u/lab 20s after use"]
+    culls = [("u", "", 180.0), ("u", "", 200.0), ("u", "lab", 120.0), ("v", "", 10.0)]
+    active, returned = active_culls(reached, culls, 40.0, 5.0)
+    assert active == ["u/ 30s after use", "u/lab 20s after use"]  # 200: 50 s idle, none
+    assert returned == []
+
+
+def test_a_user_back_within_the_hubs_activity_lag_is_a_race_counted_apart() -> None:
+    """Idle 52 s, back 4 s before the cull: the hub could not know (it learns 5 s late)."""
+    reached = {("u", ""): [100.0, 156.0, 158.0]}
+    assert active_culls(reached, [("u", "", 160.0)], 40.0, 5.0) == ([], ["u/ back 4s before"])
+    # back 6 s before: the hub knew, the cull is of an active server
+    reached = {("u", ""): [100.0, 154.0]}
+    assert active_culls(reached, [("u", "", 160.0)], 40.0, 5.0) == (["u/ 6s after use"], [])
