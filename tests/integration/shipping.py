@@ -207,10 +207,12 @@ def search(es: Elasticsearch, index: str, query: dict | None = None) -> list[dic
     """Every matching document (``_source`` plus ``_id`` and ``_index``), by file offset."""
     requests.post(f"{es.url}/{index}/_refresh", timeout=30)
     body = {"size": 5000, "query": query or {"match_all": {}}, "sort": ["_doc"]}
-    response = requests.post(
-        f"{es.url}/{index}/_search?scroll=1m&ignore_unavailable=true&allow_no_indices=true",
-        json=body, timeout=60,
-    )  # fmt: skip
+    url = f"{es.url}/{index}/_search?scroll=1m&ignore_unavailable=true&allow_no_indices=true"
+    response = requests.post(url, json=body, timeout=60)
+    deadline = time.monotonic() + 30
+    while response.status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.5)  # an index just created: its shard is not started yet
+        response = requests.post(url, json=body, timeout=60)
     docs: list[dict[str, Any]] = []
     while True:
         response.raise_for_status()

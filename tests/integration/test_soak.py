@@ -13,7 +13,7 @@ def test_a_short_soak_loses_no_line_and_leaves_the_books_balanced(
     tmp_path: Path, elasticsearch: Elasticsearch
 ) -> None:
     kinds = ("hub_kill", "daemon_kill", "elasticsearch_stop", "orphan", "nginx_broken")
-    books = run(tmp_path / "soak", elasticsearch, 75.0, 3, 11, kinds, grace=30.0, es_down=15.0)
+    books = run(tmp_path / "soak", elasticsearch, 50.0, 3, 11, kinds, grace=20.0, es_down=10.0)
     print(books)
     assert books["lines"]["written"] > 20
     assert books["lines"]["lost"] == 0 and books["lines"]["duplicated"] == 0
