@@ -343,7 +343,13 @@ class Soak:
             self.wait_for_engine()
             orphan = user_process(self.stack, "soak-orphan", ["sleep", "600"])
             record["target"] = orphan.short_id
-            gone = lambda: not self.docker.containers.list(filters={"id": orphan.id})  # noqa: E731
+
+            def gone() -> bool:
+                try:
+                    return not self.docker.containers.list(filters={"id": orphan.id})
+                except (docker.errors.DockerException, requests.ConnectionError):
+                    return False  # the engine restarting (docker_restart)
+
             wait_for(gone, ORPHAN_GRACE + 120, "the culler to remove the orphan")
         elif fault.kind == "nginx_broken":  # healed when the watcher replaced the file
             break_nginx_config(self.stack.nginx)
@@ -602,10 +608,11 @@ def run(
 
 def cause_at(soak: Soak, fault: Fault, started: float) -> dict[str, Any]:
     soak.halt.wait(max(0.0, started + fault.at - time.time()))
+    at = time.time()
     try:
         return soak.cause(fault)
     except Exception as error:  # the books show a fault that could not be caused or healed
-        return {"kind": fault.kind, "target": fault.target, "at": time.time(),
+        return {"kind": fault.kind, "target": fault.target, "at": at,
                 "healed_s": None, "error": f"{type(error).__name__}: {error}"[:300]}  # fmt: skip
 
 
