@@ -30,6 +30,7 @@ import docker.errors
 
 from hubkeeper.config import DockerConfig
 from hubkeeper.deploy.netns import run
+from hubkeeper.deploy.scoped import Scoped
 from hubkeeper.deploy.stack import DOCKERD_FLAGS, docker_client, stop_pid, wait_for
 
 #: A Unix socket's path has at most 107 bytes: sockets and state go under /run.
@@ -108,7 +109,7 @@ def end_process(popen: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -
 
 
 @dataclass
-class OwnEngine:
+class OwnEngine(Scoped):
     """A ``dockerd`` with live-restore under ``workdir``, with ``images`` loaded; a context.
 
     ``url`` is its socket (``[docker] url`` of a stack that should run on it);
@@ -144,20 +145,13 @@ class OwnEngine:
     def client(self, timeout: float = 30) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.url, timeout=timeout)
 
-    def __enter__(self) -> OwnEngine:
-        try:
-            started = time.monotonic()
-            self.start()
-            if self.images:
-                copy_images(self.images, [self.url], self.workdir, self.progress)
-            self._timed("start_with_images", started)
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.down()
+    def up(self) -> None:
+        """Start it and copy the images in."""
+        started = time.monotonic()
+        self.start()
+        if self.images:
+            copy_images(self.images, [self.url], self.workdir, self.progress)
+        self._timed("start_with_images", started)
 
     def start(self) -> None:
         """Start ``dockerd`` and wait until it answers."""

@@ -27,6 +27,8 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
+from hubkeeper.deploy.scoped import Scoped
+
 SUBNET = ipaddress.ip_network("10.213.0.0/24")
 ROOT_ADDRESS = str(SUBNET.network_address + 1)
 FLOATING_ADDRESS = str(SUBNET.network_address + 100)
@@ -62,7 +64,7 @@ def control_address(number: int) -> str:
 
 
 @dataclass
-class TestNetwork:
+class TestNetwork(Scoped):
     """The bridge and the root namespace's interface; hosts added by name; use as a context.
 
     ``bridge_namespace`` and ``interface`` name what this network creates in the root
@@ -77,17 +79,6 @@ class TestNetwork:
     hosts: dict[str, str] = field(default_factory=dict)  # name -> address
     ports: dict[str, str] = field(default_factory=dict)  # name -> its port on the bridge
     created: list[str] = field(default_factory=list)  # namespaces, for down()
-
-    def __enter__(self) -> TestNetwork:
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.down()
 
     def up(self) -> None:
         """The bridge in its namespace and the root namespace's interface on it."""

@@ -20,6 +20,7 @@ import docker
 
 from hubkeeper.deploy.engine import copy_images, dockerd_flags, end_process, remove_engine_files
 from hubkeeper.deploy.netns import ROOT_ADDRESS, SUBNET, NetworkError, TestNetwork, node_address
+from hubkeeper.deploy.scoped import Scoped
 from hubkeeper.deploy.stack import docker_client, wait_for
 
 #: Address pools of the engines' own networks, inside the test range too.
@@ -55,7 +56,7 @@ class Node:
 
 
 @dataclass
-class Swarm:
+class Swarm(Scoped):
     """``size`` engines (the first the manager) under ``workdir``; use as a context."""
 
     workdir: Path
@@ -80,19 +81,11 @@ class Swarm:
     def workers(self) -> list[Node]:
         return self.nodes[1:]
 
-    def __enter__(self) -> Swarm:
-        try:
-            self.network()
-            for node in self.nodes:
-                self.start_engine(node)
-            self.form()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.down()
+    def up(self) -> None:
+        self.network()
+        for node in self.nodes:
+            self.start_engine(node)
+        self.form()
 
     # -- network -------------------------------------------------------------------------
 

@@ -76,6 +76,7 @@ from hubkeeper.deploy.stack import (  # noqa: E402
 from hubkeeper.deploy.supervise import unit_watchdog_sec  # noqa: E402
 from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE, ensure_images  # noqa: E402
 from hubkeeper.hubapi import HubAPIError, HubClient  # noqa: E402
+from hubkeeper.status import daemon_metrics  # noqa: E402
 from tests.integration.alerting import Receiver, webhooks_section  # noqa: E402
 from tests.integration.helpers import (  # noqa: E402
     HubCensus,
@@ -285,10 +286,8 @@ class Soak:
 
     def spool_writable(self) -> float | None:
         """``hubkeeper_shipper_spool_writable`` from the shipper's endpoint."""
-        url = f"http://127.0.0.1:{self.stack.config.shipper.endpoint.port}/metrics"
-        found = re.search(r"^hubkeeper_shipper_spool_writable (\S+)$",
-                          requests.get(url, timeout=5).text, re.M)  # fmt: skip
-        return float(found.group(1)) if found else None
+        figures = daemon_metrics(self.stack.config.shipper.endpoint, "hubkeeper_shipper_")
+        return figures.get("hubkeeper_shipper_spool_writable")
 
     def watcher_state(self) -> dict[str, Any]:
         return json.loads(Path(self.stack.config.watcher.state_file).read_text())
