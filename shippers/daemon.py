@@ -4,7 +4,6 @@ printed for a look)."""
 from __future__ import annotations
 
 import argparse
-import logging
 
 from hubkeeper.config import Config
 from hubkeeper.daemon import Daemon
@@ -18,7 +17,6 @@ def ship_logs(config: Config, args: argparse.Namespace) -> int:
         from hubkeeper.shippers.console import print_documents  # loads only in this mode
 
         return print_documents(config, args.output)
-    logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # a line per request
     shipper = Shipper(config)
     daemon = Daemon(
         "shipper",

@@ -261,8 +261,8 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
         ("enrich", r"^(Files\._document|Files\._record|_Common\.of|daily_index) \(shippers/"),
         ("spool_write", r"^(Record\.line|Spool\.append) \(shippers/"),
         ("spool_read", r"^(Spool\.read|Record\.parse|_record_marks|Batch\.records) \(shippers/"),
-        ("bulk", r"^(ElasticsearchOutput\.bulk|bulk_body) "
-                 r"|\((elasticsearch|elastic_transport|urllib3|http|json)/"),
+        ("bulk", r"^(ElasticsearchOutput\.(bulk|_call)|Nodes\.\w+|bulk_body) "
+                 r"|\((urllib3|http|json)/"),
         ("ack", r"^(settle|Delivery\.send|Shipper\._answered|Metrics\.count|Registry\.|"
                 r"Shipper\._commit|Spool\.release|Batch\.offsets) "),
         ("loop", r"^(Shipper\._read_loop|Shipper\._send_loop|Shipper\._count_read|Files\.) "),
