@@ -1025,7 +1025,7 @@ class ShipperElasticsearchConfig:
         ["http://127.0.0.1:9200"],
         "a non-empty list of http(s) URLs",
         lambda v: len(v) > 0 and all(_is_url(u) for u in v),
-        help="nodes (the client spreads requests and skips dead ones)",
+        help="nodes: requests go to one, to the next when it cannot be reached",
     )
     api_key_file: str | None = secret_file("an Elasticsearch API key (base64 id:key)")
     api_key: Secret | None = None
@@ -1065,6 +1065,8 @@ class ShipperElasticsearchConfig:
     def cross_checks(self) -> list[tuple[str, str]]:
         if (self.username is None) != (self.password is None):
             return [("username", "expected together with password_file")]
+        if self.api_key is not None and self.username is not None:
+            return [("api_key_file", "expected without username and password_file")]
         return []
 
 

@@ -223,6 +223,9 @@ def test_shipper_config_validates(tmp_path: Path) -> None:
         from_dict({"shipper": {"sources": [{"name": "a", "paths": ["x"]}] * 2}})
     with pytest.raises(Exception, match="username: expected together with password_file"):
         from_dict({"shipper": {"elasticsearch": {"username": "ship"}}})
+    both = {"username": "ship", "password_file": "pw", "api_key_file": "pw"}
+    with pytest.raises(Exception, match="api_key_file: expected without username"):
+        from_dict({"shipper": {"elasticsearch": both}}, base=tmp_path)
 
 
 def test_lumberjack_v2_window_frames() -> None:
