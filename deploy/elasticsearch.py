@@ -18,6 +18,7 @@ import contextlib
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -141,6 +142,19 @@ def ensure_user(name: str = ES_USER) -> str | None:
 DISK_CHECK_INTERVAL = "10s"
 
 
+@dataclass(frozen=True)
+class Security:
+    """Security on: HTTPS with ``cert`` and ``key`` (PEM, for 127.0.0.1, signed by ``ca``) and
+    a superuser ``user`` of the file realm. The integ-test zip has no API keys (their
+    index needs the missing analysis-common module)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    user: str = "hubkeeper"
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(12), repr=False)
+
+
 @dataclass
 class Elasticsearch:
     """One single-node instance with its own folder (config, data, logs) and ports."""
@@ -152,6 +166,7 @@ class Elasticsearch:
     transport_port: int
     user: str | None = None
     heap: str = "512m"
+    security: Security | None = None
     pid: int | None = field(default=None, init=False)
 
     @classmethod
@@ -160,6 +175,7 @@ class Elasticsearch:
         version: str = ES_VERSION,
         heap: str = "512m",
         progress: Callable[[str], None] = print,
+        security: Security | None = None,
     ) -> Elasticsearch:
         """A new instance of ``version`` (fetched when missing) on free ports, in a new
         folder the server user owns."""
@@ -167,6 +183,9 @@ class Elasticsearch:
         user = ensure_user()
         root = Path(tempfile.mkdtemp(prefix="hubkeeper-es-"))
         shutil.copytree(home / "config", root / "config")
+        if security is not None:
+            shutil.copy(security.cert, root / "config" / "http.pem")
+            shutil.copy(security.key, root / "config" / "http.key")
         for name in ("data", "logs"):
             (root / name).mkdir()
         if user is not None:
@@ -174,11 +193,43 @@ class Elasticsearch:
             for path in [root, *root.rglob("*")]:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         port, transport = free_ports(2)
-        return cls(version, home, root, port, transport, user, heap)
+        instance = cls(version, home, root, port, transport, user, heap, security)
+        if security is not None:
+            instance.run_tool(
+                "elasticsearch-users", "useradd", security.user, "-p", security.password,
+                "-r", "superuser",
+            )  # fmt: skip
+        return instance
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.security else 'http'}://127.0.0.1:{self.port}"
+
+    def client_options(self) -> dict[str, Any]:
+        """``requests`` options for this instance: its CA and credentials when secured."""
+        if self.security is None:
+            return {}
+        return {
+            "verify": str(self.security.ca),
+            "auth": (self.security.user, self.security.password),
+        }
+
+    def environment(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "ES_JAVA_HOME": str(java_home(self.version)),
+            "ES_PATH_CONF": str(self.root / "config"),
+        }
+
+    def run_tool(self, name: str, *argv: str) -> None:
+        """One of the distribution's command-line tools (``bin/NAME``), as the server user."""
+        command = [str(self.home / "bin" / name), *argv]
+        if self.user is not None:
+            command = ["runuser", "-u", self.user, "--", *command]
+        subprocess.run(
+            command, env=self.environment(), cwd=self.root, check=True, capture_output=True,
+            timeout=120,
+        )  # fmt: skip
 
     def running(self) -> bool:
         if self.pid is None:
@@ -191,7 +242,9 @@ class Elasticsearch:
     def health(self) -> str | None:
         """``green``, ``yellow``, ``red``, or None while it does not answer."""
         try:
-            response = requests.get(f"{self.url}/_cluster/health", timeout=2)
+            response = requests.get(
+                f"{self.url}/_cluster/health", timeout=2, **self.client_options()
+            )
             return str(response.json()["status"]) if response.ok else None
         except (requests.RequestException, ValueError, KeyError):
             return None
@@ -202,18 +255,23 @@ class Elasticsearch:
         pid_file.unlink(missing_ok=True)
         command = [
             str(self.home / "bin" / "elasticsearch"), "-d", "-p", str(pid_file),
-            "-E", "discovery.type=single-node", "-E", "xpack.security.enabled=false",
+            "-E", "discovery.type=single-node",
+            "-E", f"xpack.security.enabled={'true' if self.security else 'false'}",
             "-E", "network.host=127.0.0.1", "-E", f"http.port={self.port}",
             "-E", f"transport.port={self.transport_port}",
             "-E", f"path.data={self.root / 'data'}", "-E", f"path.logs={self.root / 'logs'}",
             "-E", f"cluster.info.update.interval={DISK_CHECK_INTERVAL}",
         ]  # fmt: skip
+        if self.security is not None:
+            command += [
+                "-E", "xpack.security.http.ssl.enabled=true",
+                "-E", "xpack.security.http.ssl.certificate=http.pem",
+                "-E", "xpack.security.http.ssl.key=http.key",
+            ]  # fmt: skip
         if self.user is not None:
             command = ["runuser", "-u", self.user, "--", *command]
         env = {
-            **os.environ,
-            "ES_JAVA_HOME": str(java_home(self.version)),
-            "ES_PATH_CONF": str(self.root / "config"),
+            **self.environment(),
             "ES_JAVA_OPTS": f"-Xms{self.heap} -Xmx{self.heap} -XX:-UsePerfData",
         }
         with (self.root / "launcher.log").open("ab") as output:
@@ -247,9 +305,11 @@ class Elasticsearch:
 
 @contextlib.contextmanager
 def running_elasticsearch(
-    progress: Callable[[str], None] = print, version: str = ES_VERSION
+    progress: Callable[[str], None] = print,
+    version: str = ES_VERSION,
+    security: Security | None = None,
 ) -> Iterator[Elasticsearch]:
-    instance = Elasticsearch.create(version, progress=progress)
+    instance = Elasticsearch.create(version, progress=progress, security=security)
     try:
         progress(f"starting Elasticsearch on {instance.url}")
         instance.start()

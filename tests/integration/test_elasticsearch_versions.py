@@ -23,6 +23,7 @@ from hubkeeper.deploy.elasticsearch import (
     Elasticsearch,
     running_elasticsearch,
 )
+from hubkeeper.deploy.stack import free_ports
 from hubkeeper.shippers.documents import DocumentIndexer
 from tests.integration.shipping import (
     ShipperRun,
@@ -101,9 +102,10 @@ def ship(es: Elasticsearch, workdir: Path) -> Shipped:
     finally:
         run.stop()
     registry = CollectorRegistry()
+    nowhere = f"http://127.0.0.1:{free_ports(1)[0]}"  # a node down: the next one answers
     section = ShipperConfig(
         elasticsearch=ShipperElasticsearchConfig(
-            hosts=[es.url], index_prefix=f"{NAME}-logs", dead_letter_index=f"{NAME}-dead",
+            hosts=[nowhere, es.url], index_prefix=f"{NAME}-logs", dead_letter_index=f"{NAME}-dead",
             replicas=0, retention_days=0, timeout=10.0,
         )
     )  # fmt: skip
@@ -171,6 +173,7 @@ def test_every_line_arrives_once_and_the_refused_one_is_a_dead_letter(
 def test_the_indexer_indexes_and_dead_letters_through_the_same_output(
     shipped: dict[int, Shipped], major: int
 ) -> None:
+    """Through the second of its nodes: the first is down."""
     registry = shipped[major].documents
     counts = {
         outcome: registry.get_sample_value("versions_documents_total", {"outcome": outcome})
