@@ -495,10 +495,27 @@ class ChpParser(Parser):
 
 # NGINX writes a double quote inside a field as \x22, so no field holds one.
 _NGINX_ACCESS = re.compile(
-    r"(\S+) - (\S+) \[(\d\d)/(\w{3})/(\d{4}):(\d\d:\d\d:\d\d) ([+-]\d{4})\] "
+    r"(\S+) - (\S+) \[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] "
     r'"([^"]*)" (\d{3}) (\d{1,18}|-) "([^"]*)" "([^"]*)"'
 )
 _MONTH_DIGITS = {name: f"{number:02d}" for name, number in MONTHS.items()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _nginx_time(when: str) -> str | None:
+    """``dd/Mon/yyyy:HH:MM:SS +zzzz`` as UTC ISO; None for an unknown month. Each second
+    is read once (lines come many a second)."""
+    d, mon, y, hms, zone = when[0:2], when[3:6], when[7:11], when[12:20], when[21:26]
+    month = _MONTH_DIGITS.get(mon)
+    if month is None:
+        return None
+    stamp = f"{y}-{month}-{d}T{hms}.000Z"
+    if zone[1:] != "0000" and valid_timestamp(stamp):
+        offset = (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60) * (1 if zone[0] == "+" else -1)
+        h, mi, s = int(hms[0:2]), int(hms[3:5]), int(hms[6:8])
+        local = calendar.timegm((int(y), int(month), int(d), h, mi, s, 0, 0, 0))
+        stamp = iso_from_epoch(local - offset)
+    return stamp
 
 
 class NginxAccessParser(Parser):
@@ -511,16 +528,10 @@ class NginxAccessParser(Parser):
         match = _NGINX_ACCESS.match(line)
         if match is None:
             return None
-        ip, user, d, mon, y, hms, zone, request, status, size, referrer, agent = match.groups()
-        month = _MONTH_DIGITS.get(mon)
-        if month is None:
+        ip, user, when, request, status, size, referrer, agent = match.groups()
+        stamp = _nginx_time(when)
+        if stamp is None:
             return None
-        stamp = f"{y}-{month}-{d}T{hms}.000Z"
-        if zone[1:] != "0000" and valid_timestamp(stamp):
-            offset = (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60) * (1 if zone[0] == "+" else -1)
-            h, mi, s = int(hms[0:2]), int(hms[3:5]), int(hms[6:8])
-            local = calendar.timegm((int(y), int(month), int(d), h, mi, s, 0, 0, 0))
-            stamp = iso_from_epoch(local - offset)
         doc: Doc = {
             "@timestamp": stamp,
             "message": line,
