@@ -408,11 +408,13 @@ def hub_event(message: str) -> Doc:
     return {}
 
 
-def http_fields(message: str) -> Doc:
+def http_fields(message: str, doc: Doc | None = None) -> Doc:
     """A request line (``200 GET /hub/api/users (user@ip) 5.23ms``) or tornado's warning
     about a refused request (``403 GET /hub/api/users (ip): Missing or invalid
-    credentials.``, its reason as ``event.reason``) as ECS fields; {} for other messages."""
-    doc: Doc = {}
+    credentials.``, its reason as ``event.reason``) as ECS fields; {} for other messages.
+    Given a ``doc``, the fields are written into it (and it is returned)."""
+    if doc is None:
+        doc = {}
     request = _REQUEST.match(message)
     if request:
         status, method, uri, _location, user, ip, millis = request.groups()
@@ -455,7 +457,10 @@ class TornadoParser(Parser):
         if origin:
             doc["log.origin.file.name"] = origin
             doc["log.origin.file.line"] = int(number)
-        doc.update(http_fields(message) if message[:1].isdigit() else hub_event(message))
+        if message[:1].isdigit():
+            http_fields(message, doc)
+        else:
+            doc.update(hub_event(message))
         return doc
 
 
