@@ -92,6 +92,10 @@ def valid_timestamp(stamp: object) -> bool:
     return valid and stamp[19] == "." and stamp[20:23].isdecimal() and stamp[23] == "Z"
 
 
+# The ends of a timestamp as :func:`valid_timestamp` takes them, in ASCII digits.
+STAMP_FRACTIONS = frozenset(f".{millis:03d}Z" for millis in range(1000))
+
+
 def _naive(y: int, mo: int, d: int, h: int, mi: int, s: int, ms: int = 0) -> str:
     return f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{ms:03d}Z"
 
