@@ -76,16 +76,27 @@ def _word_pattern(word: str) -> str:
     return "[-_.]?".join(re.escape(part) for part in re.split(r"[-_.]", word.lower()) if part)
 
 
+def _probes(words: Iterable[str]) -> tuple[str, ...]:
+    """Substrings such that every spelling of every word contains one (a word's parts
+    stand whole in each of its spellings): its longest part, cut short (``passw`` serves
+    ``password`` and ``passwd``), leaving out those the others make needless (``priva``:
+    ``private_key`` has ``key``), as each probe is one more pass over every block read."""
+    parts = [re.split(r"[-_.]", word) for word in words]
+    probes = {max(reversed(split), key=len)[:5] for split in parts}
+    for probe in sorted(probes, key=lambda probe: (-len(probe), probe)):
+        rest = probes - {probe}
+        if all(any(other in part for other in rest for part in split) for split in parts):
+            probes = rest
+    return tuple(sorted(probes))
+
+
 class Redactor:
     """Masks secrets by key and by value; ``extra_words`` adds secret words."""
 
     def __init__(self, extra_words: Iterable[str] = ()) -> None:
         written = sorted({*SECRET_WORDS, *(w.lower() for w in extra_words if w)}, key=len)
         self.words = tuple({_normal(word) for word in written})
-        # Substrings that any spelling of a word contains: its longest part, cut short.
-        self._probes = tuple(
-            {max(reversed(re.split(r"[-_.]", word)), key=len)[:5] for word in written}
-        )
+        self._probes = _probes(written)
         self._name = re.compile(
             "(" + "|".join(_word_pattern(word) for word in reversed(written)) + ")"
             r"(['\"]?)[ \t]{0,16}(=|:|%3[dD])[ \t]{0,16}",

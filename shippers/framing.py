@@ -26,7 +26,12 @@ CHUNK = 1 << 20
 @dataclass(slots=True)
 class Line:
     """One line of text and where it lies in the file; ``clean``: screened, and nothing in
-    it for the redactor to mask."""
+    it for the redactor to mask.
+
+    The first line of an event becomes the event (:class:`Assembler`, no second object
+    per line): it gets its document, the text of its continuation lines (joined), ``end``
+    after the last of them, ``clean`` only if every one of them is, and ``resume``, where
+    to read on after it."""
 
     text: str
     start: int
@@ -35,22 +40,11 @@ class Line:
     stream: str | None = None
     time: str | None = None
     clean: bool = False
+    doc: Doc | None = None
+    resume: int = 0
 
 
-@dataclass(slots=True)
-class Event:
-    """A document, its text (its lines, joined) and where they lie; ``resume`` is where to
-    read on after it."""
-
-    doc: Doc
-    text: str
-    start: int
-    end: int
-    resume: int
-    tags: tuple[str, ...] = ()
-    stream: str | None = None
-    time: str | None = None
-    clean: bool = False  # every line of it clean (:class:`Line`)
+Event = Line  # a line that starts an event, once parsed
 
 
 def decode(data: bytes, truncated: bool = False) -> tuple[str, tuple[str, ...]]:
@@ -96,19 +90,19 @@ def read_lines(
         if data.isascii():
             text = data.decode("ascii")
             hits = screen(text) if screen is not None else []
-            h, last = 0, len(hits)
+            h, last, crlf = 0, len(hits), "\r" in text
             for line in text.split("\n")[:-1]:  # the last piece is partial: as below
                 j = i + len(line)
                 if j - i > max_bytes:
                     break  # a long one: as below
                 while h < last and hits[h] < i:
                     h += 1
-                if line[-1:] == "\r":
+                if crlf and line[-1:] == "\r":
                     line = line[:-1]
                 clean = screen is not None and (h == last or hits[h] >= j)
                 yield Line(line, position + i, position + j + 1, (), None, None, clean)
-                kept += j - i + 1
                 i = j + 1
+            kept += i  # each line's bytes and newline
         while i < n:
             j = data.find(b"\n", i)
             if j < 0:
@@ -253,12 +247,16 @@ class Assembler:
                 pending.end = line.end
                 pending.clean = pending.clean and line.clean
                 return []
-        done = self._finish(stream) if pending is not None else []
+        if pending is None:
+            done = []
+        elif stream in self._more:  # continuation lines to fold into it
+            done = self._finish(stream)
+        else:  # a line of its own: replaced below as the pending event
+            done = [pending]
         if doc is None:
             doc = {"message": text} if self.plain else raw(text, UNKNOWN_FORMAT)
-        self._pending[stream] = Event(
-            doc, text, line.start, line.end, line.end, line.tags, stream, line.time, line.clean
-        )
+        line.doc, line.resume = doc, line.end
+        self._pending[stream] = line
         return done
 
     def flush(self) -> list[Event]:

@@ -92,6 +92,10 @@ def valid_timestamp(stamp: object) -> bool:
     return valid and stamp[19] == "." and stamp[20:23].isdecimal() and stamp[23] == "Z"
 
 
+# The ends of a timestamp as :func:`valid_timestamp` takes them, in ASCII digits.
+STAMP_FRACTIONS = frozenset(f".{millis:03d}Z" for millis in range(1000))
+
+
 def _naive(y: int, mo: int, d: int, h: int, mi: int, s: int, ms: int = 0) -> str:
     return f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{ms:03d}Z"
 
@@ -408,11 +412,13 @@ def hub_event(message: str) -> Doc:
     return {}
 
 
-def http_fields(message: str) -> Doc:
+def http_fields(message: str, doc: Doc | None = None) -> Doc:
     """A request line (``200 GET /hub/api/users (user@ip) 5.23ms``) or tornado's warning
     about a refused request (``403 GET /hub/api/users (ip): Missing or invalid
-    credentials.``, its reason as ``event.reason``) as ECS fields; {} for other messages."""
-    doc: Doc = {}
+    credentials.``, its reason as ``event.reason``) as ECS fields; {} for other messages.
+    Given a ``doc``, the fields are written into it (and it is returned)."""
+    if doc is None:
+        doc = {}
     request = _REQUEST.match(message)
     if request:
         status, method, uri, _location, user, ip, millis = request.groups()
@@ -455,7 +461,10 @@ class TornadoParser(Parser):
         if origin:
             doc["log.origin.file.name"] = origin
             doc["log.origin.file.line"] = int(number)
-        doc.update(http_fields(message) if message[:1].isdigit() else hub_event(message))
+        if message[:1].isdigit():
+            http_fields(message, doc)
+        else:
+            doc.update(hub_event(message))
         return doc
 
 
@@ -495,10 +504,27 @@ class ChpParser(Parser):
 
 # NGINX writes a double quote inside a field as \x22, so no field holds one.
 _NGINX_ACCESS = re.compile(
-    r"(\S+) - (\S+) \[(\d\d)/(\w{3})/(\d{4}):(\d\d:\d\d:\d\d) ([+-]\d{4})\] "
+    r"(\S+) - (\S+) \[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] "
     r'"([^"]*)" (\d{3}) (\d{1,18}|-) "([^"]*)" "([^"]*)"'
 )
 _MONTH_DIGITS = {name: f"{number:02d}" for name, number in MONTHS.items()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _nginx_time(when: str) -> str | None:
+    """``dd/Mon/yyyy:HH:MM:SS +zzzz`` as UTC ISO; None for an unknown month. Each second
+    is read once (lines come many a second)."""
+    d, mon, y, hms, zone = when[0:2], when[3:6], when[7:11], when[12:20], when[21:26]
+    month = _MONTH_DIGITS.get(mon)
+    if month is None:
+        return None
+    stamp = f"{y}-{month}-{d}T{hms}.000Z"
+    if zone[1:] != "0000" and valid_timestamp(stamp):
+        offset = (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60) * (1 if zone[0] == "+" else -1)
+        h, mi, s = int(hms[0:2]), int(hms[3:5]), int(hms[6:8])
+        local = calendar.timegm((int(y), int(month), int(d), h, mi, s, 0, 0, 0))
+        stamp = iso_from_epoch(local - offset)
+    return stamp
 
 
 class NginxAccessParser(Parser):
@@ -511,16 +537,10 @@ class NginxAccessParser(Parser):
         match = _NGINX_ACCESS.match(line)
         if match is None:
             return None
-        ip, user, d, mon, y, hms, zone, request, status, size, referrer, agent = match.groups()
-        month = _MONTH_DIGITS.get(mon)
-        if month is None:
+        ip, user, when, request, status, size, referrer, agent = match.groups()
+        stamp = _nginx_time(when)
+        if stamp is None:
             return None
-        stamp = f"{y}-{month}-{d}T{hms}.000Z"
-        if zone[1:] != "0000" and valid_timestamp(stamp):
-            offset = (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60) * (1 if zone[0] == "+" else -1)
-            h, mi, s = int(hms[0:2]), int(hms[3:5]), int(hms[6:8])
-            local = calendar.timegm((int(y), int(month), int(d), h, mi, s, 0, 0, 0))
-            stamp = iso_from_epoch(local - offset)
         doc: Doc = {
             "@timestamp": stamp,
             "message": line,
@@ -557,6 +577,11 @@ class NginxErrorParser(Parser):
     name = "nginx_error"
     dataset = "nginx.error"
 
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        # Its times are whole seconds, and errors come in bursts: each second read once.
+        self._iso_text = functools.lru_cache(maxsize=4096)(clock.iso_text)
+
     def parse(self, line: str) -> Doc | None:
         match = _NGINX_ERROR.match(line)
         if match is None:
@@ -564,7 +589,7 @@ class NginxErrorParser(Parser):
         stamp, lvl, pid, tid, connection = match.groups()
         message = line[match.end() :]
         doc: Doc = {
-            "@timestamp": self.clock.iso_text(stamp),
+            "@timestamp": self._iso_text(stamp),
             "log.level": level(lvl),
             "process.pid": int(pid),
             "process.thread.id": int(tid),

@@ -50,6 +50,7 @@ from hubkeeper.shippers.framing import (
     read_lines,
 )
 from hubkeeper.shippers.parsers import (
+    STAMP_FRACTIONS,
     Parser,
     make_parser,
     normalize_timestamp,
@@ -213,7 +214,7 @@ class Files:
         self.line_failures: Counts[tuple[str, str]] = Counts()
         self.read_failures: Counts[str] = Counts()
         self.unopened: dict[str, tuple[str, str]] = {}  # path: source, why it cannot be opened
-        self._indices: dict[tuple[str, str], str] = {}  # (dataset, day): daily index
+        self._indices: dict[tuple[str, str], str] = {}  # (dataset, second): daily index
         # Where each known entry resumes: past what the spool already holds.
         self._loose: dict[str, int] = {
             key: max(entry.acked, spooled.get(key, 0)) for key, entry in registry.entries.items()
@@ -546,14 +547,15 @@ class Files:
         stamp = doc.get("@timestamp")
         if stamp is None and event.time:  # a Docker json-file record's time
             stamp = normalize_timestamp(event.time)
-        if stamp is None:
-            stamp = now_iso()
-        elif not valid_timestamp(stamp):
-            doc[TIMESTAMP_ORIGINAL] = str(stamp)[:256]
-            tags = [*(tags or ()), TIMESTAMP_INVALID]
-            stamp = now_iso()
-        doc["@timestamp"] = stamp
         dataset = common.dataset or doc.get("event.dataset") or common.parser_dataset
+        index = self._index(dataset, stamp)
+        if index is None:  # no time, or none that is a real instant
+            if stamp is not None:
+                doc[TIMESTAMP_ORIGINAL] = str(stamp)[:256]
+                tags = [*(tags or ()), TIMESTAMP_INVALID]
+            stamp = now_iso()
+            index = self._index(dataset, stamp)
+        doc["@timestamp"] = stamp
         doc["event.dataset"] = dataset
         # Secrets come from the text read (the other fields are the shipper's own): one
         # look at it, and most lines pass (those screened clean as they were read at once).
@@ -577,17 +579,27 @@ class Files:
             self.line_failures[common.name, doc[FAILURE]] += 1
         if TIMESTAMP_ORIGINAL in doc:
             self.line_failures[common.name, TIMESTAMP_INVALID] += 1
-        index = self._indices.get((dataset, stamp[:10]))
-        if index is None:
-            if len(self._indices) > 10000:
-                self._indices.clear()
-            index = self._indices[dataset, stamp[:10]] = daily_index(
-                self.settings.index_prefix, dataset, stamp
-            )
         return Record(
             common.key, event.start, event.resume, index, _event_id(common.ids, event.start),
             common.name, body,
         )  # fmt: skip
+
+    def _index(self, dataset: str, stamp: object) -> str | None:
+        """The daily index of an event of ``dataset`` at ``stamp``; None unless ``stamp`` is
+        a real instant (:func:`valid_timestamp`). Kept by second: a later time in a second
+        already seen needs only its fraction looked at."""
+        if type(stamp) is str and stamp[19:] in STAMP_FRACTIONS:
+            index = self._indices.get((dataset, stamp[:19]))
+            if index is not None:
+                return index
+        if not valid_timestamp(stamp):
+            return None
+        if len(self._indices) > 10000:
+            self._indices.clear()
+        index = self._indices[dataset, stamp[:19]] = daily_index(
+            self.settings.index_prefix, dataset, stamp
+        )
+        return index
 
     def advance(self, moves: list[tuple[Tail, int, set[int]]]) -> None:
         for tail, resume, emitted in moves:

@@ -121,6 +121,22 @@ def test_hostile_lines_carry_the_reason_they_were_not_parsed(tmp_path: Path) -> 
     assert by_name["json-nan"]["hubkeeper.json"]["v"] == "NaN"  # kept, as text
 
 
+def test_a_time_in_a_second_already_seen_is_still_checked_whole(tmp_path: Path) -> None:
+    """The reader keeps each second's index; a later time in that second is a real
+    instant only with a fraction of three digits (any decimal digits, as valid_timestamp
+    takes them)."""
+    stamps = ["2026-11-25T10:00:00.123Z", "2026-11-25T10:00:00.1x3Z", "2026-11-25T10:00:00.4Z"]
+    lines = [json.dumps({"@timestamp": stamp, "message": "m"}).encode() for stamp in stamps]
+    lines.append(b"[I 2026-11-25 10:00:00.\xd9\xa1\xd9\xa2\xd9\xa3 JupyterHub app:1] m")
+    docs = read_all(tmp_path, b"\n".join(lines) + b"\n", "auto", "UTC")
+    assert [doc["@timestamp"] for doc in docs[:1]] + [docs[2]["@timestamp"]] == [
+        "2026-11-25T10:00:00.123Z", "2026-11-25T10:00:00.400Z",
+    ]  # fmt: skip
+    assert docs[1][TIMESTAMP_ORIGINAL] == stamps[1] and TIMESTAMP_INVALID in docs[1]["tags"]
+    assert docs[3]["@timestamp"] == "2026-11-25T10:00:00.\u0661\u0662\u0663Z"
+    assert "tags" not in docs[3]
+
+
 def test_a_docker_record_of_wrong_types_is_passed_on_as_a_line(tmp_path: Path) -> None:
     records = [
         {"log": "ok\n", "stream": "stdout", "time": "2026-11-25T10:00:00.5Z"},
