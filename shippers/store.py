@@ -172,34 +172,39 @@ def bulk_body(records: Sequence[Record]) -> bytes:
 
 def chunks(records: Sequence[Record], max_events: int, max_bytes: int) -> list[bytes]:
     """The spool bytes of ``records``: chunks of at most ``max_events`` records and about
-    ``max_bytes`` of body (at least one record), in pieces to join."""
+    ``max_bytes`` of body (at least one record), in pieces to join (once: each record's
+    lines are copied only there)."""
     # Index names, ids, keys and sources are plain strings (hex, base64url, names).
     parts = [_CREATE % (r.index.encode(), r.id.encode(), r.doc) for r in records]
+    sizes = list(map(len, parts))
     pieces: list[bytes] = []
     for first in range(0, len(parts), max_events):
         last = min(first + max_events, len(parts))
-        body = b"".join(parts[first:last])
-        if len(body) <= max_bytes:
-            pieces += _chunk(records, first, last, body)
-            continue
-        start, size = first, 0
-        for n in range(first, last):  # rare: long events, cut by their sizes
-            if size and size + len(parts[n]) > max_bytes:
-                pieces += _chunk(records, start, n, b"".join(parts[start:n]))
-                start, size = n, 0
-            size += len(parts[n])
-        pieces += _chunk(records, start, last, b"".join(parts[start:last]))
+        if sum(sizes[first:last]) > max_bytes:  # rare: long events, cut by their sizes
+            start, size = first, 0
+            for n in range(first, last):
+                if size and size + sizes[n] > max_bytes:
+                    pieces += _chunk(records, parts, start, n, size)
+                    start, size = n, 0
+                size += sizes[n]
+            first = start
+        pieces += _chunk(records, parts, first, last, sum(sizes[first:last]))
     return pieces
 
 
-def _chunk(records: Sequence[Record], first: int, last: int, body: bytes) -> list[bytes]:
-    part = records[first:last]
-    meta = [(r.key, r.start, r.resume, r.source) for r in part]
-    files = orjson.dumps(meta, option=orjson.OPT_APPEND_NEWLINE)
-    head = orjson.dumps(
-        [last - first, len(files), len(body), _furthest(part)], option=orjson.OPT_APPEND_NEWLINE
+def _chunk(
+    records: Sequence[Record], parts: list[bytes], first: int, last: int, size: int
+) -> list[bytes]:
+    """A chunk of ``records[first:last]`` (whose bulk lines, ``size`` bytes in all, are
+    ``parts[first:last]``) in pieces."""
+    some = records[first:last]
+    files = orjson.dumps(
+        [(r.key, r.start, r.resume, r.source) for r in some], option=orjson.OPT_APPEND_NEWLINE
     )
-    return [head, files, body]
+    head = orjson.dumps(
+        [last - first, len(files), size, _furthest(some)], option=orjson.OPT_APPEND_NEWLINE
+    )
+    return [head, files, *parts[first:last]]
 
 
 class Chunk(NamedTuple):

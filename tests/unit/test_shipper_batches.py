@@ -93,3 +93,14 @@ def test_a_file_is_read_however_small_its_share_of_the_budget(tmp_path: Path) ->
     assert sorted(json.loads(r.doc)["message"] for r in records) == [
         f"{name} {n}" for name in "bc" for n in range(4)
     ]
+
+
+def test_an_append_is_cut_into_chunks_by_count_and_by_size(tmp_path: Path) -> None:
+    big = [Record("b", n, n + 1, "i", f"big{n}", "app", b'"%b"' % (b"x" * 400)) for n in range(6)]
+    spool = Spool(tmp_path, max_bytes=1 << 20, cursor=(0, 0), chunk_events=3, chunk_bytes=1000)
+    spool.append([record(0), record(1), *big, record(2)])  # records of 87 and 441 bytes
+    batch, end = spool.read((0, 0), max_events=1000, max_bytes=1 << 20)
+    assert end == spool.end()
+    assert [c.count for c in batch.chunks] == [3, 2, 1, 3]  # by count, then by size
+    assert [c.offsets for c in batch.chunks][:3] == [{"k": 20, "b": 1}, {"b": 3}, {"b": 4}]
+    assert [r.id for r in batch] == ["id0", "id1", *(f"big{n}" for n in range(6)), "id2"]

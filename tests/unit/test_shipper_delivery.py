@@ -78,8 +78,9 @@ def test_a_torn_chunk_is_cut_off_when_the_spool_opens(tmp_path: Path, cut: int) 
 
 
 def test_a_chunk_whose_parts_disagree_is_cut_off_when_the_spool_opens(tmp_path: Path) -> None:
-    head, files, body = chunks([record(0), record(1)], 250, 1 << 20)
-    other_head, other_files, _body = chunks([record(0), record(2)], 250, 1 << 20)
+    head, files, *lines = chunks([record(0), record(1)], 250, 1 << 20)
+    other_head, other_files, *_lines = chunks([record(0), record(2)], 250, 1 << 20)
+    body = b"".join(lines)
     (tmp_path / "segment-000000000000.chunks").write_bytes(
         head + files + body + other_head + files + body + head + other_files + body
     )
