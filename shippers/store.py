@@ -432,13 +432,20 @@ class Spool:
 
     def offsets(self, cursor: Cursor) -> dict[str, int]:
         """Each file's furthest resume offset from ``cursor`` to the end (at start-up:
-        where reading resumes)."""
+        where reading resumes), from the chunks' heads."""
         found = []
-        while True:
-            batch, cursor = self.read(cursor, 1 << 30, 1 << 30)
-            if not batch:
-                return _merge(found)
-            found.append(batch.offsets())
+        with self.changed:
+            sizes = sorted((seq, size) for seq, size in self._sizes.items() if seq >= cursor[0])
+        for seq, size in sizes:
+            pos = cursor[1] if seq == cursor[0] else 0
+            with self._path(seq).open("rb") as handle:
+                while pos < size:
+                    handle.seek(pos)
+                    head = handle.readline(size - pos)
+                    _count, files, body, offsets = _head(head)
+                    found.append(offsets)
+                    pos += len(head) + files + body
+        return _merge(found)
 
     def release(self, cursor: Cursor) -> None:
         """Everything before ``cursor`` is acknowledged: delete segments wholly behind it."""

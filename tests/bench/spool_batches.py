@@ -118,14 +118,21 @@ def main() -> int:
     parser.add_argument("--against", default="5fc5bed", help="the peer's git revision")
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--only", choices=["this", "peer", "none"],
+        help="one round of one side only, or none (for instruction counts under callgrind: "
+        "a side's count less the count of none)",
+    )  # fmt: skip
     args = parser.parse_args()
     collect_less()
     work = Path(tempfile.mkdtemp(prefix="hubkeeper-bench-spool-"))
     peer = load_store(args.against, work)
     cycles = reads(work / "files", args.lines)
-    runs: dict[str, list[dict[str, float]]] = {"this": [], args.against: []}
-    for _ in range(args.rounds):  # alternately, against the machine's drift
-        for name, module in (("this", store), (args.against, peer)):
+    sides = {"this": ("this", store), "peer": (args.against, peer)}
+    chosen = [sides[args.only]] if args.only in sides else [] if args.only else [*sides.values()]
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name, _module in chosen}
+    for _ in range(1 if args.only else args.rounds):  # alternately, against the drift
+        for name, module in chosen:
             runs[name].append(one_round(module, cycles, work / name))
     figures: dict[str, Any] = {"lines": args.lines, "events": sum(map(len, cycles))}
     for name, rounds in runs.items():
