@@ -183,13 +183,15 @@ class Shipper:
         if self._lock is None:
             raise LockHeld(f"another shipper uses {state}")
         self.registry = Registry(state / "registry.json")
-        upgrade_spool(state / "spool", self.registry)
+        # The reader's chunks are at most a quarter of a batch's limits: the sender, which
+        # takes whole chunks, fills a batch to three quarters at least while more waits.
+        chunk = max(1, section.batch_max_events // 4), parse_byte_size(section.batch_max_bytes) // 4
+        upgrade_spool(state / "spool", self.registry, *chunk)
         self.spool = Spool(
-            state / "spool", parse_byte_size(section.spool_max_bytes), self.registry.cursor
-        )
-        spooled: dict[str, int] = {}
-        for record in self.spool.records(self.registry.cursor):
-            spooled[record.key] = max(spooled.get(record.key, 0), record.resume)
+            state / "spool", parse_byte_size(section.spool_max_bytes), self.registry.cursor,
+            chunk_events=chunk[0], chunk_bytes=chunk[1],
+        )  # fmt: skip
+        spooled = self.spool.offsets(self.registry.cursor)
         docker_sources = any(source.type == "docker" for source in section.sources)
         if container_info is None and docker_sources:
             container_info = docker_lookup(config.docker.url, config.labels, config.jupyterhub.name)
@@ -262,7 +264,7 @@ class Shipper:
                     self.stopping.wait(self.section.poll_interval)
                     continue
                 records, moves = self.files.read(min(READ_BUDGET, room))
-                self.spool.append([record.line() for record in records])
+                self.spool.append(records)
                 self._wrote("spool")  # or nothing left to write (a file gone meanwhile)
                 self.files.advance(moves)
                 self._count_read(records)
@@ -318,7 +320,12 @@ class Shipper:
                 continue
             now = time.monotonic()
             waiting_since = waiting_since or now
-            short = len(records) < section.batch_max_events and records.size < max_bytes
+            # short: under the limits, and no chunk left that did not fit
+            short = (
+                len(records) < section.batch_max_events
+                and records.size < max_bytes
+                and after == self.spool.end()
+            )
             if short and now - waiting_since < section.batch_max_wait:
                 self.spool.wait(after, section.batch_max_wait - (now - waiting_since))
                 continue

@@ -3,9 +3,9 @@ spool cursor) and the spool (events read but not yet acknowledged).
 
 Offsets are committed only after acknowledgement: the registry is replaced atomically
 after each acknowledged batch, together with the spool cursor. Where reading resumes is
-derived from the spool itself (the ``resume`` offset of the last complete record of a
-file), so a crash between spooling and acknowledging re-sends spooled events (same ids,
-acknowledged as duplicates) and never skips any.
+derived from the spool itself (a file's furthest ``resume`` offset in the heads of the
+complete chunks), so a crash between spooling and acknowledging re-sends spooled events
+(same ids, acknowledged as duplicates) and never skips any.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
-from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -133,12 +132,19 @@ def daily_index(prefix: str, dataset: str, stamp: str) -> str:
     return f"{prefix}-{dataset}-{stamp[0:4]}.{stamp[5:7]}.{stamp[8:10]}"
 
 
-# A spool record is its bulk request's two lines, the file's part after a tab at the end:
-# ``{"create":{"_index":"I","_id":"D"}}\n{document}\t["key",start,resume,"source"]\n``.
-# Documents are compact JSON, which has no raw tab or newline, so the sender's bulk body
-# is the spooled bytes with each tab-to-newline cut out (no re-serializing), cut where the
-# spool read found each record's tab.
-_ACTION = re.compile(rb'\{"create":\{"_index":"([^"\\\n]*)","_id":"([^"\\\n]*)"\}\}\n')
+# A spool segment (``segment-N.chunks``) is a run of chunks, each written by one reader
+# append (an append of more than a chunk's limits writes several):
+#   [count,meta_bytes,body_bytes,{"key":resume,...}]\n   the head: each file's furthest
+#                                                         resume offset among the records
+#   [["key",start,resume,"source"],...]\n                a record's file part each
+#   {"create":{"_index":"I","_id":"D"}}\n{document}\n... the records' bulk request lines
+# A sender takes whole chunks: a batch's bulk body is their bodies as they are, its offsets
+# the heads' (no look at each record); the records are parsed only when an answer must be
+# looked at item by item. Documents are compact JSON (no raw newline): a body has two lines
+# per record.
+_ACTION = re.compile(rb'\{"create":\{"_index":"([^"\\\n]*)","_id":"([^"\\\n]*)"\}\}')
+_CREATE = b'{"create":{"_index":"%b","_id":"%b"}}\n%b\n'
+SUFFIX = ".chunks"
 
 
 @dataclass(slots=True)
@@ -152,81 +158,119 @@ class Record:
     id: str
     source: str
     doc: bytes
-    size: int = 0
-
-    def line(self) -> bytes:
-        # Every string here is plain (hex key, index name, base64url id, source name).
-        return b'{"create":{"_index":"%b","_id":"%b"}}\n%b\t["%b",%d,%d,"%b"]\n' % (
-            self.index.encode(), self.id.encode(), self.doc, self.key.encode(), self.start,
-            self.resume, self.source.encode(),
-        )  # fmt: skip
-
-    @classmethod
-    def parse(cls, line: bytes) -> Record:
-        """A record from its spool bytes (with or without the final newline)."""
-        action = _ACTION.match(line)
-        doc, tab, trailer = line[action.end() if action else 0 :].rstrip(b"\n").rpartition(b"\t")
-        if action is None or not tab:
-            raise ValueError("not a spool record")
-        try:
-            key, start, resume, source = orjson.loads(trailer)
-        except (ValueError, TypeError):  # not JSON, not four values
-            raise ValueError("not a spool record") from None
-        if not (type(start) is int is type(resume) and type(key) is str is type(source)):
-            raise ValueError("not a spool record")
-        index, event_id = action.group(1).decode(), action.group(2).decode()
-        return cls(key, start, resume, index, event_id, source, doc, len(line))
 
 
 def bulk_body(records: Sequence[Record]) -> bytes:
-    """The records as a bulk request body of ``create`` actions: a spooled batch as its
-    bytes are, each tab-to-newline cut out; others written out (index names and ids are
-    plain: nothing to escape)."""
+    """The records as a bulk request body of ``create`` actions: a spooled batch's bodies
+    as they are; others written out (index names and ids are plain: nothing to escape)."""
     if isinstance(records, Batch):
-        data, start, pieces = records.data, 0, []
-        for tab, end in records.marks:
-            pieces.append(data[start:tab])
-            start = end
-        pieces.append(b"")
-        return b"\n".join(pieces)
+        return records.data
     return b"".join(
-        b'{"create":{"_index":"%b","_id":"%b"}}\n%b\n'
-        % (record.index.encode(), record.id.encode(), record.doc)
-        for record in records
+        [_CREATE % (record.index.encode(), record.id.encode(), record.doc) for record in records]
     )
 
 
-def _record_marks(data: bytes, start: int, end: int) -> Iterator[tuple[int, int]]:
-    """Where each complete record in ``data[start:end]`` has its tab and where it ends."""
-    while True:
-        tab = data.find(b"\t", start, end)
-        stop = data.find(b"\n", tab, end) + 1 if tab >= 0 else 0
-        if stop == 0:
-            return
-        yield tab, stop
-        start = stop
+def chunks(records: Sequence[Record], max_events: int, max_bytes: int) -> list[bytes]:
+    """The spool bytes of ``records``: chunks of at most ``max_events`` records and about
+    ``max_bytes`` of body (at least one record), in pieces to join (once: each record's
+    lines are copied only there)."""
+    # Index names, ids, keys and sources are plain strings (hex, base64url, names).
+    parts = [_CREATE % (r.index.encode(), r.id.encode(), r.doc) for r in records]
+    sizes = list(map(len, parts))
+    pieces: list[bytes] = []
+    for first in range(0, len(parts), max_events):
+        last = min(first + max_events, len(parts))
+        if sum(sizes[first:last]) > max_bytes:  # rare: long events, cut by their sizes
+            start, size = first, 0
+            for n in range(first, last):
+                if size and size + sizes[n] > max_bytes:
+                    pieces += _chunk(records, parts, start, n, size)
+                    start, size = n, 0
+                size += sizes[n]
+            first = start
+        pieces += _chunk(records, parts, first, last, sum(sizes[first:last]))
+    return pieces
+
+
+def _chunk(
+    records: Sequence[Record], parts: list[bytes], first: int, last: int, size: int
+) -> list[bytes]:
+    """A chunk of ``records[first:last]`` (whose bulk lines, ``size`` bytes in all, are
+    ``parts[first:last]``) in pieces."""
+    some = records[first:last]
+    files = orjson.dumps(
+        [(r.key, r.start, r.resume, r.source) for r in some], option=orjson.OPT_APPEND_NEWLINE
+    )
+    head = orjson.dumps(
+        [last - first, len(files), size, _furthest(some)], option=orjson.OPT_APPEND_NEWLINE
+    )
+    return [head, files, *parts[first:last]]
+
+
+class Chunk(NamedTuple):
+    count: int
+    offsets: dict[str, int]
+    files: bytes  # the records' file parts, as written
+    body: bytes
+
+
+def _head(line: bytes) -> tuple[int, int, int, dict[str, int]]:
+    """A chunk's head: its count of records, the sizes of its two parts, its offsets."""
+    try:
+        count, files, body, offsets = orjson.loads(line)
+    except (ValueError, TypeError):  # not JSON, not four values
+        raise ValueError("not a spool chunk") from None
+    if not (
+        line.endswith(b"\n")
+        and type(count) is int is type(files) is type(body)
+        and count > 0 and files > 0 and body > 0
+        and type(offsets) is dict
+    ):  # fmt: skip
+        raise ValueError("not a spool chunk")
+    return count, files, body, offsets
+
+
+def _records(chunk: Chunk) -> list[Record]:
+    """A chunk's records (its parts checked against each other)."""
+    try:
+        files = orjson.loads(chunk.files)
+    except ValueError:
+        raise ValueError("not a spool chunk") from None
+    lines = chunk.body.split(b"\n")
+    if not (type(files) is list and len(files) == chunk.count and len(lines) == 2 * len(files) + 1):
+        raise ValueError("not a spool chunk")
+    records = []
+    for part, action, doc in zip(files, lines[0::2], lines[1::2], strict=False):
+        found = _ACTION.fullmatch(action)
+        if found is None or type(part) is not list or len(part) != 4:
+            raise ValueError("not a spool chunk")
+        key, start, resume, source = part
+        if not (type(start) is int is type(resume) and type(key) is str is type(source)):
+            raise ValueError("not a spool chunk")
+        index, event_id = found.group(1).decode(), found.group(2).decode()
+        records.append(Record(key, start, resume, index, event_id, source, doc))
+    return records
 
 
 class Batch(Sequence[Record]):
-    """Records read from the spool, kept as the bytes they are there (``marks``: each
-    one's tab and end): the bulk body and each file's offset come from them at once; the
-    records themselves are parsed only when asked for (an answer to look at item by item,
-    another output)."""
+    """Whole chunks read from the spool: the bulk body (``data``) and each file's offset
+    come from their heads and bodies at once; the records themselves are parsed only
+    when asked for (an answer to look at item by item, another output)."""
 
-    def __init__(self, data: bytes, marks: list[tuple[int, int]] | None = None) -> None:
-        self.data = data
-        self.marks = list(_record_marks(data, 0, len(data))) if marks is None else marks
+    def __init__(self, chunks: list[Chunk]) -> None:
+        self.chunks = chunks
+        self.data = chunks[0].body if len(chunks) == 1 else b"".join([c.body for c in chunks])
+        self._count = sum([c.count for c in chunks])
         self._records: list[Record] | None = None
 
     @property
     def records(self) -> list[Record]:
         if self._records is None:
-            ends = [0, *(end for _tab, end in self.marks)]
-            self._records = [Record.parse(self.data[a:b]) for a, b in pairwise(ends)]
+            self._records = [record for chunk in self.chunks for record in _records(chunk)]
         return self._records
 
     def __len__(self) -> int:
-        return len(self.marks)
+        return self._count
 
     def __getitem__(self, item: Any) -> Any:
         return self.records[item]
@@ -239,36 +283,41 @@ class Batch(Sequence[Record]):
         return len(self.data)
 
     def offsets(self) -> dict[str, int]:
-        """Each file's furthest resume offset (from each record's ``["key",start,resume,``)."""
-        data, offsets = self.data, {}
-        for tab, end in self.marks:
-            key, _, rest = data[tab + 3 : end].partition(b'",')
-            resume = int(rest.split(b",", 2)[1])
-            if resume > offsets.get(key, -1):
-                offsets[key] = resume
-        return {key.decode(): resume for key, resume in offsets.items()}
+        """Each file's furthest resume offset."""
+        if len(self.chunks) == 1:
+            return self.chunks[0].offsets
+        return _merge(chunk.offsets for chunk in self.chunks)
 
 
 class Spool:
-    """A bounded on-disk queue of records in numbered segment files.
+    """A bounded on-disk queue of chunks of records in numbered segment files.
 
-    The reader appends (and fsyncs); the sender reads from a cursor and, once a batch is
+    The reader appends (and fsyncs) chunks of at most ``chunk_events`` records and about
+    ``chunk_bytes``; the sender reads whole chunks from a cursor and, once a batch is
     acknowledged, moves the cursor on; segments wholly behind it are deleted. A torn last
-    record (a crash while writing) is cut off when the spool is opened; one left by a
+    chunk (a crash while writing) is cut off when the spool is opened; one left by a
     failed write (a full filesystem) is cut off at once, and the next write goes where the
-    last whole record ends.
+    last whole chunk ends.
     """
 
     def __init__(
-        self, folder: Path, max_bytes: int, cursor: Cursor, segment_bytes: int = 16 << 20
+        self,
+        folder: Path,
+        max_bytes: int,
+        cursor: Cursor,
+        segment_bytes: int = 16 << 20,
+        chunk_events: int = 250,
+        chunk_bytes: int = 1 << 20,
     ) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
+        self.chunk_events = chunk_events
+        self.chunk_bytes = chunk_bytes
         self.changed = threading.Condition()
         folder.mkdir(parents=True, exist_ok=True)
         self._sizes: dict[int, int] = {}
-        for path in sorted(folder.glob("segment-*.spool")):
+        for path in sorted(folder.glob(f"segment-*{SUFFIX}")):
             seq = int(path.stem.split("-")[1])
             if seq < cursor[0]:
                 path.unlink()
@@ -280,7 +329,7 @@ class Spool:
         self._released = cursor
 
     def _path(self, seq: int) -> Path:
-        return self.folder / f"segment-{seq:012d}.spool"
+        return self.folder / f"segment-{seq:012d}{SUFFIX}"
 
     def _open(self, seq: int) -> int:
         """The segment's descriptor for writing: unbuffered, written at known positions."""
@@ -298,12 +347,13 @@ class Spool:
         with self.changed:
             return self._write_seq, self._sizes[self._write_seq]
 
-    def append(self, lines: list[bytes]) -> None:
+    def append(self, records: Sequence[Record]) -> None:
         """Write records durably (one fsync), then wake the sender. All or nothing: a
         failed write raises :class:`Unwritable` after cutting the segment back to its last
-        whole record."""
-        if not lines:
+        whole chunk."""
+        if not records:
             return
+        data = b"".join(chunks(records, self.chunk_events, self.chunk_bytes))
         with self.changed:
             try:
                 if self._roll():
@@ -313,7 +363,7 @@ class Spool:
                     self._write_seq += 1
                     self._sizes[self._write_seq] = 0
                     fsync_dir(self.folder)
-                self._write(b"".join(lines))
+                self._write(data)
             except OSError as error:
                 raise Unwritable("spool", error) from error
             self.changed.notify_all()
@@ -341,14 +391,13 @@ class Spool:
         self._sizes[self._write_seq] = size + len(data)
 
     def read(self, cursor: Cursor, max_events: int, max_bytes: int) -> tuple[Batch, Cursor]:
-        """Records from ``cursor`` on (at most ``max_events`` and about ``max_bytes``, at
-        least one), and the cursor after them. Read in blocks of whole records: one read
-        for a usual batch."""
-        blocks: list[bytes] = []
-        marks: list[tuple[int, int]] = []
+        """Whole chunks from ``cursor`` on (at most ``max_events`` records and ``max_bytes``
+        of body, at least one chunk), and the cursor after them; the batch is empty at the
+        end of the spool."""
+        taken: list[Chunk] = []
         count = total = 0
         seq, pos = cursor
-        while count < max_events and total < max_bytes:
+        while True:
             with self.changed:
                 size = self._sizes.get(seq)
                 last = seq >= self._write_seq
@@ -357,39 +406,46 @@ class Spool:
                     break
                 seq, pos = seq + 1, 0
                 continue
-            with self._path(seq).open("rb") as handle:
-                while pos < size and count < max_events and total < max_bytes:
-                    want = (max_events - count) * RECORD_GUESS
-                    handle.seek(pos)
-                    block = handle.read(min(size - pos, max(want, READ_BLOCK)))
-                    end = 0
-                    for tab, end in _record_marks(block, 0, len(block)):
-                        marks.append((total + tab, total + end))
-                        count += 1
-                        if count >= max_events or total + end >= max_bytes:
-                            break
-                    if end == 0:  # a record longer than the block: its two lines
-                        handle.seek(pos)
-                        block = handle.readline(size - pos)
-                        block += handle.readline(size - pos - len(block))
-                        end = len(block)
-                        if not (block.endswith(b"\n") and b"\t" in block):
-                            raise ValueError("not a spool record")
-                        marks.append((total + block.rindex(b"\t"), total + end))
-                        count += 1
-                    blocks.append(block[:end] if end < len(block) else block)
-                    pos += end
-                    total += end
-        data = blocks[0] if len(blocks) == 1 else b"".join(blocks)
-        return Batch(data, marks), (seq, pos)
+            with self._path(seq).open("rb", buffering=READ_BLOCK) as handle:
+                handle.seek(pos)
+                while pos < size:
+                    head = handle.readline(size - pos)
+                    number, files, body, offsets = _head(head)
+                    if taken and (count + number > max_events or total + body > max_bytes):
+                        return Batch(taken), (seq, pos)
+                    chunk = Chunk(number, offsets, handle.read(files), handle.read(body))
+                    if len(chunk.files) != files or len(chunk.body) != body:
+                        raise ValueError("not a spool chunk")  # past the end: cut short
+                    taken.append(chunk)
+                    count += number
+                    total += body
+                    pos += len(head) + files + body
+        return Batch(taken), (seq, pos)
 
     def records(self, cursor: Cursor) -> Iterator[Record]:
-        """Every record from ``cursor`` to the end (used at start-up)."""
+        """Every record from ``cursor`` to the end."""
         while True:
             batch, cursor = self.read(cursor, 10000, 64 << 20)
             if not batch:
                 return
             yield from batch
+
+    def offsets(self, cursor: Cursor) -> dict[str, int]:
+        """Each file's furthest resume offset from ``cursor`` to the end (at start-up:
+        where reading resumes), from the chunks' heads."""
+        found = []
+        with self.changed:
+            sizes = sorted((seq, size) for seq, size in self._sizes.items() if seq >= cursor[0])
+        for seq, size in sizes:
+            pos = cursor[1] if seq == cursor[0] else 0
+            with self._path(seq).open("rb") as handle:
+                while pos < size:
+                    handle.seek(pos)
+                    head = handle.readline(size - pos)
+                    _count, files, body, offsets = _head(head)
+                    found.append(offsets)
+                    pos += len(head) + files + body
+        return _merge(found)
 
     def release(self, cursor: Cursor) -> None:
         """Everything before ``cursor`` is acknowledged: delete segments wholly behind it."""
@@ -447,45 +503,93 @@ def commit(registry: Registry, spool: Spool) -> Cursor:
     return cursor
 
 
-def upgrade_spool(folder: Path, registry: Registry) -> None:
-    """Rewrite the segments of the spool format before bulk-ready records
-    (``segment-N.jsonl``, a line per record: ``["key",start,resume,"index","id","source"]``,
-    a tab, the document) from the registry's cursor on into one segment of the current
-    format, then point the cursor at it. Each step can be repeated after a crash (the old
-    segments go last): at worst records are sent again, answered as duplicates."""
-    old = sorted(folder.glob("segment-*.jsonl"))
-    if not old:
-        return
+def upgrade_spool(
+    folder: Path, registry: Registry, chunk_events: int = 250, chunk_bytes: int = 1 << 20
+) -> None:
+    """Rewrite the segments of earlier spool formats from the registry's cursor on into
+    segments of chunks, each under its own number: ``segment-N.jsonl`` (a line per record:
+    ``["key",start,resume,"index","id","source"]``, a tab, the document) and
+    ``segment-N.spool`` (a record's bulk lines, the file part after a tab at the end of the
+    second: ``{"create":...}\\n{document}\\t["key",start,resume,"source"]\\n``). The
+    cursor's segment goes first and the cursor is pointed at its start; each step can be
+    repeated after a crash (an old segment goes once its new one is written): at worst
+    records are sent again, answered as duplicates."""
+    old = {path: int(path.stem.split("-")[1]) for path in folder.glob("segment-*.jsonl")}
+    old |= {path: int(path.stem.split("-")[1]) for path in folder.glob("segment-*.spool")}
     seq, pos = registry.cursor
-    lines = []
-    for path in old:
-        number = int(path.stem.split("-")[1])
-        if number < seq:
-            continue
-        data = path.read_bytes()[pos if number == seq else 0 :]
-        for line in data.splitlines():
-            meta, _tab, doc = line.partition(b"\t")
-            try:
-                key, start, resume, index, event_id, source = orjson.loads(meta)
-            except (ValueError, TypeError):
-                break  # a torn last record
-            lines.append(Record(key, start, resume, index, event_id, source, doc).line())
-    write_atomically(folder / f"segment-{seq:012d}.spool", b"".join(lines))
-    registry.cursor = (seq, 0)
-    registry.save()
-    for path in old:
+    converted = 0
+    for path in sorted(old, key=lambda p: (old[p] != seq, old[p])):
+        number = old[path]
+        if number >= seq:
+            data = path.read_bytes()[pos if number == seq else 0 :]
+            parse = _jsonl_records if path.suffix == ".jsonl" else _spool_records
+            records = list(parse(data))
+            new = b"".join(chunks(records, chunk_events, chunk_bytes))
+            write_atomically(folder / f"segment-{number:012d}{SUFFIX}", new)
+            converted += len(records)
+            if number == seq and pos:
+                registry.cursor = (seq, 0)
+                registry.save()
         path.unlink()
-    log.info("spool_upgraded", records=len(lines))
+    if old:
+        log.info("spool_upgraded", records=converted)
+
+
+def _jsonl_records(data: bytes) -> Iterator[Record]:
+    """The records of a segment of the first format, up to a torn or unreadable one."""
+    for line in data.splitlines():
+        meta, _tab, doc = line.partition(b"\t")
+        try:
+            key, start, resume, index, event_id, source = orjson.loads(meta)
+        except (ValueError, TypeError):
+            return
+        yield Record(key, start, resume, index, event_id, source, doc)
+
+
+def _spool_records(data: bytes) -> Iterator[Record]:
+    """The records of a segment of the second format, up to a torn or unreadable one."""
+    start = 0
+    while (tab := data.find(b"\t", start)) >= 0 and (end := data.find(b"\n", tab) + 1):
+        try:
+            yield spool_record(data[start:end])
+        except ValueError:
+            return
+        start = end
+
+
+def spool_record(line: bytes) -> Record:
+    """A record of the second spool format from its bytes (with or without the final
+    newline)."""
+    action = _ACTION.match(line)
+    doc, tab, trailer = line[action.end() + 1 if action else 0 :].rstrip(b"\n").rpartition(b"\t")
+    if action is None or line[action.end() : action.end() + 1] != b"\n" or not tab:
+        raise ValueError("not a spool record")
+    try:
+        key, start, resume, source = orjson.loads(trailer)
+    except (ValueError, TypeError):  # not JSON, not four values
+        raise ValueError("not a spool record") from None
+    if not (type(start) is int is type(resume) and type(key) is str is type(source)):
+        raise ValueError("not a spool record")
+    index, event_id = action.group(1).decode(), action.group(2).decode()
+    return Record(key, start, resume, index, event_id, source, doc)
 
 
 def _repair(path: Path) -> int:
     """Cut a torn or unreadable tail off a segment; return its good size."""
     data = path.read_bytes()
     good = 0
-    for _tab, end in _record_marks(data, 0, len(data)):
+    while good < len(data):
+        line_end = data.find(b"\n", good) + 1
         try:
-            Record.parse(data[good:end])
-        except (ValueError, TypeError):
+            count, files, body, offsets = _head(data[good:line_end] if line_end else b"")
+            end = line_end + files + body
+            if end > len(data):
+                raise ValueError("a torn chunk")
+            parts = data[line_end : line_end + files], data[line_end + files : end]
+            records = _records(Chunk(count, offsets, *parts))
+        except ValueError:
+            break
+        if offsets != _furthest(records):
             break
         good = end
     if good != len(data):
@@ -493,3 +597,22 @@ def _repair(path: Path) -> int:
         with path.open("r+b") as handle:
             handle.truncate(good)
     return good
+
+
+def _furthest(records: Sequence[Record]) -> dict[str, int]:
+    """Each file's furthest resume offset among ``records``."""
+    offsets: dict[str, int] = {}
+    for record in records:
+        if record.resume > offsets.get(record.key, -1):
+            offsets[record.key] = record.resume
+    return offsets
+
+
+def _merge(offsets: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Each file's furthest offset in any of ``offsets``."""
+    merged: dict[str, int] = {}
+    for part in offsets:
+        for key, resume in part.items():
+            if resume > merged.get(key, -1):
+                merged[key] = resume
+    return merged

@@ -63,7 +63,7 @@ from hubkeeper.deploy.elasticsearch import Elasticsearch  # noqa: E402
 from hubkeeper.deploy.stack import free_ports, to_toml, wait_for  # noqa: E402
 from hubkeeper.shippers.shipper import READ_BUDGET, collect_less  # noqa: E402
 from hubkeeper.shippers.sources import Files, Settings, make_sources  # noqa: E402
-from hubkeeper.shippers.store import Batch, Record, Registry, bulk_body  # noqa: E402
+from hubkeeper.shippers.store import Record, Registry, bulk_body, chunks  # noqa: E402
 from tests.hostile import HOSTILE  # noqa: E402
 
 USERS = [f"user{n:03d}" for n in range(200)]
@@ -203,16 +203,17 @@ def parse_only(paths: dict[str, Path], work: Path) -> tuple[int, float, list[Rec
     )
     files.scan()
     spooled: list[bytes] = []
+    parsed: list[Record] = []
     started = time.process_time()
-    while True:  # as ship-logs' reader does, the spool's write left out
+    while True:  # as ship-logs' reader does (its chunks), the spool's write left out
         records, moves = files.read(READ_BUDGET)
         if not records:
             break
-        spooled.append(b"".join([record.line() for record in records]))
+        spooled.append(b"".join(chunks(records, 250, 5 << 18)))
+        parsed += records
         files.advance(moves)
     cpu = time.process_time() - started
     files.close()
-    parsed = [record for data in spooled for record in Batch(data)]
     return len(parsed), cpu, parsed
 
 
@@ -259,12 +260,12 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
         ("parse", r"\(shippers/parsers\.py"),
         ("redact", r"\(hubkeeper/redact\.py"),
         ("enrich", r"^(Files\._document|Files\._record|_Common\.of|daily_index) \(shippers/"),
-        ("spool_write", r"^(Record\.line|Spool\.append) \(shippers/"),
-        ("spool_read", r"^(Spool\.read|Record\.parse|_record_marks|Batch\.records) \(shippers/"),
+        ("spool_write", r"^(chunks|_chunk|_furthest|Spool\.append) \(shippers/"),
+        ("spool_read", r"^(Spool\.read|_head|Batch\.(__init__|records)|_records) \(shippers/"),
         ("bulk", r"^(ElasticsearchOutput\.(bulk|_call)|Nodes\.\w+|bulk_body) "
                  r"|\((urllib3|http|json)/"),
         ("ack", r"^(settle|Delivery\.send|Shipper\._answered|Metrics\.count|Registry\.|"
-                r"Shipper\._commit|Spool\.release|Batch\.offsets) "),
+                r"Shipper\._commit|Spool\.release|Batch\.offsets|_merge) "),
         ("loop", r"^(Shipper\._read_loop|Shipper\._send_loop|Shipper\._count_read|Files\.) "),
     ]
 ]  # fmt: skip

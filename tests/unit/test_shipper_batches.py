@@ -18,34 +18,66 @@ def record(n: int, key: str = "k") -> Record:
 
 
 def test_a_spooled_batch_is_the_bulk_body_and_offsets_of_its_records(tmp_path: Path) -> None:
-    spool = Spool(tmp_path, max_bytes=1 << 20, cursor=(0, 0))
+    spool = Spool(tmp_path, max_bytes=1 << 20, cursor=(0, 0), chunk_events=2)
     records = [record(0, "a"), record(1, "b"), record(2, "a"), record(3, "b"), record(4, "a")]
-    spool.append([r.line() for r in records])
+    spool.append(records)
     batch, _after = spool.read((0, 0), max_events=4, max_bytes=1 << 20)
-    assert isinstance(batch, Batch) and len(batch) == 4
+    assert isinstance(batch, Batch) and len(batch) == 4 and len(batch.chunks) == 2
     assert bulk_body(batch) == bulk_body(records[:4])  # the same bytes as written out
     assert batch.offsets() == {"a": 30, "b": 40}
-    assert batch.size == sum(len(r.line()) for r in records[:4])
-    assert [(r.id, r.doc) for r in batch] == [(r.id, r.doc) for r in records[:4]]
+    assert batch.size == len(bulk_body(records[:4]))
+    assert list(batch) == records[:4]
 
 
-def test_a_spool_of_the_earlier_format_is_sent_from_its_cursor_on(tmp_path: Path) -> None:
+def test_spools_of_the_earlier_formats_are_sent_from_their_cursor_on(tmp_path: Path) -> None:
     folder = tmp_path / "spool"
     folder.mkdir()
-    old = [
+    first = [
         b'["%b",%d,%d,"%b","%b","%b"]\t%b\n'
         % (r.key.encode(), r.start, r.resume, r.index.encode(), r.id.encode(), b"app", r.doc)
         for r in (record(n) for n in range(5))
     ]
-    (folder / "segment-000000000003.jsonl").write_bytes(b"".join(old[:3]))
-    (folder / "segment-000000000004.jsonl").write_bytes(b"".join(old[3:]) + old[0][:20])
+    second = [
+        b'{"create":{"_index":"%b","_id":"%b"}}\n%b\t["%b",%d,%d,"app"]\n'
+        % (r.index.encode(), r.id.encode(), r.doc, r.key.encode(), r.start, r.resume)
+        for r in (record(n) for n in range(5, 9))
+    ]
+    (folder / "segment-000000000002.jsonl").write_bytes(first[0])  # acknowledged: deleted
+    (folder / "segment-000000000003.jsonl").write_bytes(b"".join(first[:3]))
+    (folder / "segment-000000000004.jsonl").write_bytes(b"".join(first[3:]) + first[0][:20])
+    (folder / "segment-000000000005.spool").write_bytes(b"".join(second) + second[0][:-9])
     registry = Registry(tmp_path / "registry.json")
-    registry.cursor = (3, len(old[0]))  # the first record was acknowledged
-    upgrade_spool(folder, registry)
+    registry.cursor = (3, len(first[0]))  # the first record was acknowledged
+    upgrade_spool(folder, registry, chunk_events=2)
     assert Registry(tmp_path / "registry.json").cursor == (3, 0)
-    assert not list(folder.glob("*.jsonl"))
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"segment-00000000000{n}.chunks" for n in (3, 4, 5)
+    ]
     spool = Spool(folder, max_bytes=1 << 20, cursor=registry.cursor)
-    assert [r.id for r in spool.records(registry.cursor)] == ["id1", "id2", "id3", "id4"]
+    assert [r.id for r in spool.records(registry.cursor)] == [f"id{n}" for n in range(1, 9)]
+    assert spool.offsets(registry.cursor) == {"k": 90}
+    upgrade_spool(folder, registry)  # nothing left to do
+    assert [r.id for r in spool.records(registry.cursor)] == [f"id{n}" for n in range(1, 9)]
+
+
+def test_an_upgrade_cut_short_is_done_again_without_losing_a_record(tmp_path: Path) -> None:
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    lines = [
+        b'{"create":{"_index":"%b","_id":"%b"}}\n%b\t["%b",%d,%d,"app"]\n'
+        % (r.index.encode(), r.id.encode(), r.doc, r.key.encode(), r.start, r.resume)
+        for r in (record(n) for n in range(4))
+    ]
+    for n, line in enumerate(lines):
+        (folder / f"segment-{n:012d}.spool").write_bytes(line)
+    registry = Registry(tmp_path / "registry.json")
+    upgrade_spool(folder, registry)
+    (folder / "segment-000000000002.chunks").unlink()  # stopped before writing this one
+    for n in (2, 3):  # ... and before deleting these
+        (folder / f"segment-{n:012d}.spool").write_bytes(lines[n])
+    upgrade_spool(folder, registry)
+    spool = Spool(folder, max_bytes=1 << 20, cursor=registry.cursor)
+    assert [r.id for r in spool.records(registry.cursor)] == ["id0", "id1", "id2", "id3"]
 
 
 def test_a_file_is_read_however_small_its_share_of_the_budget(tmp_path: Path) -> None:
@@ -61,3 +93,14 @@ def test_a_file_is_read_however_small_its_share_of_the_budget(tmp_path: Path) ->
     assert sorted(json.loads(r.doc)["message"] for r in records) == [
         f"{name} {n}" for name in "bc" for n in range(4)
     ]
+
+
+def test_an_append_is_cut_into_chunks_by_count_and_by_size(tmp_path: Path) -> None:
+    big = [Record("b", n, n + 1, "i", f"big{n}", "app", b'"%b"' % (b"x" * 400)) for n in range(6)]
+    spool = Spool(tmp_path, max_bytes=1 << 20, cursor=(0, 0), chunk_events=3, chunk_bytes=1000)
+    spool.append([record(0), record(1), *big, record(2)])  # records of 87 and 441 bytes
+    batch, end = spool.read((0, 0), max_events=1000, max_bytes=1 << 20)
+    assert end == spool.end()
+    assert [c.count for c in batch.chunks] == [3, 2, 1, 3]  # by count, then by size
+    assert [c.offsets for c in batch.chunks][:3] == [{"k": 20, "b": 1}, {"b": 3}, {"b": 4}]
+    assert [r.id for r in batch] == ["id0", "id1", *(f"big{n}" for n in range(6)), "id2"]

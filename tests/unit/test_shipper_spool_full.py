@@ -20,9 +20,9 @@ def fs(tmp_path: Path) -> Iterator[SmallFS]:
         yield mounted
 
 
-def record(n: int) -> bytes:
+def record(n: int) -> Record:
     doc = json.dumps({"message": f"{n} " + "x" * 900}).encode()
-    return Record("k", n * 10, n * 10 + 10, "logs-raw-2026.12.01", f"id{n}", "app", doc).line()
+    return Record("k", n * 10, n * 10 + 10, "logs-raw-2026.12.01", f"id{n}", "app", doc)
 
 
 def append_until_full(spool: Spool, first: int = 0) -> int:
@@ -41,7 +41,7 @@ def ids(spool: Spool) -> list[str]:
     return [r.id for r in spool.records((0, 0))]
 
 
-def test_a_write_that_fills_the_filesystem_is_cut_back_to_the_last_whole_record(
+def test_a_write_that_fills_the_filesystem_is_cut_back_to_the_last_whole_chunk(
     fs: SmallFS,
 ) -> None:
     spool = Spool(fs.path / "spool", 10 << 20, (0, 0))
@@ -113,7 +113,8 @@ def test_a_spool_that_filled_its_own_filesystem_frees_it_with_its_reserve(
     with pytest.raises(Unwritable):
         registry.save()
     assert commit(registry, spool) == end  # with the reserve's room
-    assert [p.name for p in (fs.path / "spool").glob("segment-*")] == ["segment-000000000001.spool"]
+    segments = [p.name for p in (fs.path / "spool").glob("segment-*")]
+    assert segments == ["segment-000000000001.chunks"]
     spool.append([record(written + i) for i in range(20)])
     assert [r.id for r in spool.records(end)] == [f"id{n}" for n in range(written, written + 20)]
     spool.close()
@@ -149,7 +150,7 @@ def test_a_write_trouble_episode_starts_with_the_first_failure_and_ends_with_a_s
 def test_a_big_segment_is_closed_once_the_sender_is_in_it_and_freed_once_it_passed(
     tmp_path: Path,
 ) -> None:
-    spool = Spool(tmp_path, 10 << 20, (0, 0))
+    spool = Spool(tmp_path, 10 << 20, (0, 0), chunk_events=10)
     spool.append([record(n) for n in range(1200)])  # over CAUGHT_UP_ROLL, under 16 MiB
     _batch, after = spool.read((0, 0), 10, 64 << 20)
     spool.release(after)
@@ -157,7 +158,7 @@ def test_a_big_segment_is_closed_once_the_sender_is_in_it_and_freed_once_it_pass
     batch, end = spool.read(after, 10000, 64 << 20)
     assert [r.id for r in batch] == [f"id{n}" for n in range(10, 1201)] and end[0] == 1
     spool.release(end)
-    assert [p.name for p in tmp_path.iterdir()] == ["segment-000000000001.spool"]
+    assert [p.name for p in tmp_path.iterdir()] == ["segment-000000000001.chunks"]
 
 
 def test_a_big_segment_the_sender_has_not_reached_is_kept_open(tmp_path: Path) -> None:
