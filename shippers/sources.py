@@ -159,6 +159,7 @@ class _Common:
     # ``fields`` and ``log.offset``'s key as the end of a document's JSON (``,"service.name":
     # ...,"log.offset":``), written once for the file's events; None if they cannot be.
     tail_json: bytes | None
+    plain: bool  # ``tail_json`` ends its events' documents (no labels, JSON can carry the path)
 
     @classmethod
     def of(cls, tail: Tail, host_name: str) -> _Common:
@@ -177,6 +178,7 @@ class _Common:
         return cls(
             tail, source.name, entry.key, _id_hash(entry.key), dataset,
             source.parser.dataset, fields, entry.meta, tail_json,
+            tail_json is not None and not entry.meta,
         )  # fmt: skip
 
 
@@ -544,7 +546,7 @@ class Files:
     def _document(self, common: _Common, event: Event) -> Record:
         doc = event.doc
         tags = [*doc.get("tags", ()), *event.tags] if "tags" in doc or event.tags else None
-        stamp = doc.get("@timestamp")
+        given = stamp = doc.get("@timestamp")
         if stamp is None and event.time:  # a Docker json-file record's time
             stamp = normalize_timestamp(event.time)
         dataset = common.dataset or doc.get("event.dataset") or common.parser_dataset
@@ -555,13 +557,13 @@ class Files:
                 tags = [*(tags or ()), TIMESTAMP_INVALID]
             stamp = now_iso()
             index = self._index(dataset, stamp)
-        doc["@timestamp"] = stamp
+        if stamp is not given:  # (the usual event's own time is where it belongs already)
+            doc["@timestamp"] = stamp
         doc["event.dataset"] = dataset
         # Secrets come from the text read (the other fields are the shipper's own): one
         # look at it, and most lines pass (those screened clean as they were read at once).
-        redactor = self.settings.redactor
-        masked = not event.clean and redactor.suspect(event.text)
-        if tags or event.stream or common.meta or masked or common.tail_json is None:
+        masked = not event.clean and self.settings.redactor.suspect(event.text)
+        if tags or event.stream or masked or not common.plain:
             doc.update(common.fields)
             doc["log.offset"] = event.start
             if tags:
@@ -571,7 +573,7 @@ class Files:
             if common.meta:
                 doc.update(common.meta)  # the container's labels: a user server cannot forge them
             if masked:
-                doc = redactor.value(doc)
+                doc = self.settings.redactor.value(doc)
             body = to_json(doc)
         else:  # the usual event: the file's fields appended as JSON written once for them all
             body = b"%b%b%d}" % (to_json(doc)[:-1], common.tail_json, event.start)
