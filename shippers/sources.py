@@ -58,7 +58,7 @@ from hubkeeper.shippers.parsers import (
     to_json,
     valid_timestamp,
 )
-from hubkeeper.shippers.store import Entry, Record, Registry, daily_index
+from hubkeeper.shippers.store import CREATE_IN_PARTS, Entry, Record, Registry, daily_index
 
 log = get_logger(__name__)
 
@@ -563,6 +563,7 @@ class Files:
         # Secrets come from the text read (the other fields are the shipper's own): one
         # look at it, and most lines pass (those screened clean as they were read at once).
         masked = not event.clean and self.settings.redactor.suspect(event.text)
+        event_id = _event_id(common.ids, event.start)
         if tags or event.stream or masked or not common.plain:
             doc.update(common.fields)
             doc["log.offset"] = event.start
@@ -574,17 +575,23 @@ class Files:
                 doc.update(common.meta)  # the container's labels: a user server cannot forge them
             if masked:
                 doc = self.settings.redactor.value(doc)
-            body = to_json(doc)
-        else:  # the usual event: the file's fields appended as JSON written once for them all
-            body = b"%b%b%d}" % (to_json(doc)[:-1], common.tail_json, event.start)
+            record = Record(
+                common.key, event.start, event.resume, index, event_id, common.name, to_json(doc)
+            )
+        else:  # the usual event: its lines written at once, the file's fields appended as
+            # JSON written once for them all
+            lines = CREATE_IN_PARTS % (
+                index.encode(), event_id.encode(), to_json(doc)[:-1], common.tail_json,
+                event.start,
+            )  # fmt: skip
+            record = Record.written(
+                common.key, event.start, event.resume, index, event_id, common.name, lines
+            )
         if FAILURE in doc:
             self.line_failures[common.name, doc[FAILURE]] += 1
         if TIMESTAMP_ORIGINAL in doc:
             self.line_failures[common.name, TIMESTAMP_INVALID] += 1
-        return Record(
-            common.key, event.start, event.resume, index, _event_id(common.ids, event.start),
-            common.name, body,
-        )  # fmt: skip
+        return record
 
     def _index(self, dataset: str, stamp: object) -> str | None:
         """The daily index of an event of ``dataset`` at ``stamp``; None unless ``stamp`` is

@@ -143,13 +143,18 @@ def daily_index(prefix: str, dataset: str, stamp: str) -> str:
 # looked at item by item. Documents are compact JSON (no raw newline): a body has two lines
 # per record.
 _ACTION = re.compile(rb'\{"create":\{"_index":"([^"\\\n]*)","_id":"([^"\\\n]*)"\}\}')
-_CREATE = b'{"create":{"_index":"%b","_id":"%b"}}\n%b\n'
+_ACTION_LINE = b'{"create":{"_index":"%b","_id":"%b"}}\n'
+_CREATE = _ACTION_LINE + b"%b\n"
+# The reader's usual event: its document written in parts (the parsed fields' JSON without
+# its closing brace, the file's fields, ``log.offset``'s value) straight into its lines.
+CREATE_IN_PARTS = _ACTION_LINE + b"%b%b%d}\n"
 SUFFIX = ".chunks"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Record:
-    """One spooled event: where it came from, where it goes, and its JSON document."""
+    """One spooled event: where it came from, where it goes, and its bulk request lines
+    (``{"create":...}``, its JSON document), written once: the spool holds them as they are."""
 
     key: str
     start: int
@@ -157,25 +162,48 @@ class Record:
     index: str
     id: str
     source: str
-    doc: bytes
+    lines: bytes
+
+    def __init__(
+        self, key: str, start: int, resume: int, index: str, id: str, source: str, doc: bytes
+    ) -> None:
+        # Index names and ids are plain strings (hex, base64url, names): nothing to escape.
+        self.key, self.start, self.resume, self.index, self.id, self.source = (
+            key, start, resume, index, id, source,
+        )  # fmt: skip
+        self.lines = _CREATE % (index.encode(), id.encode(), doc)
+
+    @classmethod
+    def written(
+        cls, key: str, start: int, resume: int, index: str, id: str, source: str, lines: bytes
+    ) -> Record:
+        """A record whose bulk lines are written already (:data:`CREATE_IN_PARTS`)."""
+        record = cls.__new__(cls)
+        record.key, record.start, record.resume, record.index, record.id, record.source = (
+            key, start, resume, index, id, source,
+        )  # fmt: skip
+        record.lines = lines
+        return record
+
+    @property
+    def doc(self) -> bytes:
+        """The JSON document (the second line)."""
+        return self.lines[self.lines.index(b"\n") + 1 : -1]
 
 
 def bulk_body(records: Sequence[Record]) -> bytes:
     """The records as a bulk request body of ``create`` actions: a spooled batch's bodies
-    as they are; others written out (index names and ids are plain: nothing to escape)."""
+    as they are; others' lines joined."""
     if isinstance(records, Batch):
         return records.data
-    return b"".join(
-        [_CREATE % (record.index.encode(), record.id.encode(), record.doc) for record in records]
-    )
+    return b"".join([record.lines for record in records])
 
 
 def chunks(records: Sequence[Record], max_events: int, max_bytes: int) -> list[bytes]:
     """The spool bytes of ``records``: chunks of at most ``max_events`` records and about
     ``max_bytes`` of body (at least one record), in pieces to join (once: each record's
     lines are copied only there)."""
-    # Index names, ids, keys and sources are plain strings (hex, base64url, names).
-    parts = [_CREATE % (r.index.encode(), r.id.encode(), r.doc) for r in records]
+    parts = [r.lines for r in records]
     sizes = list(map(len, parts))
     pieces: list[bytes] = []
     for first in range(0, len(parts), max_events):
