@@ -140,7 +140,7 @@ def dead_letter(record: Record, error: dict[str, Any] | None, index: str) -> Rec
         "ecs.version": ECS_VERSION,
     }
     body = to_json(doc)
-    return Record(record.key, record.start, record.resume, index, record.id, record.source, body)
+    return Record.of(record.key, record.start, record.resume, index, record.id, record.source, body)
 
 
 def error_reason(error: dict[str, Any] | None) -> str:

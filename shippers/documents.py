@@ -45,7 +45,7 @@ def document_record(index_prefix: str, identity: str, doc: dict[str, Any]) -> Re
     dataset, stamp = str(doc["event.dataset"]), str(doc["@timestamp"])
     body = to_json(doc)
     event_id = hashlib.blake2b(f"{dataset}\0{identity}\0{stamp}".encode(), digest_size=12)
-    return Record(
+    return Record.of(
         dataset, 0, 0, daily_index(index_prefix, dataset, stamp), event_id.hexdigest(),
         dataset, body,
     )  # fmt: skip

@@ -575,7 +575,7 @@ class Files:
                 doc.update(common.meta)  # the container's labels: a user server cannot forge them
             if masked:
                 doc = self.settings.redactor.value(doc)
-            record = Record(
+            record = Record.of(
                 common.key, event.start, event.resume, index, event_id, common.name, to_json(doc)
             )
         else:  # the usual event: its lines written at once, the file's fields appended as
@@ -584,7 +584,7 @@ class Files:
                 index.encode(), event_id.encode(), to_json(doc)[:-1], common.tail_json,
                 event.start,
             )  # fmt: skip
-            record = Record.written(
+            record = Record(
                 common.key, event.start, event.resume, index, event_id, common.name, lines
             )
         if FAILURE in doc:

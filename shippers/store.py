@@ -151,7 +151,7 @@ CREATE_IN_PARTS = _ACTION_LINE + b"%b%b%d}\n"
 SUFFIX = ".chunks"
 
 
-@dataclass(slots=True, init=False)
+@dataclass(slots=True)
 class Record:
     """One spooled event: where it came from, where it goes, and its bulk request lines
     (``{"create":...}``, its JSON document), written once: the spool holds them as they are."""
@@ -164,26 +164,16 @@ class Record:
     source: str
     lines: bytes
 
-    def __init__(
-        self, key: str, start: int, resume: int, index: str, id: str, source: str, doc: bytes
-    ) -> None:
-        # Index names and ids are plain strings (hex, base64url, names): nothing to escape.
-        self.key, self.start, self.resume, self.index, self.id, self.source = (
-            key, start, resume, index, id, source,
-        )  # fmt: skip
-        self.lines = _CREATE % (index.encode(), id.encode(), doc)
-
     @classmethod
-    def written(
-        cls, key: str, start: int, resume: int, index: str, id: str, source: str, lines: bytes
+    def of(
+        cls, key: str, start: int, resume: int, index: str, id: str, source: str, doc: bytes
     ) -> Record:
-        """A record whose bulk lines are written already (:data:`CREATE_IN_PARTS`)."""
-        record = cls.__new__(cls)
-        record.key, record.start, record.resume, record.index, record.id, record.source = (
-            key, start, resume, index, id, source,
-        )  # fmt: skip
-        record.lines = lines
-        return record
+        """The record of a JSON document (the reader's usual event writes its lines itself:
+        :data:`CREATE_IN_PARTS`). Index names and ids are plain strings (hex, base64url,
+        names): nothing to escape."""
+        return cls(
+            key, start, resume, index, id, source, _CREATE % (index.encode(), id.encode(), doc)
+        )
 
     @property
     def doc(self) -> bytes:
@@ -264,19 +254,22 @@ def _records(chunk: Chunk) -> list[Record]:
         files = orjson.loads(chunk.files)
     except ValueError:
         raise ValueError("not a spool chunk") from None
-    lines = chunk.body.split(b"\n")
-    if not (type(files) is list and len(files) == chunk.count and len(lines) == 2 * len(files) + 1):
+    if not (type(files) is list and len(files) == chunk.count):
         raise ValueError("not a spool chunk")
-    records = []
-    for part, action, doc in zip(files, lines[0::2], lines[1::2], strict=False):
-        found = _ACTION.fullmatch(action)
+    body, records, end = chunk.body, [], 0
+    for part in files:  # each record's two lines: its action, its document
+        begin, action_end = end, body.find(b"\n", end)
+        end = body.find(b"\n", action_end + 1) + 1
+        found = _ACTION.fullmatch(body, begin, action_end) if end > action_end >= 0 else None
         if found is None or type(part) is not list or len(part) != 4:
             raise ValueError("not a spool chunk")
         key, start, resume, source = part
         if not (type(start) is int is type(resume) and type(key) is str is type(source)):
             raise ValueError("not a spool chunk")
         index, event_id = found.group(1).decode(), found.group(2).decode()
-        records.append(Record(key, start, resume, index, event_id, source, doc))
+        records.append(Record(key, start, resume, index, event_id, source, body[begin:end]))
+    if end != len(body):
+        raise ValueError("not a spool chunk")
     return records
 
 
@@ -571,7 +564,7 @@ def _jsonl_records(data: bytes) -> Iterator[Record]:
             key, start, resume, index, event_id, source = orjson.loads(meta)
         except (ValueError, TypeError):
             return
-        yield Record(key, start, resume, index, event_id, source, doc)
+        yield Record.of(key, start, resume, index, event_id, source, doc)
 
 
 def _spool_records(data: bytes) -> Iterator[Record]:
@@ -599,7 +592,7 @@ def spool_record(line: bytes) -> Record:
     if not (type(start) is int is type(resume) and type(key) is str is type(source)):
         raise ValueError("not a spool record")
     index, event_id = action.group(1).decode(), action.group(2).decode()
-    return Record(key, start, resume, index, event_id, source, doc)
+    return Record.of(key, start, resume, index, event_id, source, doc)
 
 
 def _repair(path: Path) -> int:

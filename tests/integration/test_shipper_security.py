@@ -52,7 +52,7 @@ def settings(es: Elasticsearch, folder: Path, **changes: Any) -> ShipperElastics
 
 def record(n: int) -> Record:
     doc = b'{"@timestamp":"2026-12-01T00:00:00.000Z","message":"line %d"}' % n
-    return Record("key", n, n + 1, f"{NAME}-logs-app-2026.12.01", f"id{n}", "app", doc)
+    return Record.of("key", n, n + 1, f"{NAME}-logs-app-2026.12.01", f"id{n}", "app", doc)
 
 
 def test_https_and_basic_auth_deliver(

@@ -25,7 +25,7 @@ REFUSAL = {"type": "mapper_parsing_exception", "reason": "failed to parse field 
 
 def record(n: int, index: str = LOG_INDEX) -> Record:
     doc = json.dumps({"@timestamp": "2024-02-29T23:59:59.000Z", "message": f"m{n}"}).encode()
-    return Record(f"k{n}", n * 10, n * 10 + 10, index, f"id{n}", "app", doc)
+    return Record.of(f"k{n}", n * 10, n * 10 + 10, index, f"id{n}", "app", doc)
 
 
 # --- settle ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from hubkeeper.shippers.store import Batch, Record, Registry, Spool, bulk_body, 
 
 def record(n: int, key: str = "k") -> Record:
     doc = json.dumps({"message": f"m\t{n}", "n": n}).encode()  # a tab in text is escaped
-    return Record(key, n * 10, n * 10 + 10, f"logs-raw-2026.11.2{n % 2}", f"id{n}", "app", doc)
+    return Record.of(key, n * 10, n * 10 + 10, f"logs-raw-2026.11.2{n % 2}", f"id{n}", "app", doc)
 
 
 def test_a_spooled_batch_is_the_bulk_body_and_offsets_of_its_records(tmp_path: Path) -> None:
@@ -96,7 +96,9 @@ def test_a_file_is_read_however_small_its_share_of_the_budget(tmp_path: Path) ->
 
 
 def test_an_append_is_cut_into_chunks_by_count_and_by_size(tmp_path: Path) -> None:
-    big = [Record("b", n, n + 1, "i", f"big{n}", "app", b'"%b"' % (b"x" * 400)) for n in range(6)]
+    big = [
+        Record.of("b", n, n + 1, "i", f"big{n}", "app", b'"%b"' % (b"x" * 400)) for n in range(6)
+    ]
     spool = Spool(tmp_path, max_bytes=1 << 20, cursor=(0, 0), chunk_events=3, chunk_bytes=1000)
     spool.append([record(0), record(1), *big, record(2)])  # records of 87 and 441 bytes
     batch, end = spool.read((0, 0), max_events=1000, max_bytes=1 << 20)

@@ -34,7 +34,9 @@ from hubkeeper.shippers.store import Entry, Record, Registry, Spool, chunks, spo
 
 def record(n: int, key: str = "k") -> Record:
     doc = json.dumps({"@timestamp": "2026-11-25T10:00:00.000Z", "message": f"m{n}"}).encode()
-    return Record(key, n * 10, n * 10 + 10, "hubkeeper-logs-raw-2026.11.25", f"id{n}", "app", doc)
+    return Record.of(
+        key, n * 10, n * 10 + 10, "hubkeeper-logs-raw-2026.11.25", f"id{n}", "app", doc
+    )
 
 
 def test_spool_hands_out_batches_and_deletes_what_was_acknowledged(tmp_path: Path) -> None:
@@ -360,7 +362,7 @@ def test_items_answered_429_or_5xx_or_blocked_are_counted_as_retried(tmp_path: P
 
 def test_spool_reads_big_records_and_stops_at_the_byte_limit(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=1 << 30, cursor=(0, 0), chunk_bytes=100_000)
-    big = Record("k", 0, 10, "i", "big", "app", b'{"message":"' + b"x" * 200_000 + b'"}')
+    big = Record.of("k", 0, 10, "i", "big", "app", b'{"message":"' + b"x" * 200_000 + b'"}')
     spool.append([record(0), big, *[record(n) for n in range(1, 400)]])  # chunks of 100K
     first, after = spool.read((0, 0), max_events=1000, max_bytes=10)
     assert [r.id for r in first] == ["id0"]  # at least one chunk, past the limit

@@ -22,7 +22,7 @@ def fs(tmp_path: Path) -> Iterator[SmallFS]:
 
 def record(n: int) -> Record:
     doc = json.dumps({"message": f"{n} " + "x" * 900}).encode()
-    return Record("k", n * 10, n * 10 + 10, "logs-raw-2026.12.01", f"id{n}", "app", doc)
+    return Record.of("k", n * 10, n * 10 + 10, "logs-raw-2026.12.01", f"id{n}", "app", doc)
 
 
 def append_until_full(spool: Spool, first: int = 0) -> int:
