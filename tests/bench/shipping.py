@@ -49,7 +49,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -452,7 +451,11 @@ def main() -> int:
             flush=True,
         )
         es.start()
-        warmup = [replace(r, index=r.index.replace("ceiling", "warmup")) for r in records[:20000]]
+        warmup = [
+            Record.of(r.key, r.start, r.resume, r.index.replace("ceiling", "warmup"), r.id,
+                      r.source, r.doc)
+            for r in records[:20000]
+        ]  # fmt: skip
         bulk_ceiling(es, warmup)
         ceiling = bulk_ceiling(es, records)
         del records
