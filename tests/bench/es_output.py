@@ -1,8 +1,9 @@
 """Benchmark of the shipper's sending side: the Elasticsearch output's CPU, against a plain
 ``requests`` bulk loader (the peer) in the same run, on one real Elasticsearch.
 
-1. start-up: ``hubkeeper ship-logs`` on a file of ``--batch`` bench lines, its CPU seconds
-   from its start to the acknowledgement of that batch (``--starts`` times; the median),
+1. start-up: ``hubkeeper ship-logs`` (byte-compiled first, as installed) on a file of
+   ``--batch`` bench lines, its CPU seconds from its start to the acknowledgement of that
+   batch (``--starts`` times; the median),
    and the CPU of importing the output's module alone in a fresh interpreter (``import
    hubkeeper.shippers.delivery`` already done);
 2. per bulk request: ``--requests`` bulk requests of ``--batch`` bench documents each (a
@@ -41,7 +42,13 @@ from hubkeeper.deploy.elasticsearch import Elasticsearch  # noqa: E402
 from hubkeeper.deploy.stack import free_ports, to_toml, wait_for  # noqa: E402
 from hubkeeper.shippers.elasticsearch import ElasticsearchOutput  # noqa: E402
 from hubkeeper.shippers.store import Batch, bulk_body  # noqa: E402
-from tests.bench.shipping import _caught_up, cpu_seconds, parse_only, write_files  # noqa: E402
+from tests.bench.shipping import (  # noqa: E402
+    _caught_up,
+    byte_compile,
+    cpu_seconds,
+    parse_only,
+    write_files,
+)
 
 PREFIX = "es-output"
 IMPORT = (
@@ -84,6 +91,7 @@ def startup(url: str, work: Path, size: int) -> float:
     config = work / "shipper.toml"
     config.write_text(to_toml({"logging": {"level": "warning"}, "shipper": shipper}))
     lines = sum(1 for _ in paths["access"].open())
+    byte_compile()
     process = subprocess.Popen(
         [sys.executable, "-m", "hubkeeper.cli", "ship-logs", "--config", str(config)],
         stdout=(work / "shipper.log").open("wb"), stderr=subprocess.STDOUT, cwd=ROOT,

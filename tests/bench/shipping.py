@@ -11,7 +11,8 @@ measures on one real Elasticsearch (its own instance, 1 GB heap):
 2. the ceiling: a plain bulk loader sending the same documents, pre-serialized, with the
    shipper's batch size, one request at a time;
 3. ``hubkeeper ship-logs`` end to end (files to acknowledged documents), with its CPU time
-   (user and kernel, and the kernel's part alone);
+   (user and kernel, and the kernel's part alone), its modules byte-compiled first as an
+   installation's are;
 4. rsyslog (``imfile`` into ``omelasticsearch``, bulk mode) on the same files into another
    index, with its CPU time (the same two figures). rsyslog ships each line as it is (no
    parsing) into a small JSON document; the shipper parses every line into ECS fields.
@@ -39,6 +40,7 @@ shared machine both move by about ten percent from run to run.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import random
@@ -245,6 +247,14 @@ def cpu_seconds(pid: int, kernel: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def byte_compile() -> None:
+    """Byte-compile hubkeeper's folders, as installing it does: ``ship-logs`` then starts as
+    an installed one does, not compiling its modules anew at each start (an editable
+    checkout run with ``PYTHONDONTWRITEBYTECODE`` caches none; about 0.05 CPU s)."""
+    for folder in ("hubkeeper", "shippers", "watchers", "alerts", "dashboards", "deploy", "hub"):
+        compileall.compile_dir(ROOT / folder, quiet=1)
+
+
 # Stage of a py-spy frame (``function (path:line)``): the first rule matching the innermost
 # frame that any rule matches. py-spy names a file by its path below its sys.path entry:
 # ``shippers/...`` in an editable install, ``hubkeeper/shippers/...`` in an installed one.
@@ -334,6 +344,7 @@ def run_shipper(
         "sources": sources,
     }
     config.write_text(to_toml({"logging": {"level": "warning"}, "shipper": shipper}))
+    byte_compile()
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "hubkeeper.cli", "ship-logs", "--config", str(config)],
