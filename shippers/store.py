@@ -154,7 +154,9 @@ SUFFIX = ".chunks"
 @dataclass(slots=True)
 class Record:
     """One spooled event: where it came from, where it goes, and its bulk request lines
-    (``{"create":...}``, its JSON document), written once: the spool holds them as they are."""
+    (``{"create":...}``, its JSON document), written once: the spool holds them as they are.
+    The lines carry ``index`` and ``id`` too: make a changed record with :meth:`of`, never
+    with ``dataclasses.replace``."""
 
     key: str
     start: int
