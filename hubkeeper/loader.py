@@ -13,7 +13,7 @@ the matching environment variable (``HUBKEEPER_<TABLE PATH>_<KEY without _file>`
 from __future__ import annotations
 
 import dataclasses
-import functools
+import difflib
 import os
 import tomllib
 import types
@@ -55,17 +55,10 @@ def from_dict(
     return config
 
 
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    """A schema class's resolved annotations, once: ``typing.get_type_hints`` compiles every
-    string annotation again on each call (a thousand compilations per start)."""
-    return typing.get_type_hints(cls)
-
-
 def _apply_env_overrides(
     data: dict[str, Any], environ: Mapping[str, str], problems: list[str]
 ) -> dict[str, Any]:
-    hints = _hints(Config)
+    hints = typing.get_type_hints(Config)
     for section_field in dataclasses.fields(Config):
         section_type = hints[section_field.name]
         section = data.get(section_field.name, {})
@@ -78,7 +71,7 @@ def _apply_env_overrides(
                 continue
             if _is_secret_value(section_type, key_field.name):
                 continue  # read in _build, next to its *_file key
-            target = _hints(section_type)[key_field.name]
+            target = typing.get_type_hints(section_type)[key_field.name]
             parsed = _parse_env_value(environ[var], target, var, problems)
             if parsed is not None:
                 section[key_field.name] = parsed
@@ -95,7 +88,7 @@ def env_name(table_path: str, key: str) -> str:
 def known_variables() -> set[str]:
     """Every ``HUBKEEPER_*`` variable hubkeeper reads: overrides, secrets and the others."""
     known = set(OTHER_VARIABLES)
-    hints = _hints(Config)
+    hints = typing.get_type_hints(Config)
     for section in dataclasses.fields(Config):
         cls = hints[section.name]
         known |= {env_name(section.name, f.name) for f in dataclasses.fields(cls)}
@@ -104,7 +97,7 @@ def known_variables() -> set[str]:
 
 
 def _secret_variables(cls: type, path: str) -> set[str]:
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     found = set()
     for fld in dataclasses.fields(cls):
         if _is_secret_value(cls, fld.name):
@@ -121,8 +114,6 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]
     suffixes = [name.removeprefix(ENV_PREFIX) for name in known]  # the prefix always matches
 
     def closest(name: str) -> str | None:
-        import difflib  # only for a variable hubkeeper does not read
-
         matches = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1)
         return ENV_PREFIX + matches[0] if matches else None
 
@@ -144,12 +135,7 @@ def _parse_env_value(raw: str, target: Any, var: str, problems: list[str]) -> An
 
 
 def _is_secret_value(cls: type, name: str) -> bool:
-    return name + "_file" in _field_names(cls)
-
-
-@functools.cache
-def _field_names(cls: type) -> frozenset[str]:
-    return frozenset(f.name for f in dataclasses.fields(cls))
+    return name + "_file" in {f.name for f in dataclasses.fields(cls)}
 
 
 def _build(
@@ -163,7 +149,7 @@ def _build(
     if not isinstance(data, Mapping):
         problems.append(f"{path}: got {_show(data)}, expected a table")
         return cls()
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     secret_names = {name for name in fields if _is_secret_value(cls, name)}
     for key in data:
