@@ -21,8 +21,7 @@ from typing import Any
 
 import structlog
 
-import hubkeeper
-from hubkeeper import log
+from hubkeeper import __version__, log, reference
 from hubkeeper.config import Config, ConfigError
 from hubkeeper.files import LockHeld
 from hubkeeper.loader import load, unknown_variables
@@ -47,13 +46,6 @@ def check_config(args: argparse.Namespace) -> int:
         hint = f" (did you mean {closest}?)" if closest else ""
         print(f"warning: {name} is not a hubkeeper variable{hint}", file=sys.stderr)
     print(f"{args.file}: ok")
-    return 0
-
-
-def print_reference(_args: argparse.Namespace) -> int:
-    from hubkeeper import reference  # only this command needs it
-
-    print(reference.table(), end="")
     return 0
 
 
@@ -221,14 +213,6 @@ class _SubCommands(argparse._SubParsersAction):
         return parser
 
 
-class _Version(argparse._VersionAction):
-    """``--version``: the version looked up only when asked (see ``hubkeeper.__getattr__``)."""
-
-    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
-        self.version = f"%(prog)s {hubkeeper.__version__}"
-        super().__call__(parser, *args)
-
-
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -239,17 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="hubkeeper", description="Monitoring and reliability suite for JupyterHub."
     )
-    parser.add_argument("--version", action=_Version)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("version", help="print the version").set_defaults(
-        func=lambda _args: print(hubkeeper.__version__) or 0
+        func=lambda _args: print(__version__) or 0
     )
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file", help="path of hubkeeper.toml")
     check.set_defaults(func=check_config)
     commands.add_parser(
         "config-reference", help="print the configuration reference (a Markdown table)"
-    ).set_defaults(func=print_reference)
+    ).set_defaults(func=lambda _args: print(reference.table(), end="") or 0)
     add_daemon_command(
         commands,
         "watch-hubs",
