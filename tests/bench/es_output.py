@@ -41,7 +41,7 @@ from hubkeeper.config import ShipperElasticsearchConfig  # noqa: E402
 from hubkeeper.deploy.elasticsearch import Elasticsearch  # noqa: E402
 from hubkeeper.deploy.stack import free_ports, to_toml, wait_for  # noqa: E402
 from hubkeeper.shippers.elasticsearch import ElasticsearchOutput  # noqa: E402
-from hubkeeper.shippers.store import Batch, bulk_body  # noqa: E402
+from hubkeeper.shippers.store import Record, bulk_body  # noqa: E402
 from tests.bench.shipping import (  # noqa: E402
     _caught_up,
     byte_compile,
@@ -57,13 +57,17 @@ IMPORT = (
 )
 
 
-def batches(work: Path, count: int, size: int) -> list[Batch]:
+def batches(work: Path, count: int, size: int) -> list[list[Record]]:
     """``count`` spooled batches of ``size`` bench documents (their index prefix ours)."""
     paths, _events = write_files(work / "lines", count * size * 11 // 10)  # and tracebacks
     _n, _cpu, records = parse_only(paths, work / "parse")
     assert len(records) >= count * size, f"{len(records)} documents for {count * size}"
-    lines = [r.line().replace(b"ceiling-logs-", f"{PREFIX}-".encode(), 1) for r in records]
-    return [Batch(b"".join(lines[i : i + size])) for i in range(0, count * size, size)]
+    ours = [
+        Record.of(r.key, r.start, r.resume, r.index.replace("ceiling-logs-", f"{PREFIX}-", 1),
+                  r.id, r.source, r.doc)
+        for r in records
+    ]  # fmt: skip
+    return [ours[i : i + size] for i in range(0, count * size, size)]
 
 
 def clean(url: str) -> None:
@@ -104,7 +108,7 @@ def startup(url: str, work: Path, size: int) -> float:
         process.wait(30)
 
 
-def per_request(url: str, sent: list[Batch]) -> tuple[list[float], list[float]]:
+def per_request(url: str, sent: list[list[Record]]) -> tuple[list[float], list[float]]:
     """CPU seconds per bulk request: the output's, the plain loader's (half the batches
     each, alternating)."""
     clean(url)
