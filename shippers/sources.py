@@ -216,7 +216,7 @@ class Files:
         self.line_failures: Counts[tuple[str, str]] = Counts()
         self.read_failures: Counts[str] = Counts()
         self.unopened: dict[str, tuple[str, str]] = {}  # path: source, why it cannot be opened
-        self._indices: dict[tuple[str, str], str] = {}  # (dataset, second): daily index
+        self._indices: dict[str, dict[str, str]] = {}  # dataset: second: daily index
         # Where each known entry resumes: past what the spool already holds.
         self._loose: dict[str, int] = {
             key: max(entry.acked, spooled.get(key, 0)) for key, entry in registry.entries.items()
@@ -578,6 +578,10 @@ class Files:
             record = Record.of(
                 common.key, event.start, event.resume, index, event_id, common.name, to_json(doc)
             )
+            if FAILURE in doc:  # (only a document with tags can have either)
+                self.line_failures[common.name, doc[FAILURE]] += 1
+            if TIMESTAMP_ORIGINAL in doc:
+                self.line_failures[common.name, TIMESTAMP_INVALID] += 1
         else:  # the usual event: its lines written at once, the file's fields appended as
             # JSON written once for them all
             lines = CREATE_IN_PARTS % (
@@ -587,27 +591,24 @@ class Files:
             record = Record(
                 common.key, event.start, event.resume, index, event_id, common.name, lines
             )
-        if FAILURE in doc:
-            self.line_failures[common.name, doc[FAILURE]] += 1
-        if TIMESTAMP_ORIGINAL in doc:
-            self.line_failures[common.name, TIMESTAMP_INVALID] += 1
         return record
 
     def _index(self, dataset: str, stamp: object) -> str | None:
         """The daily index of an event of ``dataset`` at ``stamp``; None unless ``stamp`` is
         a real instant (:func:`valid_timestamp`). Kept by second: a later time in a second
         already seen needs only its fraction looked at."""
+        seconds = self._indices.get(dataset)
+        if seconds is None:
+            seconds = self._indices[dataset] = {}
         if type(stamp) is str and stamp[19:] in STAMP_FRACTIONS:
-            index = self._indices.get((dataset, stamp[:19]))
+            index = seconds.get(stamp[:19])
             if index is not None:
                 return index
         if not valid_timestamp(stamp):
             return None
-        if len(self._indices) > 10000:
-            self._indices.clear()
-        index = self._indices[dataset, stamp[:19]] = daily_index(
-            self.settings.index_prefix, dataset, stamp
-        )
+        if len(seconds) > 10000:
+            seconds.clear()
+        index = seconds[stamp[:19]] = daily_index(self.settings.index_prefix, dataset, stamp)
         return index
 
     def advance(self, moves: list[tuple[Tail, int, set[int]]]) -> None:
