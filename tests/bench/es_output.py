@@ -60,7 +60,7 @@ IMPORT = (
 def batches(work: Path, count: int, size: int) -> list[list[Record]]:
     """``count`` spooled batches of ``size`` bench documents (their index prefix ours)."""
     paths, _events = write_files(work / "lines", count * size * 11 // 10)  # and tracebacks
-    _n, _cpu, records = parse_only(paths, work / "parse")
+    _cpu, records = parse_only(paths, work / "parse", keep=True)
     assert len(records) >= count * size, f"{len(records)} documents for {count * size}"
     ours = [
         Record.of(r.key, r.start, r.resume, r.index.replace("ceiling-logs-", f"{PREFIX}-", 1),

@@ -194,8 +194,8 @@ def source_configs(paths: dict[str, Path]) -> list[ShipperSource]:
 
 def parse_only(
     paths: dict[str, Path], work: Path, keep: bool = False
-) -> tuple[int, float, list[Record]]:
-    """Events, CPU seconds, and (``keep``) the records, for the ceiling loader; with the
+) -> tuple[float, list[Record]]:
+    """CPU seconds, and (``keep``) the records, for the ceiling loader; with the
     garbage collector set as ``ship-logs`` sets it. Each cycle's records are joined into
     spool bytes and then let go, as ``ship-logs``' reader lets them go once written: kept
     (a million of them), they would time the kernel's page faults for the memory they take
@@ -209,7 +209,6 @@ def parse_only(
         {},
     )
     files.scan()
-    events = 0
     kept: list[Record] = []
     started = time.process_time()
     while True:  # as ship-logs' reader does (its chunks), the spool's write left out
@@ -217,13 +216,12 @@ def parse_only(
         if not records:
             break
         b"".join(chunks(records, 250, 5 << 18))
-        events += len(records)
         if keep:
             kept += records
         files.advance(moves)
     cpu = time.process_time() - started
     files.close()
-    return events, cpu, kept
+    return cpu, kept
 
 
 def bulk_ceiling(es: Elasticsearch, records: list[Record], batch: int = 1000) -> float:
@@ -456,12 +454,12 @@ def main() -> int:
         paths, events = write_files(work, args.lines)
         figures["bytes"] = sum(p.stat().st_size for p in paths.values())
         figures["events"] = events
-        _events, cpu, _none = parse_only(paths, work / "parse")
+        cpu, _ = parse_only(paths, work / "parse")
         figures["parse_lines_per_s"] = round(args.lines / cpu)
         print(f"parse+serialize: {args.lines} lines ({events} events) in {cpu:.1f} CPU s: "
               f"{args.lines / cpu:,.0f} lines/s", flush=True)  # fmt: skip
         hostile_paths, _events = write_files(work / "hostile", args.lines, hostile=0.1)
-        _events, hostile_cpu, _none = parse_only(hostile_paths, work / "parse-hostile")
+        hostile_cpu, _ = parse_only(hostile_paths, work / "parse-hostile")
         figures["parse_hostile_lines_per_s"] = round(args.lines / hostile_cpu)
         figures["parse_hostile_slowdown"] = round(hostile_cpu / cpu, 2)
         print(
@@ -469,7 +467,7 @@ def main() -> int:
             f"{hostile_cpu / cpu:.2f}x the ordinary mix's time (target <= 2)",
             flush=True,
         )
-        _events, _cpu, records = parse_only(paths, work / "ceiling", keep=True)
+        _cpu, records = parse_only(paths, work / "ceiling", keep=True)
         es.start()
         warmup = [
             Record.of(r.key, r.start, r.resume, r.index.replace("ceiling", "warmup"), r.id,
