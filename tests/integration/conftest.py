@@ -20,11 +20,28 @@ from hubkeeper.deploy.stack import (
 from hubkeeper.deploy.swarm import HOST_INTERFACE, Swarm
 from hubkeeper.hub.images import BASE_IMAGE, ensure_images
 
+MAIN_LANE = "main_lane"
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """``tests/run`` runs two lanes at once: ``-m main_lane``, the integration tests that
+    share the Docker engine, network namespaces or Elasticsearch, one after another; and
+    ``-m "not main_lane"``, the unit tests and the light modules marked ``beside``. The main
+    lane mostly waits (for alerts, failovers, servers), so the other fits beside it."""
+    if item.get_closest_marker("beside") is None:
+        item.add_marker(MAIN_LANE)
+
 
 @pytest.fixture(scope="session", autouse=True)
-def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def docker_engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
     """One Docker engine for the whole session (started only if none answers), so that a
-    stack that started it cannot stop it under the tests that follow."""
+    stack that started it cannot stop it under the tests that follow; none for a session
+    of the lane beside (which needs none, and must not stop the main lane's)."""
+    if not any(item.get_closest_marker(MAIN_LANE) for item in request.session.items):
+        yield
+        return
     url = DockerConfig().url
     started = None
     if docker_client(url) is None:

@@ -11,6 +11,8 @@ import yaml
 from hubkeeper.alerts.render import RULES_DIR, Rendered, check, render
 from hubkeeper.loader import from_dict
 
+pytestmark = pytest.mark.beside  # runs beside the main lane (tests/run)
+
 TESTS_DIR = RULES_DIR.parent / "tests"
 
 

@@ -21,6 +21,8 @@ from tests.integration.alerting import (
     smtp_server,
 )
 
+pytestmark = pytest.mark.beside  # runs beside the main lane (tests/run)
+
 PAGER_KEY, RESEARCH_KEY = "platform-routing-key", "research-routing-key"
 
 

@@ -10,12 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hubkeeper.deploy.stack import free_ports, http_ok, to_toml, wait_for
 from hubkeeper.loader import load
 from hubkeeper.nginx import Nginx
 from hubkeeper.watchers.hubs.hands import Hands
 from hubkeeper.watchers.hubs.logic import NginxConfigCheck
 from tests.integration.helpers import break_nginx_config, nginx_config_healed
+
+pytestmark = pytest.mark.beside  # runs beside the main lane (tests/run)
 
 
 def test_the_leader_has_an_nginx_hosts_agent_replace_a_config_broken_by_hand(

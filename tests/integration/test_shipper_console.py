@@ -12,6 +12,8 @@ import pytest
 from hubkeeper.deploy.stack import to_toml
 from tests.integration.test_shipper_stack import check_every_line_once
 
+pytestmark = pytest.mark.beside  # runs beside the main lane (tests/run)
+
 HUBKEEPER = Path(sys.executable).with_name("hubkeeper")
 SECRETS = ("hub", "nginx", "json", "header", "key")  # each as hk-secret-<name>
 HUB_LOG = """\
@@ -41,11 +43,6 @@ JSON_LOG = "".join(
     ]
 )  # fmt: skip
 APP_LOG = "plain output\nmore plain output\nthe last line, still without its newline"
-
-
-@pytest.fixture(scope="session")
-def docker_engine() -> None:
-    """Overrides the session's Docker engine: these sources are files only."""
 
 
 def run(config: Path, output: str) -> subprocess.CompletedProcess[str]:

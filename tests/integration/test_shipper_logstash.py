@@ -21,6 +21,8 @@ from tests.integration.shipping import (
     stop_shippers,  # noqa: F401  (autouse)
 )
 
+pytestmark = pytest.mark.beside  # runs beside the main lane (tests/run)
+
 SOURCE = Path(__file__).resolve().parent / "lumberjack"
 
 
