@@ -25,9 +25,10 @@ MAIN_LANE = "main_lane"
 
 def pytest_itemcollected(item: pytest.Item) -> None:
     """``tests/run`` runs two lanes at once: ``-m main_lane``, the integration tests that
-    share the Docker engine, network namespaces or Elasticsearch, one after another; and
-    ``-m "not main_lane"``, the unit tests and the light modules marked ``beside``. The main
-    lane mostly waits (for alerts, failovers, servers), so the other fits beside it."""
+    share the Docker engine (its containers, the hubs' labels) or network namespaces (the
+    test subnets), one after another; and ``-m "not main_lane"``, the unit tests and the
+    modules marked ``beside``, which need neither. The main lane mostly waits (for alerts,
+    failovers, servers), so the other fits beside it."""
     if item.get_closest_marker("beside") is None:
         item.add_marker(MAIN_LANE)
 

@@ -32,6 +32,8 @@ from tests.integration.shipping import (
     stop_shippers,  # noqa: F401  (autouse)
 )
 
+pytestmark = pytest.mark.beside  # runs beside the main lane (tests/run)
+
 MAJORS = (8, 9)
 NAME = "versions"  # indices <NAME>-logs-*, dead letters <NAME>-dead-*
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)  # of all the input

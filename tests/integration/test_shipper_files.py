@@ -22,6 +22,8 @@ from tests.integration.shipping import (
 )
 from tests.integration.smallfs import can_mount, small_tmpfs
 
+pytestmark = pytest.mark.beside  # runs beside the main lane (tests/run)
+
 
 def file_source(name: str, *patterns: Path, parser: str = "raw") -> dict:
     return {"name": name, "paths": [str(p) for p in patterns], "parser": parser, "timezone": "UTC"}

@@ -22,6 +22,8 @@ from hubkeeper.shippers.elasticsearch import ElasticsearchOutput
 from hubkeeper.shippers.store import Record
 from tests.certs import Pki, make_pki
 
+pytestmark = pytest.mark.beside  # runs beside the main lane (tests/run)
+
 NAME = "secured"
 
 
