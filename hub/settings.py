@@ -142,6 +142,7 @@ def apply(c: Any, config: Config, instance_name: str) -> None:
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = hub.named_server_limit
     c.JupyterHub.last_activity_interval = hub.last_activity_interval
+    c.JupyterHub.init_spawners_timeout = hub.init_spawners_timeout
 
     c.JupyterHub.authenticator_class = "dummy"
     c.Authenticator.allow_all = True

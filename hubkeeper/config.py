@@ -381,6 +381,15 @@ class JupyterHubConfig:
         lambda v: v >= 0,
         help="named servers per user",
     )
+    init_spawners_timeout: int = setting(
+        1,
+        "a whole number of seconds >= 1, or -1 (wait for every check)",
+        lambda v: v >= 1 or v == -1,
+        help="seconds a starting hub (a failover's standby) waits for its checks of the running "
+        "servers before it answers; a server still being checked (one that was starting) "
+        "shows as pending until its check ends, then gets its route (JupyterHub's 10 held "
+        "failovers up while a server was starting)",
+    )
     last_activity_interval: int = setting(
         300,
         "a whole number of seconds >= 1",

@@ -30,6 +30,7 @@ from tests.integration.helpers import (
     series,
     server_status,
     start_and_wait,
+    start_frozen,
     user_containers,
 )
 
@@ -223,6 +224,30 @@ def test_a_lost_proxy_fails_over_and_users_come_back(stack: Stack, fault: str) -
     assert [s for s in load.samples if s.at > last - 1.5 and not s.ok] == []  # back for good
     for user in ("alice", "bob"):
         assert any(s.ok and s.at > fault_at and f"/user/{user}/" in s.url for s in load.samples)
+
+
+# Less than JupyterHub's own init_spawners_timeout (10 s): a standby that waited for its
+# check of a server still starting could not pass its probes in time.
+@pytest.mark.parametrize("stack", [{"start_timeout": 8.0}], indirect=True)
+def test_a_server_still_starting_at_the_failover_is_checked_after_the_standby_answers(
+    stack: Stack,
+) -> None:
+    alice = with_alice(stack)
+    client = stack.client()
+    client.create_users(["carol"])
+    start_frozen(stack, client, "carol")  # a server slow to answer its first request
+    assert client.user("carol")["servers"][""]["pending"] == "spawn"
+    (carol,) = user_containers(stack, "carol")
+    try:
+        cause(stack, "hub_kill")
+        assert_failed_over_keeping_alice(stack, alice)
+        # hub b answers while its check of carol's server waits for it
+        server = client.user("carol")["servers"][""]
+        assert (server["pending"], server["ready"]) == ("check", False)
+    finally:
+        stack.docker.api.unpause(carol.id)
+    wait_for(lambda: server_status(stack, "carol").status_code == 200, 60, "carol via hub b")
+    assert [c.id for c in user_containers(stack, "carol")] == [carol.id]
 
 
 @pytest.mark.parametrize("stack", [{"start_timeout": 15.0}], indirect=True)

@@ -116,3 +116,15 @@ def test_an_instance_binds_its_hub_and_proxy_on_its_own_host(tmp_path: Path) -> 
         "--ip=192.0.2.12", "--port=9001", "--api-ip=192.0.2.12", "--api-port=9002",
         "--error-target=http://192.0.2.12:9003/hub/error",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("given", "timeout"), [({}, 1), ({"init_spawners_timeout": -1}, -1)])
+def test_a_starting_hub_waits_a_second_for_its_checks_of_the_servers(
+    tmp_path: Path, given: dict[str, int], timeout: int
+) -> None:
+    assert configure(tmp_path, **given).JupyterHub.init_spawners_timeout == timeout
+
+
+def test_a_hub_that_would_never_wait_for_its_checks_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"init_spawners_timeout: got 0, expected .*-1"):
+        configure(tmp_path, init_spawners_timeout=0)
