@@ -25,7 +25,15 @@ watcher), needs the standby already running, i.e. two hubs on one database, whic
 hubkeeper never allows; it is measured that way because it cannot work otherwise, once
 per fault kind.
 
-    .venv/bin/python tests/bench/failover.py [--runs 3] [--healthy-minutes 10]
+A server starting at the failover (``--spawning-runs``, default 3): a third user's server
+is starting (its container frozen: a server slow to answer, such as one whose image is
+still loading) when the active hub process is killed, under the same load; it is thawed
+once the hub API answers through the new hub. Measured with hubkeeper's
+``init_spawners_timeout`` (1 s) against JupyterHub's default (10 s), each on a stack of
+its own: when the hub API was back, the standby's start step, and whether the starting
+server was adopted (ready through the new hub, its container kept).
+
+    .venv/bin/python tests/bench/failover.py [--runs 3] [--healthy-minutes 10] [--spawning-runs 3]
     .venv/bin/python tests/bench/failover.py --hosts [--runs 3]   # tests/bench/hosts.py
 
 The last line is JSON.
@@ -64,6 +72,7 @@ from tests.integration.helpers import (  # noqa: E402
     Sample,
     series,
     start_and_wait,
+    start_frozen,
     user_containers,
 )
 
@@ -170,6 +179,65 @@ def one_failover(
     result["handover"] = done.get("handover")
     result["servers_kept"] = kept(stack, containers)
     wait_for(lambda: hubctl.warm_pid(stack.config, active) is not None, 60, "a warm standby")
+    return result
+
+
+SPAWNING_TIMEOUTS = {"hubkeeper": 1, "jupyterhub_default": 10}  # init_spawners_timeout
+
+
+def run_spawning(workdir: Path, runs: int) -> dict[str, Any]:
+    """Failovers with a server starting, per ``init_spawners_timeout`` (a stack each)."""
+    settings = {"hold_time": 0.0, "max_failovers_per_hour": 100, "startup_grace": 2.0}
+    figures: dict[str, Any] = {}
+    for name, timeout in SPAWNING_TIMEOUTS.items():
+        results = []
+        with running_stack(
+            workdir / name, hub_name=f"bench-sp-{timeout}", watcher=settings,
+            overrides={"jupyterhub": {"init_spawners_timeout": timeout}},
+        ) as stack:  # fmt: skip
+            containers = prepare(stack)
+            for run in range(runs):
+                result = spawning_failover(stack, 2 + run, f"carol{run}-{RUN}", containers)
+                results.append(result)
+                print(f"server starting, init_spawners_timeout {timeout}: {result}", flush=True)
+        figures[name] = {
+            "init_spawners_timeout": timeout,
+            "api_back_s": medians(results, "api_back_s")["hub_kill"],
+            "standby_start_s": statistics.median(r["steps"]["start"] for r in results),
+            "user_failed": medians(results, "user_failed")["hub_kill"],
+            "starting_server_adopted": all(r["starting_server_adopted"] for r in results),
+            "runs": results,
+        }
+    return figures
+
+
+def spawning_failover(
+    stack: Stack, generation: int, user: str, containers: dict[str, str]
+) -> dict[str, Any]:
+    """Kill the active hub process while ``user``'s server is starting (frozen until the
+    hub API is back); then wait for the new hub to adopt it, and stop it."""
+    client = stack.client()
+    client.create_users([user])
+    start_frozen(stack, client, user)
+    (starting,) = user_containers(stack, user)
+    try:
+        result = one_failover(stack, "hub_kill", generation, containers)
+    finally:
+        stack.docker.api.unpause(starting.id)
+
+    def ready() -> bool:
+        return bool(client.user(user)["servers"].get("", {}).get("ready"))
+
+    try:
+        wait_for(ready, 60, f"{user}'s server through the new hub")
+        result["starting_server_adopted"] = [c.id for c in user_containers(stack, user)] == [
+            starting.id
+        ]
+    except TimeoutError:
+        result["starting_server_adopted"] = False
+    with contextlib.suppress(HubAPIError):
+        client.stop_server(user)
+    wait_for(lambda: not user_containers(stack, user), 60, f"{user}'s server to stop")
     return result
 
 
@@ -312,6 +380,10 @@ def main() -> int:
     )
     parser.add_argument("--no-peer", action="store_true", help="skip NGINX passive failover")
     parser.add_argument(
+        "--spawning-runs", type=int, default=3,
+        help="failovers with a server starting, per init_spawners_timeout (0: none, <= 5)",
+    )  # fmt: skip
+    parser.add_argument(
         "--hosts", action="store_true", help="instead, the control plane on several hosts (root)"
     )
     args = parser.parse_args()
@@ -324,6 +396,8 @@ def main() -> int:
     with docker_engine(), tempfile.TemporaryDirectory(prefix="hubkeeper-bench-failover-") as tmp:
         ours = run_hubkeeper(Path(tmp) / "hubkeeper", runs, healthy)
         peer = None if args.no_peer else run_peer(Path(tmp) / "peer")
+        spawning_runs = max(0, min(args.spawning_runs, 5))
+        spawning = run_spawning(Path(tmp) / "spawning", spawning_runs) if spawning_runs else None
     step_names = sorted({name for r in ours["runs"] if r["steps"] for name in r["steps"]})
     steps = {
         name: statistics.median(r["steps"][name] for r in ours["runs"] if r["steps"])
@@ -347,6 +421,7 @@ def main() -> int:
             "runs": ours["runs"],
         },
         "nginx_passive_hot_standby": peer,
+        "server_starting_at_failover": spawning,
     }
     print(json.dumps(figures))
     return 0
