@@ -77,6 +77,7 @@ from hubkeeper.deploy.supervise import unit_watchdog_sec  # noqa: E402
 from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE, ensure_images  # noqa: E402
 from hubkeeper.hubapi import HubAPIError, HubClient  # noqa: E402
 from hubkeeper.status import daemon_metrics  # noqa: E402
+from tests.bench.needs import docker_engine  # noqa: E402
 from tests.integration.alerting import Receiver, webhooks_section  # noqa: E402
 from tests.integration.helpers import (  # noqa: E402
     HubCensus,
@@ -629,6 +630,7 @@ def main() -> int:
         workdir = args.workdir or scope.enter_context(
             tempfile.TemporaryDirectory(prefix="hubkeeper-soak-")
         )
+        scope.enter_context(docker_engine())  # the machine's, for the images
         elasticsearch = scope.enter_context(running_elasticsearch(print))
         users = max(1, min(args.users, 40))
         figures = run(Path(workdir), elasticsearch, seconds, users, args.seed, kinds)
