@@ -29,7 +29,7 @@ A server starting at the failover (``--spawning-runs``, default 3): a third user
 is starting (its container frozen: a server slow to answer, such as one whose image is
 still loading) when the active hub process is killed, under the same load; it is thawed
 once the hub API answers through the new hub. Measured with hubkeeper's
-``init_spawners_timeout`` (1 s) against JupyterHub's default (10 s), each on a stack of
+``init_spawners_timeout`` (its default, 1 s) against JupyterHub's default (10 s), each on a stack of
 its own: when the hub API was back, the standby's start step, and whether the starting
 server was adopted (ready through the new hub, its container kept).
 
@@ -61,6 +61,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from hubkeeper.config import JupyterHubConfig  # noqa: E402
 from hubkeeper.deploy import hubctl  # noqa: E402
 from hubkeeper.deploy.stack import Stack, running_stack, wait_for  # noqa: E402
 from hubkeeper.hubapi import HubAPIError, HubClient  # noqa: E402
@@ -182,7 +183,11 @@ def one_failover(
     return result
 
 
-SPAWNING_TIMEOUTS = {"hubkeeper": 1, "jupyterhub_default": 10}  # init_spawners_timeout
+# init_spawners_timeout: hubkeeper's default (the config's) against JupyterHub's own
+SPAWNING_TIMEOUTS = {
+    "hubkeeper": JupyterHubConfig().init_spawners_timeout,
+    "jupyterhub_default": 10,
+}
 
 
 def run_spawning(workdir: Path, runs: int) -> dict[str, Any]:

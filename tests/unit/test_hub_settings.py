@@ -119,7 +119,7 @@ def test_an_instance_binds_its_hub_and_proxy_on_its_own_host(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(("given", "timeout"), [({}, 1), ({"init_spawners_timeout": -1}, -1)])
-def test_a_starting_hub_waits_a_second_for_its_checks_of_the_servers(
+def test_how_long_a_starting_hub_waits_for_its_checks_of_the_servers(
     tmp_path: Path, given: dict[str, int], timeout: int
 ) -> None:
     assert configure(tmp_path, **given).JupyterHub.init_spawners_timeout == timeout
