@@ -6,7 +6,8 @@ for SIGUSR1 and only then runs JupyterHub, which opens the database. Until the s
 touches neither the database nor any port, so it may wait beside the active hub. Without
 ``--wait`` it starts at once. ``hubctl`` blocks SIGUSR1 before it executes this module, so
 an early signal waits instead of killing the process; once started, the hub ignores it, so
-a start command sent twice does no harm.
+a start command sent twice does no harm. The hub is JupyterHub with hubkeeper's one change
+(:mod:`hubkeeper.hub.app`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ PRELOAD = (
     "psycopg",
     "hubkeeper.hub.settings",
     "hubkeeper.hub.spawner",
+    "hubkeeper.hub.app",
 )
 
 
@@ -44,9 +46,9 @@ def main(argv: list[str] | None = None) -> None:
         signal.sigwait({signal.SIGUSR1})
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # a second start signal changes nothing
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
-    from jupyterhub.app import JupyterHub
+    from hubkeeper.hub.app import Hub
 
-    JupyterHub.launch_instance([arg for arg in args.hub_args if arg != "--"])
+    Hub.launch_instance([arg for arg in args.hub_args if arg != "--"])
 
 
 if __name__ == "__main__":

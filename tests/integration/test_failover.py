@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -248,6 +249,25 @@ def test_a_server_still_starting_at_the_failover_is_checked_after_the_standby_an
         stack.docker.api.unpause(carol.id)
     wait_for(lambda: server_status(stack, "carol").status_code == 200, 60, "carol via hub b")
     assert [c.id for c in user_containers(stack, "carol")] == [carol.id]
+
+
+def test_a_failover_counts_as_activity_so_no_culler_reads_the_dead_hubs_view(
+    stack: Stack,
+) -> None:
+    """A request through the old proxy after the old hub last read its routes (up to
+    ``last_activity_interval``, 300 s here as by default, plus the outage) reaches no hub's
+    database; a culler asking the new hub before it reads its own proxy's routes would
+    take a server in use for idle (found by the chaos soak)."""
+    alice = with_alice(stack)
+    client = stack.client()
+    time.sleep(1.5)  # the request below comes after anything the hub has recorded
+    used_at = datetime.now(UTC)
+    assert server_status(stack, "alice").status_code == 200  # through hub a's proxy
+    cause(stack, "hub_kill")
+    assert_failed_over_keeping_alice(stack, alice)
+    user = client.user("alice")
+    for seen in (user["last_activity"], user["servers"][""]["last_activity"]):
+        assert datetime.fromisoformat(seen) >= used_at, (seen, used_at.isoformat())
 
 
 @pytest.mark.parametrize("stack", [{"start_timeout": 15.0}], indirect=True)
