@@ -37,6 +37,7 @@ from tests.integration.helpers import (
     CULLER_TOKEN,
     cull,
     culler_config,
+    server_status,
     start_frozen,
     user_containers,
 )
@@ -513,5 +514,34 @@ def test_a_user_back_after_the_cycle_looked_keeps_the_server(stack: Stack) -> No
     assert ready(operator(stack), "back")
 
 
-def last_activity(stack: Stack) -> float | None:
-    return parse_time((server(operator(stack), "back") or {}).get("last_activity"))
+def last_activity(stack: Stack, user: str = "back") -> float | None:
+    return parse_time((server(operator(stack), user) or {}).get("last_activity"))
+
+
+@pytest.fixture
+def lagging(tmp_path: Path) -> Iterator[Stack]:
+    """A stack whose hub reads its proxy's activity every 300 s, JupyterHub's default."""
+    with running_stack(tmp_path / "stack", hub_name=f"lag-{secrets.token_hex(3)}") as running:
+        yield running
+
+
+def test_a_user_back_within_the_hubs_activity_lag_keeps_the_server(lagging: Stack) -> None:
+    """The race every idle culler has: a user back after a long idle spell is known to the
+    proxy at once, to the hub only at its next read of the proxy (up to 300 s later by
+    default). The last look before the stop asks the proxies too."""
+    spawn(lagging, "late")
+    time.sleep(TIMEOUT + 1)  # idle past the timeout
+    culler = Culler(load(culler_config(lagging, "lag", busy_cpu_percent=0.0)))
+    try:
+        seen = culler.observe()
+        plans, _ = plan(culler.views(seen), seen.orphans, culler.section, seen.now, [])
+        (mine,) = [p for p in plans if any(d.user == "late" for d in p.servers)]
+        assert [(d.action, d.reason) for d in mine.servers] == [("stop", "idle")]
+        back = time.time()
+        assert server_status(lagging, "late").status_code == 200  # back, through NGINX
+        outcomes = culler.execute([mine], [])
+    finally:
+        culler.close()
+    assert [o.result for o in outcomes] == ["skipped"]
+    assert ready(operator(lagging), "late")
+    assert (last_activity(lagging, "late") or 0) < back  # the hub has not read it yet

@@ -7,7 +7,14 @@ import pytest
 from hubkeeper.config import CullerConfig, CullerRule
 from hubkeeper.watchers.containers.reconcile import Orphan
 from hubkeeper.watchers.culler.decide import decide_server, decide_user, limits, plan, still_idle
-from hubkeeper.watchers.culler.model import Hold, ServerView, UserView, parse_time, user_view
+from hubkeeper.watchers.culler.model import (
+    Hold,
+    ServerView,
+    UserView,
+    parse_time,
+    route_activity,
+    user_view,
+)
 from hubkeeper.watchers.culler.storage import hold_from
 
 NOW = 1_000_000.0
@@ -333,3 +340,21 @@ def test_a_user_back_between_the_look_and_the_stop_keeps_the_server() -> None:
     assert still_idle(stop, None, NOW + 5)  # nothing newer known: the plan stands
     max_age = dataclasses.replace(stop, reason="max_age")
     assert still_idle(max_age, NOW + 2, NOW + 5)  # max_age stops an active server anyway
+
+
+def test_a_proxys_routes_give_each_server_its_latest_activity() -> None:
+    day = "2026-12-02T18:00"
+    routes = {
+        "/": {"target": "http://127.0.0.1:8081", "last_activity": f"{day}:09Z"},
+        "/user/ann/": {"user": "ann", "server_name": "", "last_activity": f"{day}:05Z"},
+        "/user/ann/lab/": {"user": "ann", "server_name": "lab", "last_activity": f"{day}:07.5Z"},
+        "/x/user/ann/": {"user": "ann", "last_activity": f"{day}:06Z"},  # another base_url
+        "/user/bob/": {"user": "bob", "server_name": "", "last_activity": "garbage"},
+        "/user/cy/": {"user": "cy", "server_name": ""},
+        "/odd": "not a route",
+    }  # fmt: skip
+    assert route_activity(routes, "ann", "") == parse_time(f"{day}:06Z")
+    assert route_activity(routes, "ann", "lab") == parse_time(f"{day}:07.5Z")
+    assert route_activity(routes, "bob", "") is None  # unreadable: the hub's view decides
+    assert route_activity(routes, "cy", "") is None
+    assert route_activity(routes, "dee", "") is None

@@ -1,4 +1,5 @@
-"""CPU activity of user-server containers, for busy protection and orphans.
+"""CPU activity of user-server containers, for busy protection and orphans; and the
+proxies' own record of requests, for the last look before an idle stop (:class:`ProxyActivity`).
 
 One engine: containers are read with the container metrics daemon's own reader
 (``containers.reader``: discovery, cgroup reader and stats-API fallback, configured by
@@ -29,10 +30,15 @@ import docker.errors
 import requests
 
 from hubkeeper.config import Config
+from hubkeeper.log import get_logger
 from hubkeeper.watchers.containers.discovery import docker_api
 from hubkeeper.watchers.containers.model import ContainerInfo, real_name
 from hubkeeper.watchers.containers.reader import container_reader
 from hubkeeper.watchers.containers.swarm import SwarmInventory, read_node_exporters, samples_of
+from hubkeeper.watchers.culler.model import route_activity
+from hubkeeper.watchers.hubs.probe import ProxyError, Routes, proxy_routes
+
+log = get_logger(__name__)
 
 MAX_SAMPLES = 240  # per container: bounds memory and the state file whatever the settings
 CPU_COUNTER = "container_cpu_usage_seconds_total"
@@ -235,3 +241,38 @@ class CpuActivity:
 
     def close(self) -> None:
         self.source.close()
+
+
+class ProxyActivity:
+    """When each hub instance's proxy last saw a server used: the hub reads its proxy's
+    routes only every ``last_activity_interval`` (300 s by default), so a user back within
+    that is known to the proxy alone. The routing tables are read at most every
+    ``max_age`` seconds, so that the stops of a mass cull share a read; thread-safe."""
+
+    def __init__(self, config: Config, timeout: float, max_age: float = 2.0) -> None:
+        self.hubs = config.jupyterhub
+        self.timeout = timeout
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._tables: list[Routes] = []
+        self._read_at = -float("inf")  # monotonic
+
+    def last_seen(self, user: str, server: str) -> list[float | None]:
+        """The server's last activity in each proxy that answered (the active one routes
+        the users; a standby's or a retired one's adds nothing newer)."""
+        with self._lock:
+            if time.monotonic() - self._read_at > self.max_age:
+                self._tables = self._read()
+                self._read_at = time.monotonic()
+            tables = self._tables
+        return [route_activity(routes, user, server) for routes in tables]
+
+    def _read(self) -> list[Routes]:
+        tables = []
+        for instance in self.hubs.instances:
+            try:
+                tables.append(proxy_routes(instance, self.hubs.proxy_token, self.timeout))
+            except (requests.RequestException, ProxyError, ValueError) as exc:
+                # down, or a standby's not started: the hub's view decides
+                log.debug("proxy_unread", hub=instance.name, error=type(exc).__name__)
+        return tables

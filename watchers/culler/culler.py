@@ -32,7 +32,7 @@ from hubkeeper.hubapi import HubAPIError, HubClient, HubNoAnswer
 from hubkeeper.log import get_logger
 from hubkeeper.watchers.containers.model import ContainerInfo
 from hubkeeper.watchers.containers.reconcile import reconcile, server_path, servers_from_users
-from hubkeeper.watchers.culler.activity import CpuActivity, server_key
+from hubkeeper.watchers.culler.activity import CpuActivity, ProxyActivity, server_key
 from hubkeeper.watchers.culler.decide import UserPlan, plan, still_idle
 from hubkeeper.watchers.culler.model import Decision, Hold, UserView, iso, parse_time, user_view
 from hubkeeper.watchers.culler.report import CycleReport, Metrics, Outcome, Result, audit, name_of
@@ -105,6 +105,7 @@ class Culler:
         # unconfirmed, rather than sent again into the same queue.
         timeout = max(hub.timeout, STOP_ANSWER_SECONDS)
         self.actions = HubClient(dataclasses.replace(hub, timeout=timeout), self.session)
+        self.proxies = ProxyActivity(config, hub.timeout)
         self.state_path = Path(section.state_file)
         self.lock_path = self.state_path.with_name(self.state_path.name + ".lock")
         saved = self._load_state()
@@ -359,10 +360,15 @@ class Culler:
         return self._remove_orphan(d)
 
     def _still_idle(self, decision: Decision) -> bool:
-        """A last look at the server's activity before an idle stop."""
+        """A last look at the server's activity before an idle stop: the hub's, and (for an
+        idle stop) its proxies' own (:class:`ProxyActivity`)."""
         servers = self.client.user(decision.user).get("servers") or {}
         model = servers.get(decision.server or "") or {}
-        return still_idle(decision, parse_time(model.get("last_activity")), time.time())
+        seen = [parse_time(model.get("last_activity"))]
+        if decision.reason == "idle":
+            seen += self.proxies.last_seen(decision.user, decision.server or "")
+        latest = max((t for t in seen if t is not None), default=None)
+        return still_idle(decision, latest, time.time())
 
     def _remove_orphan(self, decision: Decision) -> Result:
         """Remove an orphan by container id, unless the hub has learnt of its server since."""

@@ -71,6 +71,25 @@ def parse_time(value: str | None) -> float | None:
     return stamp.timestamp()
 
 
+def route_activity(routes: Mapping[str, Any], user: str, server: str) -> float | None:
+    """The latest activity a proxy's routing table (configurable-http-proxy's ``GET
+    /api/routes``, JupyterHub's route data flattened into each route) records for a user's
+    server; None when no route to it has one. A stamp that cannot be read is left out."""
+    latest = None
+    for route in routes.values():
+        if not isinstance(route, Mapping) or route.get("user") != user:
+            continue
+        if (route.get("server_name") or "") != server:
+            continue
+        try:
+            seen = parse_time(route.get("last_activity"))
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if seen is not None and (latest is None or seen > latest):
+            latest = seen
+    return latest
+
+
 def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
