@@ -548,6 +548,15 @@ class WatcherConfig:
     fall: int = setting(
         2, "a number of probes >= 1", lambda v: v >= 1, help="probes in a row to count a hub down"
     )
+    hang_time: float = setting(
+        10.0,
+        "a number of seconds >= 0",
+        lambda v: v >= 0,
+        help="seconds a hub that accepts connections but answers its checks too late must stay "
+        "so before it counts down (a hub busy with a burst of spawns blocks its event loop "
+        "for seconds; its users' servers do not notice); a hub that refuses connections, or "
+        "a failing proxy, counts down after `fall` probes",
+    )
     startup_grace: float = setting(
         5.0,
         "a number of seconds >= 0",

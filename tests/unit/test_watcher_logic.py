@@ -45,6 +45,28 @@ def test_rise_and_fall_thresholds() -> None:
     assert run([True, True, False, True, False, True, False]).state == "up"
 
 
+def test_a_hub_only_late_to_answer_is_down_once_that_lasted_the_hang_time() -> None:
+    """Found by the chaos soak on a loaded machine: JupyterHub's event loop blocked 1.3 s
+    (up to 2.6 s) at bursts of spawns, two late probes made the busy hub down, and 50
+    failovers followed in 20 minutes, each standby as busy as the hub it replaced."""
+
+    def probes(*results: tuple[float, bool, bool]) -> HubHealth:  # (when, ok, late)
+        health = UP
+        for now, ok, late in results:
+            health = observe(health, ok, 2, 2, late, now, hang_time=10.0)
+        return health
+
+    late = [(t, False, True) for t in (100.0, 100.75, 101.5, 102.25)]
+    assert probes(*late).state == "up"  # busy for 2.25 s: still up
+    assert probes(*late, (109.0, False, True)).state == "up"
+    assert probes(*late, (110.0, False, True)).state == "down"  # late for 10 s: hung
+    assert probes(*late, (105.0, True, False), (110.0, False, True)).state == "up"  # answered
+    # refused (a dead process), or a failing proxy: down after `fall` probes, as ever
+    assert probes((100.0, False, False), (100.25, False, False)).state == "down"
+    assert probes((100.0, False, True), (100.25, False, False)).state == "down"
+    assert probes((100.0, False, False), (100.25, False, True)).state == "down"
+
+
 def test_fails_over_to_the_first_standby_in_priority_order() -> None:
     three = view(hubs=("a", "b", "c"), health={"a": DOWN, "b": DOWN, "c": DOWN})
     decision = decide(three, LIMITS)

@@ -20,17 +20,35 @@ class HubHealth:
     state: HealthState = "unknown"
     successes: int = 0
     failures: int = 0
+    # When the failures in a row began, if every one of them was only late (None: one was not)
+    late_since: float | None = None
 
 
-def observe(health: HubHealth, ok: bool, rise: int, fall: int) -> HubHealth:
-    """Fold one probe result in: ``rise`` successes make a hub up, ``fall`` failures down."""
+def observe(
+    health: HubHealth,
+    ok: bool,
+    rise: int,
+    fall: int,
+    late: bool = False,
+    now: float = 0.0,
+    hang_time: float = 0.0,
+) -> HubHealth:
+    """Fold one probe result in: ``rise`` successes make a hub up, ``fall`` failures down.
+
+    A hub whose failures were all ``late`` (it accepted the connection, its answer did not
+    come in time) is down only once they have lasted ``hang_time`` too: busy (a burst of
+    spawns blocks JupyterHub's event loop for seconds) is not hung, and failing a busy hub
+    over loads the standby, which adopts every server, with the same burst."""
     if ok:
         successes = health.successes + 1
         state = "up" if successes >= rise else health.state
         return HubHealth(state, successes, 0)
     failures = health.failures + 1
-    state = "down" if failures >= fall else health.state
-    return HubHealth(state, 0, failures)
+    # one failure that was not late makes the whole run count at once
+    late_since = (now if health.failures == 0 else health.late_since) if late else None
+    hung = late_since is None or now - late_since >= hang_time
+    state = "down" if failures >= fall and hung else health.state
+    return HubHealth(state, 0, failures, late_since)
 
 
 @dataclass(frozen=True)

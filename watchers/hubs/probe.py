@@ -30,6 +30,12 @@ class ProbeResult:
     error: str | None = None
     durations: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def late(self) -> bool:
+        """The hub accepted the connection but did not answer in time: busy or hung, not
+        gone (a dead process refuses, a host that is down does not even accept)."""
+        return self.failed_check != "proxy" and self.error == "ReadTimeout"
+
 
 class ProxyError(Exception):
     pass

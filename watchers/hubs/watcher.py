@@ -318,8 +318,9 @@ class HubWatcher:
         for result in results:
             before = self.health[result.hub].state
             health = observe(
-                self.health[result.hub], result.ok, self.section.rise, self.section.fall
-            )
+                self.health[result.hub], result.ok, self.section.rise, self.section.fall,
+                result.late, time.monotonic(), self.section.hang_time,
+            )  # fmt: skip
             self.health[result.hub] = health
             if health.state != before:
                 log.info(
