@@ -121,6 +121,9 @@ def test_planned_switch_bypasses_hold_and_freeze() -> None:
 def test_after_failover_health() -> None:
     health = after_failover({"a": UP, "b": HubHealth("unknown", 2, 0)}, "a", "b")
     assert health["a"].state == "down" and health["b"].state == "up"
+    # a standby refuses connections until started: that run of failures is over
+    waited = after_failover({"a": UP, "b": HubHealth("down", 0, 40)}, "a", "b")["b"]
+    assert observe(waited, False, 2, 2, late=True, now=100.0, hang_time=10.0).state == "up"
 
 
 def test_no_failover_while_the_lease_database_does_not_answer() -> None:

@@ -5,7 +5,7 @@ Nothing here does I/O; the daemon feeds observations in and carries decisions ou
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 HealthState = Literal["unknown", "up", "down"]
@@ -121,8 +121,10 @@ def decide(view: View, limits: Limits) -> Decision:
 
 
 def after_failover(health: dict[str, HubHealth], old: str, new: str) -> dict[str, HubHealth]:
-    """Health once ``new`` passed its probes and ``old`` was fenced."""
-    return {**health, old: HubHealth("down"), new: replace(health[new], state="up")}
+    """Health once ``new`` passed its probes and ``old`` was fenced: ``new``'s failures
+    while it waited as a standby are forgotten (counted on, its first late probe as the
+    active hub would make it down at once, whatever ``hang_time``)."""
+    return {**health, old: HubHealth("down"), new: HubHealth("up")}
 
 
 # -- NGINX's live config file ---------------------------------------------------------------
