@@ -30,7 +30,7 @@ from hubkeeper.hub.images import ALT_IMAGE, BASE_IMAGE
 from hubkeeper.hubapi import HubAPIError, HubClient
 from hubkeeper.loader import load
 from hubkeeper.watchers.culler.culler import Culler
-from hubkeeper.watchers.culler.decide import plan, still_idle
+from hubkeeper.watchers.culler.decide import UserPlan, plan, still_idle
 from hubkeeper.watchers.culler.model import parse_time
 from tests.integration.helpers import CULL_TIMEOUT as TIMEOUT
 from tests.integration.helpers import (
@@ -493,6 +493,15 @@ def test_culls_the_same_servers_and_users_as_jupyterhub_idle_culler(stack: Stack
     assert not their_users & remaining and "h-admin" in remaining
 
 
+def idle_stop(culler: Culler, user: str) -> UserPlan:
+    """The cycle's plan for ``user``, which must be an idle stop of the one server."""
+    seen = culler.observe()
+    plans, _ = plan(culler.views(seen), seen.orphans, culler.section, seen.now, [])
+    (mine,) = [p for p in plans if any(d.user == user for d in p.servers)]
+    assert [(d.action, d.reason) for d in mine.servers] == [("stop", "idle")]
+    return mine
+
+
 def test_a_user_back_after_the_cycle_looked_keeps_the_server(stack: Stack) -> None:
     """Found by the chaos soak: a server was stopped seconds after its user came back,
     between the cycle's look at the hub and the stop. A last look keeps it."""
@@ -500,10 +509,7 @@ def test_a_user_back_after_the_cycle_looked_keeps_the_server(stack: Stack) -> No
     time.sleep(TIMEOUT + 1)  # idle past the timeout
     culler = Culler(load(culler_config(stack, "last-look", busy_cpu_percent=0.0)))
     try:
-        seen = culler.observe()
-        plans, _ = plan(culler.views(seen), seen.orphans, culler.section, seen.now, [])
-        (mine,) = [p for p in plans if any(d.user == "back" for d in p.servers)]
-        assert [(d.action, d.reason) for d in mine.servers] == [("stop", "idle")]
+        mine = idle_stop(culler, "back")
         with active(stack, ("back", "")):  # the user is back, through NGINX
             wait_for(lambda: still_idle(mine.servers[0], last_activity(stack), time.time())
                      is False, 20, "the hub to record the activity")  # fmt: skip
@@ -533,10 +539,7 @@ def test_a_user_back_within_the_hubs_activity_lag_keeps_the_server(lagging: Stac
     time.sleep(TIMEOUT + 1)  # idle past the timeout
     culler = Culler(load(culler_config(lagging, "lag", busy_cpu_percent=0.0)))
     try:
-        seen = culler.observe()
-        plans, _ = plan(culler.views(seen), seen.orphans, culler.section, seen.now, [])
-        (mine,) = [p for p in plans if any(d.user == "late" for d in p.servers)]
-        assert [(d.action, d.reason) for d in mine.servers] == [("stop", "idle")]
+        mine = idle_stop(culler, "late")
         back = time.time()
         assert server_status(lagging, "late").status_code == 200  # back, through NGINX
         outcomes = culler.execute([mine], [])
