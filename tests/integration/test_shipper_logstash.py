@@ -125,7 +125,7 @@ def test_logstash_output_delivers_everything_and_resumes_after_the_receiver_rest
     assert set(messages) == set(writer.expected())  # everything, at least once
     first = events[0]
     assert first["@metadata"]["_index"].startswith("lj-logs-raw-")
-    assert len(first["@metadata"]["_id"]) == 24 and first["service.name"] == "app"
+    assert len(first["@metadata"]["_id"]) == 28 and first["service.name"] == "app"
     ids = {}
     for event in events:  # a re-sent event carries the same id, so it is indexed once
         assert ids.setdefault(event["@metadata"]["_id"], event["message"]) == event["message"]
