@@ -128,6 +128,13 @@ def test_entry_keys_differ_by_file_and_generation() -> None:
     assert len(keys) == 3 and event_id("k", 0) != event_id("k", 1)
 
 
+def test_a_files_ids_share_its_prefix_and_sort_by_offset() -> None:
+    key, other = entry_key("app", 1, 2, 0, "f"), entry_key("app", 1, 3, 0, "f")
+    ids = [event_id(key, start) for start in (0, 9, 4096, 1 << 40)]
+    assert ids == sorted(ids) and len({id_[:16] for id_ in ids}) == 1
+    assert len(set(ids)) == 4 and event_id(other, 0) not in ids
+
+
 def test_docker_files_of_other_containers_are_ignored(tmp_path: Path) -> None:
     ours, theirs = tmp_path / "c1" / "c1-json.log", tmp_path / "c2" / "c2-json.log"
     for path in (ours, theirs):
