@@ -9,6 +9,7 @@ import pytest
 
 from hubkeeper.config import ShipperSource
 from hubkeeper.shippers.sources import (
+    ID_KEY_CHARS,
     Files,
     Settings,
     entry_key,
@@ -131,7 +132,7 @@ def test_entry_keys_differ_by_file_and_generation() -> None:
 def test_a_files_ids_share_its_prefix_and_sort_by_offset() -> None:
     key, other = entry_key("app", 1, 2, 0, "f"), entry_key("app", 1, 3, 0, "f")
     ids = [event_id(key, start) for start in (0, 9, 4096, 1 << 40)]
-    assert ids == sorted(ids) and len({id_[:16] for id_ in ids}) == 1
+    assert ids == sorted(ids) and len({id_[:ID_KEY_CHARS] for id_ in ids}) == 1
     assert len(set(ids)) == 4 and event_id(other, 0) not in ids
 
 
