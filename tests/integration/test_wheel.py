@@ -5,6 +5,7 @@ starts with (``check-config``, ``alerts render``, ``install-files`` and the unit
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -15,7 +16,10 @@ import pytest
 
 from tests.integration.test_deploy_files import verify_units
 
+pytestmark = pytest.mark.beside  # needs no Docker engine: runs beside the main lane
+
 ROOT = Path(__file__).resolve().parents[2]
+NOT_SOURCE = (".git", ".venv*", "build", "*.egg-info", "__pycache__", ".*cache")
 # Modules that need the ``hub`` extra (JupyterHub, DockerSpawner), not installed here.
 NEEDS_HUB_EXTRA = ("jupyterhub", "dockerspawner")
 # Files run, not imported: the CLI's ``python -m`` entry, the config JupyterHub executes.
@@ -41,9 +45,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv with the wheel built from this checkout (dependencies from the
     package index, as an operator's pip would fetch them)."""
     folder = tmp_path_factory.mktemp("wheel")
+    # built from a copy: setuptools writes build/ and *.egg-info into the tree it builds,
+    # where .ci/lowest's editable install may be writing at the same time
+    source = folder / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-         "--no-deps", "-w", str(folder / "dist"), str(ROOT)],
+         "--no-deps", "-w", str(folder / "dist"), str(source)],
         check=True, timeout=600,
     )  # fmt: skip
     (wheel,) = (folder / "dist").glob("hubkeeper-*.whl")
