@@ -56,6 +56,13 @@ if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go >/dev/null
 fi
 
+# Rust (cargo) builds the log shipper's native fast path (native/) as pip installs hubkeeper:
+# rustup's if there is one, else Debian's (cargo-web: bookworm's plain cargo is too old).
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v cargo >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cargo-web >/dev/null
+fi
+
 # Debian's own python3, as on a production host (README, "Installing for production"): a
 # build other tools put first in PATH (pyenv's, say) may lack its optimizations, and
 # hubkeeper's daemons run a seventh slower there (tests/bench/shipping.py).

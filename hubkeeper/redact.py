@@ -111,6 +111,12 @@ class Redactor:
 
     # --- text ------------------------------------------------------------------------
 
+    @property
+    def probes(self) -> tuple[str, ...]:
+        """Lowered substrings, one of which text must hold to be :meth:`suspect` (but for a
+        password in a URL)."""
+        return self._probes
+
     def suspect(self, text: str) -> bool:
         """Whether ``text`` may hold anything :meth:`text` masks (a fast test)."""
         return any(map(text.lower().__contains__, self._probes)) or (

@@ -127,9 +127,14 @@ class Registry:
             self.dirty = True
 
 
+def index_stem(prefix: str, dataset: str) -> str:
+    """What the daily indices of ``dataset`` begin with: the day follows (``2026.12.03``)."""
+    return f"{prefix}-{dataset}-"
+
+
 def daily_index(prefix: str, dataset: str, stamp: str) -> str:
     """The index of an event of ``dataset`` with the ISO timestamp ``stamp``."""
-    return f"{prefix}-{dataset}-{stamp[0:4]}.{stamp[5:7]}.{stamp[8:10]}"
+    return f"{index_stem(prefix, dataset)}{stamp[0:4]}.{stamp[5:7]}.{stamp[8:10]}"
 
 
 # A spool segment (``segment-N.chunks``) is a run of chunks, each written by one reader

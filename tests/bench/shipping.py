@@ -8,7 +8,8 @@ measures on one real Elasticsearch (its own instance, 1 GB heap):
    collector tuned and the files read in cycles of the reader's budget, as in
    ``ship-logs``; each cycle's records joined into spool bytes, as the reader does before
    its write, and let go), of the ordinary mix and of a mix with 10% hostile lines
-   (tests/hostile.py);
+   (tests/hostile.py); the ordinary mix also by the Python path alone (without the native
+   fast path for NGINX access lines, ``native/``), its peer;
 2. the ceiling: a plain bulk loader sending the same documents, pre-serialized, with the
    shipper's batch size, one request at a time;
 3. ``hubkeeper ship-logs`` end to end (files to acknowledged documents), with its CPU time
@@ -28,9 +29,11 @@ goes to the stage of the innermost frame that :data:`STAGES` names (read, frame,
 redact, id, serialize, enrich, spool write, spool read, bulk, acknowledgement; the loops'
 own code as ``loop``, imports as ``startup``, anything else, such as the metrics
 endpoint, as ``other``; the sender's cutting of a spooled batch into its bulk body counts
-as ``bulk``, its files' offsets as ``ack``). A stage's share of the samples times the CPU
-seconds measured for the whole run is its CPU per 100,000 lines (time in system calls that
-release the GIL, such as fsync, is spread over the stages that way). Sampling is
+as ``bulk``, its files' offsets as ``ack``; the native fast path, which reads, parses and
+writes an access line in one call that py-spy cannot see into, as ``native``). A stage's
+share of the samples times the CPU seconds measured for the whole run is its CPU per
+100,000 lines (time in system calls that release the GIL, such as fsync, is spread over
+the stages that way). Sampling is
 statistical (a few thousand samples): shares move by a point or two between runs. Without
 py-spy the breakdown is left out. Compare ship-logs with rsyslog in the same run: on this
 shared machine both move by about ten percent from run to run.
@@ -63,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 from hubkeeper.config import ShipperSource  # noqa: E402
 from hubkeeper.deploy.elasticsearch import Elasticsearch  # noqa: E402
 from hubkeeper.deploy.stack import free_ports, to_toml, wait_for  # noqa: E402
+from hubkeeper.shippers import sources  # noqa: E402
 from hubkeeper.shippers.shipper import READ_BUDGET, collect_less  # noqa: E402
 from hubkeeper.shippers.sources import Files, Settings, make_sources  # noqa: E402
 from hubkeeper.shippers.store import Record, Registry, bulk_body, chunks  # noqa: E402
@@ -267,6 +271,7 @@ def byte_compile() -> None:
 STAGES: list[tuple[str, re.Pattern[str]]] = [
     (stage, re.compile(pattern.replace(r"\(shippers/", r"\((?:hubkeeper/)?shippers/")))
     for stage, pattern in [
+        ("native", r"^Files\._fast_events \(shippers/"),  # (all of an access line's stages)
         ("serialize", r"^to_json \(shippers/"),
         ("id", r"^_?event_id \(shippers/"),
         ("read", r"^(read_lines|_newline_after|decode) \(shippers/framing"
@@ -458,6 +463,14 @@ def main() -> int:
         figures["parse_lines_per_s"] = round(args.lines / cpu)
         print(f"parse+serialize: {args.lines} lines ({events} events) in {cpu:.1f} CPU s: "
               f"{args.lines / cpu:,.0f} lines/s", flush=True)  # fmt: skip
+        native, sources._native = sources._native, None
+        try:
+            python_cpu, _ = parse_only(paths, work / "parse-python")
+        finally:
+            sources._native = native
+        figures["parse_python_path_lines_per_s"] = round(args.lines / python_cpu)
+        print(f"  the same by the Python path alone (no native fast path): "
+              f"{args.lines / python_cpu:,.0f} lines/s", flush=True)  # fmt: skip
         hostile_paths, _events = write_files(work / "hostile", args.lines, hostile=0.1)
         hostile_cpu, _ = parse_only(hostile_paths, work / "parse-hostile")
         figures["parse_hostile_lines_per_s"] = round(args.lines / hostile_cpu)

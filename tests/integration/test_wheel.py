@@ -19,7 +19,7 @@ from tests.integration.test_deploy_files import verify_units
 pytestmark = pytest.mark.beside  # needs no Docker engine: runs beside the main lane
 
 ROOT = Path(__file__).resolve().parents[2]
-NOT_SOURCE = (".git", ".venv*", "build", "*.egg-info", "__pycache__", ".*cache")
+NOT_SOURCE = (".git", ".venv*", "build", "target", "*.egg-info", "__pycache__", ".*cache", "*.so")
 # Modules that need the ``hub`` extra (JupyterHub, DockerSpawner), not installed here.
 NEEDS_HUB_EXTRA = ("jupyterhub", "dockerspawner")
 # Files run, not imported: the CLI's ``python -m`` entry, the config JupyterHub executes.
@@ -60,6 +60,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert {name for name in top if not name.endswith(".dist-info")} == {"hubkeeper"}
     assert "hubkeeper/deploy/systemd/jupyterhub@.service" in names
     assert "hubkeeper/hub/jupyterhub_config.py" in names
+    assert any(name.startswith("hubkeeper/shippers/_native.") for name in names)  # Rust, built
     venv.create(folder / "venv", with_pip=True)
     python = folder / "venv" / "bin" / "python"
     subprocess.run(
