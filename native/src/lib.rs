@@ -224,17 +224,20 @@ fn push_decimal(out: &mut Vec<u8>, value: u64, width: usize) {
     out.extend_from_slice(&digits[k..]);
 }
 
-fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+/// `,"name":`, a field's key after the one before it.
+fn push_key(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\":");
+}
+
+fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    push_key(out, name);
     push_string(out, value);
 }
 
 fn push_number(out: &mut Vec<u8>, name: &str, value: u64) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
+    push_key(out, name);
     push_decimal(out, value, 1);
 }
 
@@ -345,7 +348,7 @@ fn bulk_lines(
     if access.agent != b"-" {
         push_field(&mut out, "user_agent.original", access.agent);
     }
-    out.extend_from_slice(b",\"event.dataset\":");
+    push_key(&mut out, "event.dataset");
     out.extend_from_slice(target.dataset_json);
     out.extend_from_slice(target.tail_json);
     push_decimal(&mut out, start, 1);

@@ -33,10 +33,10 @@ as ``bulk``, its files' offsets as ``ack``; the native fast path, which reads, p
 writes an access line in one call that py-spy cannot see into, as ``native``). A stage's
 share of the samples times the CPU seconds measured for the whole run is its CPU per
 100,000 lines (time in system calls that release the GIL, such as fsync, is spread over
-the stages that way). Sampling is
-statistical (a few thousand samples): shares move by a point or two between runs. Without
-py-spy the breakdown is left out. Compare ship-logs with rsyslog in the same run: on this
-shared machine both move by about ten percent from run to run.
+the stages that way). Sampling is statistical (a few thousand samples): shares move by a
+point or two between runs. Without py-spy the breakdown is left out. Compare ship-logs
+with rsyslog in the same run: on this shared machine both move by about ten percent from
+run to run.
 
     .venv/bin/python tests/bench/shipping.py [--lines 1000000]
 """
